@@ -1,0 +1,40 @@
+# The two sacred commands: `make run` and `make test`. Everything they need is installed here.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint typecheck unit gallery bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/castframe migrate
+	$(BIN)/castframe dev-key
+	$(BIN)/castframe serve
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install lint typecheck
+	$(BIN)/python -m pytest -q
+
+gallery: install
+	$(BIN)/python scripts/make_gallery.py
+
+bench: install
+	$(BIN)/python benchmarks/sandbox.py
+
+clean:
+	rm -rf $(VENV) .castframe .pytest_cache .mypy_cache .ruff_cache

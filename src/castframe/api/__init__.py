@@ -1,0 +1,1 @@
+"""HTTP concerns only: routes, auth, errors, idempotency and rate-limit headers."""

@@ -1,0 +1,173 @@
+"""Account endpoints: Apiframe's ``/v2/me``, balances, usage, the ledger, webhook secrets."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+
+from castframe.api.deps import authenticate, get_services
+from castframe.errors import ApiError
+from castframe.jobs import ledger as ledger_mod
+from castframe.jobs import states
+from castframe.jobs.accounts import Principal, get_account, rotate_webhook_secret, webhook_secrets
+from castframe.jobs.service import active_job_count
+from castframe.jobs.views import iso
+from castframe.store.tables import jobs, ledger
+
+router = APIRouter(tags=["account"])
+
+
+def _parse_time(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ApiError(
+            "invalid_request",
+            f"{name} must be an ISO-8601 date or time",
+            details=[{"field": name, "message": "not ISO-8601"}],
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@router.get("/v2/me", summary="The caller, its team (credits) and key, in Apiframe's shape")
+def me(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        balance = ledger_mod.account_balance(conn, principal.account_id)
+    return {
+        "user": {"id": principal.account_id, "email": None, "role": "ADMIN"},
+        "team": {
+            "id": principal.account_id,
+            "name": principal.account_name,
+            "plan": "self-hosted",
+            "credits": balance.available,
+            "maxConcurrentJobs": principal.max_active_jobs or services.settings.max_active_jobs,
+        },
+        "apiKey": {"id": principal.key_id, "name": principal.key_name, "mode": principal.mode},
+    }
+
+
+@router.get("/v2/account", summary="Balance, held and available credits")
+def account(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        balance = ledger_mod.account_balance(conn, principal.account_id)
+        active = active_job_count(conn, principal.account_id)
+    return {
+        "id": principal.account_id,
+        "name": principal.account_name,
+        "mode": principal.mode,
+        "balance": balance.balance,
+        "held": balance.held,
+        "available": balance.available,
+        "activeJobs": active,
+        "maxActiveJobs": principal.max_active_jobs or services.settings.max_active_jobs,
+    }
+
+
+@router.get("/v2/account/usage", summary="Successful images and credits, by day or model")
+def usage(
+    request: Request,
+    principal: Principal = Depends(authenticate),
+    from_: str | None = Query(None, alias="from"),
+    to: str | None = None,
+    group_by: Literal["day", "model"] = "day",
+) -> dict[str, Any]:
+    services = get_services(request)
+    start, end = _parse_time(from_, "from"), _parse_time(to, "to")
+    query = sa.select(jobs.c.completed_at, jobs.c.model, jobs.c.delivered, jobs.c.charged).where(
+        jobs.c.account_id == principal.account_id,
+        jobs.c.mode == principal.mode,
+        jobs.c.status == states.COMPLETED,
+    )
+    if start is not None:
+        query = query.where(jobs.c.completed_at >= start)
+    if end is not None:
+        query = query.where(jobs.c.completed_at < end)
+    groups: dict[str, dict[str, int]] = defaultdict(lambda: {"jobs": 0, "images": 0, "credits": 0})
+    with services.db.read() as conn:
+        for completed_at, model, delivered, charged in conn.execute(query):
+            key = model if group_by == "model" else (iso(completed_at) or "")[:10]
+            group = groups[key]
+            group["jobs"] += 1
+            group["images"] += int(delivered or 0)
+            group["credits"] += int(charged or 0)
+    rows = [{group_by: key, **values} for key, values in sorted(groups.items())]
+    return {
+        "groupBy": group_by,
+        "from": from_,
+        "to": to,
+        "usage": rows,
+        "total": {
+            name: sum(r[name] for r in groups.values()) for name in ("jobs", "images", "credits")
+        },
+    }
+
+
+@router.get("/v2/account/ledger", summary="Ledger entries, newest first")
+def ledger_entries(
+    request: Request,
+    principal: Principal = Depends(authenticate),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: int | None = Query(None, ge=1),
+) -> dict[str, Any]:
+    services = get_services(request)
+    query = sa.select(ledger).where(ledger.c.account_id == principal.account_id)
+    if cursor is not None:
+        query = query.where(ledger.c.id < cursor)
+    with services.db.read() as conn:
+        rows = conn.execute(query.order_by(ledger.c.id.desc()).limit(limit + 1)).mappings().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "entries": [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "amount": r["amount"],
+                "jobId": r["job_id"],
+                "note": r["note"],
+                "createdAt": iso(r["created_at"]),
+            }
+            for r in rows
+        ],
+        "nextCursor": rows[-1]["id"] if more else None,
+        "hasMore": more,
+    }
+
+
+@router.get("/v2/account/webhook-secret", summary="The Standard Webhooks signing secret")
+def webhook_secret(
+    request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        account_row = get_account(conn, principal.account_id)
+    assert account_row is not None
+    return {
+        "secret": account_row["webhook_secret"],
+        "activeSecrets": len(webhook_secrets(account_row)),
+        "previousSecretExpiresAt": iso(account_row["previous_secret_expires_at"]),
+    }
+
+
+@router.post(
+    "/v2/account/webhook-secret/rotate",
+    summary="New secret; the old one keeps signing for 24 hours",
+)
+def rotate_secret(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.write() as conn:
+        account_row = rotate_webhook_secret(conn, principal.account_id)
+    return {
+        "secret": account_row["webhook_secret"],
+        "previousSecretExpiresAt": iso(account_row["previous_secret_expires_at"]),
+    }

@@ -1,0 +1,36 @@
+"""``GET /v2/files/...``: output images behind expiring HMAC-signed URLs (no API key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from castframe.api.deps import get_services
+from castframe.errors import ApiError
+from castframe.media.signing import check_signature
+from castframe.media.storage import LocalStorage
+
+router = APIRouter(tags=["files"])
+
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
+
+
+@router.get("/v2/files/{key:path}", summary="Download a stored image by signed URL")
+def get_file(
+    key: str, request: Request, expires: int = Query(...), signature: str = Query(...)
+) -> FileResponse:
+    services = get_services(request)
+    verdict = check_signature(services.settings.signing_key, key, expires, signature)
+    if verdict == "invalid":
+        raise ApiError("invalid_signature")
+    if verdict == "expired":
+        raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
+    storage = services.storage
+    if not isinstance(storage, LocalStorage) or not storage.exists(key):
+        raise ApiError("not_found", "no such file")
+    suffix = "." + key.rsplit(".", 1)[-1]
+    return FileResponse(
+        storage.path_for(key),
+        media_type=CONTENT_TYPES.get(suffix, "image/png"),
+        headers={"Cache-Control": "private, max-age=300"},
+    )

@@ -1,0 +1,125 @@
+"""``POST /v2/images/generate``: validate, remember the idempotency key, enqueue, answer 202."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from castframe.api.deps import authenticate, get_services
+from castframe.catalog.ideogram_character import IdeogramCharacterRequest
+from castframe.errors import ApiError
+from castframe.jobs import idempotency
+from castframe.jobs.accounts import Principal
+from castframe.jobs.service import insert, prepare
+from castframe.services import Services
+
+router = APIRouter(tags=["images"])
+
+GENERATE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": IdeogramCharacterRequest.model_json_schema(
+                    by_alias=True, ref_template="#/components/schemas/{model}"
+                ),
+                "example": {
+                    "prompt": "a detective walking down a rainy city street at night",
+                    "model": "ideogram-character",
+                    "ideogramParams": {
+                        "character_reference_image": "https://example.com/me.jpg",
+                        "style_type": "REALISTIC",
+                        "rendering_speed": "turbo",
+                        "seed": 7,
+                    },
+                    "aspect_ratio": "3:4",
+                    "webhookUrl": "https://example.com/hooks/castframe",
+                },
+            }
+        },
+    },
+}
+
+
+async def read_json_body(request: Request, limit: int) -> tuple[Any, bytes]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(
+            "unsupported_media_type",
+            f"send Content-Type: application/json (got {content_type or 'nothing'})",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError("payload_too_large", f"the body is over {limit} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ApiError("payload_too_large", f"the body is over {limit} bytes")
+    try:
+        return json.loads(raw), raw
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+def submit(services: Services, principal: Principal, body: Any, key: str | None) -> str:
+    """Prepare and insert the job; the idempotency record is completed in the same transaction."""
+    submission = prepare(body, principal, services.settings, services.storage)
+    with services.db.write() as conn:
+        job = insert(conn, principal, submission, services.settings)
+        response_body = json.dumps({"jobId": job["id"], "status": job["status"]})
+        if key:
+            idempotency.complete(conn, principal.account_id, key, 202, response_body)
+    services.job_notifier.notify()
+    return response_body
+
+
+@router.post(
+    "/v2/images/generate",
+    status_code=202,
+    openapi_extra=GENERATE_DOC,
+    summary="Submit a generation job",
+    responses={202: {"description": 'Queued: `{"jobId", "status": "QUEUED"}`'}},
+)
+async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
+    services = get_services(request)
+    body, _raw = await read_json_body(request, services.settings.max_body_bytes)
+    decision = request.app.state.rate_limiter.check(
+        principal.key_id, take=True, rate=principal.rate_per_second, burst=principal.rate_burst
+    )
+    request.state.rate_headers = decision.headers()
+    if not decision.allowed:
+        raise ApiError(
+            "rate_limited",
+            f"too many submissions; retry in {decision.retry_after}s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+    key_header = request.headers.get("idempotency-key")
+    key = idempotency.validate_key(key_header) if key_header is not None else None
+    if key:
+        fingerprint = idempotency.fingerprint("POST", request.url.path, body)
+        stored = await run_in_threadpool(
+            idempotency.begin,
+            services.db,
+            principal.account_id,
+            key,
+            fingerprint,
+            services.settings.idempotency_ttl_hours * 3600,
+        )
+        if stored is not None:
+            return Response(
+                stored.body,
+                status_code=stored.status,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+    try:
+        response_body = await run_in_threadpool(submit, services, principal, body, key)
+    except BaseException:
+        if key:
+            await run_in_threadpool(idempotency.forget, services.db, principal.account_id, key)
+        raise
+    return Response(response_body, status_code=202, media_type="application/json")

@@ -1,0 +1,136 @@
+"""Job endpoints: get, list, cancel, webhook attempts and redelivery."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+
+from castframe.api.deps import authenticate, get_services
+from castframe.errors import ApiError
+from castframe.jobs import service, states
+from castframe.jobs.accounts import Principal
+from castframe.jobs.views import iso, job_view
+from castframe.store.tables import webhook_attempts, webhook_deliveries
+from castframe.webhooks import outbox
+
+router = APIRouter(tags=["jobs"])
+
+Status = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"]
+
+
+@router.get("/v2/jobs/{job_id}", summary="Get a job")
+def get_job(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        job = service.get_job(conn, principal, job_id)
+    return job_view(job, services.url_for)
+
+
+@router.get("/v2/jobs", summary="List jobs, newest first")
+def list_jobs(
+    request: Request,
+    principal: Principal = Depends(authenticate),
+    status: Status | None = None,
+    model: str | None = None,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        rows, next_cursor = service.list_jobs(
+            conn, principal, status=status, model=model, limit=limit, cursor=cursor
+        )
+    return {
+        "jobs": [job_view(row, services.url_for) for row in rows],
+        "nextCursor": next_cursor,
+        "hasMore": next_cursor is not None,
+    }
+
+
+@router.post("/v2/jobs/{job_id}/cancel", summary="Cancel a job")
+def cancel_job(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.write() as conn:
+        job, _running = service.cancel_job(conn, principal, job_id)
+    services.webhook_notifier.notify()
+    return job_view(job, services.url_for)
+
+
+@router.get("/v2/jobs/{job_id}/webhooks", summary="Webhook deliveries and attempts of a job")
+def list_webhooks(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.read() as conn:
+        service.get_job(conn, principal, job_id)
+        deliveries = (
+            conn.execute(
+                sa.select(webhook_deliveries)
+                .where(webhook_deliveries.c.job_id == job_id)
+                .order_by(webhook_deliveries.c.created_at)
+            )
+            .mappings()
+            .all()
+        )
+        attempts = (
+            conn.execute(
+                sa.select(webhook_attempts)
+                .where(webhook_attempts.c.delivery_id.in_([d["id"] for d in deliveries]))
+                .order_by(webhook_attempts.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        by_delivery.setdefault(attempt["delivery_id"], []).append(
+            {
+                "attemptedAt": iso(attempt["attempted_at"]),
+                "statusCode": attempt["status_code"],
+                "latencyMs": attempt["latency_ms"],
+                "error": attempt["error"],
+            }
+        )
+    return {
+        "deliveries": [
+            {
+                "id": d["id"],
+                "event": d["event"],
+                "url": d["url"],
+                "status": d["status"],
+                "attempts": by_delivery.get(d["id"], []),
+                "nextAttemptAt": iso(d["next_attempt_at"])
+                if d["status"] in ("pending", "failing")
+                else None,
+                "createdAt": iso(d["created_at"]),
+            }
+            for d in deliveries
+        ]
+    }
+
+
+@router.post(
+    "/v2/jobs/{job_id}/webhooks/redeliver",
+    status_code=202,
+    summary="Send the job's final webhook again",
+)
+def redeliver(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    with services.db.write() as conn:
+        job = service.get_job(conn, principal, job_id)
+        if not job["webhook_url"]:
+            raise ApiError("webhook_not_configured")
+        if not states.is_terminal(job["status"]):
+            raise ApiError("job_not_finished")
+        event = "completed" if job["status"] == states.COMPLETED else "failed"
+        message_id = outbox.enqueue(conn, {**job, "webhook_events": [event]}, event)
+    services.webhook_notifier.notify()
+    return {"deliveryId": message_id, "event": event, "status": "pending"}

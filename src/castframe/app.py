@@ -1,0 +1,70 @@
+"""``create_app(settings)``: the FastAPI application; its lifespan runs the embedded worker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+
+from castframe import __version__
+from castframe.api import account, catalog, files, generate, health, jobs, uploads
+from castframe.api.errors import install_error_handlers
+from castframe.api.ratelimit import RateLimiter
+from castframe.config import Settings
+from castframe.services import Services
+
+DESCRIPTION = """
+Castframe speaks Apiframe's v2 image API: submit with `POST /v2/images/generate` and an
+`X-API-Key`, get a `jobId`, then poll `GET /v2/jobs/{id}` or receive a signed webhook.
+Every error is `{"code", "message", "details"}` with a stable `code`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    run_worker: bool | None = None,
+) -> FastAPI:
+    settings = settings or (services.settings if services else Settings())
+    with_worker = settings.worker_enabled if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services or Services.build(settings)
+        app.state.services = built
+        if with_worker:
+            built.start_worker()
+        built.start_sender()
+        try:
+            yield
+        finally:
+            built.stop(grace=10.0)
+
+    app = FastAPI(
+        title="Castframe", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    install_error_handlers(app)
+    for module in (generate, jobs, catalog, uploads, account, files, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request_id
+        for name, value in (getattr(request.state, "rate_headers", None) or {}).items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,264 @@
+"""The ``castframe`` command: serve, worker, migrate, accounts, keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from castframe.config import Settings
+from castframe.jobs import accounts as accounts_mod
+from castframe.jobs import ledger
+from castframe.store.db import Database
+from castframe.store.migrate import upgrade
+
+app = typer.Typer(
+    help="Castframe: a self-hosted, Apiframe-v2-compatible image API.", no_args_is_help=True
+)
+accounts_app = typer.Typer(help="Accounts and credits.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _db(settings: Settings) -> Database:
+    db = Database(settings.resolved_database_url)
+    upgrade(db.engine)
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="API only.")] = False,
+) -> None:
+    """Run the HTTP API (with an in-process worker unless --no-worker)."""
+    import uvicorn
+
+    from castframe.app import create_app
+
+    _setup_logging()
+    overrides: dict[str, object] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if no_worker:
+        overrides["worker_enabled"] = False
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=15,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Parallel jobs.")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds to drain on SIGTERM.")] = 30.0,
+) -> None:
+    """Run a worker (and webhook sender) without the API; SIGTERM drains it."""
+    from castframe.services import Services
+
+    _setup_logging()
+    settings = Settings()
+    services = Services.build(settings)
+    services.start_worker(concurrency)
+    services.start_sender()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    typer.echo("draining: no new jobs; finishing running ones", err=True)
+    services.stop(grace)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = Settings()
+    _db(settings).dispose()
+    typer.echo(f"database ready: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@accounts_app.command("create")
+def accounts_create(name: str, credits: Annotated[int, typer.Option(min=0)] = 0) -> None:
+    """Create an account, optionally with initial credits."""
+    db = _db(Settings())
+    with db.write() as conn:
+        try:
+            account = accounts_mod.create_account(conn, name, credits)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps({"id": account["id"], "name": name, "credits": credits}))
+
+
+@accounts_app.command("topup")
+def accounts_topup(name: str, credits: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Add credits to an account."""
+    db = _db(Settings())
+    with db.write() as conn:
+        account = _account(conn, name)
+        ledger.add_entry(conn, account["id"], "topup", credits, note="cli topup")
+        balance = ledger.account_balance(conn, account["id"])
+    typer.echo(
+        json.dumps({"name": name, "balance": balance.balance, "available": balance.available})
+    )
+
+
+@accounts_app.command("show")
+def accounts_show(name: str) -> None:
+    """Balance, held and available credits of an account."""
+    db = _db(Settings())
+    with db.read() as conn:
+        account = _account(conn, name)
+        balance = ledger.account_balance(conn, account["id"])
+    typer.echo(
+        json.dumps(
+            {
+                "id": account["id"],
+                "name": name,
+                "balance": balance.balance,
+                "held": balance.held,
+                "available": balance.available,
+            }
+        )
+    )
+
+
+@accounts_app.command("webhook-secret")
+def accounts_webhook_secret(name: str, rotate: Annotated[bool, typer.Option()] = False) -> None:
+    """Show (or --rotate) the account's Standard Webhooks secret."""
+    db = _db(Settings())
+    with db.write() as conn:
+        account = _account(conn, name)
+        if rotate:
+            account = accounts_mod.rotate_webhook_secret(conn, account["id"])
+    typer.echo(account["webhook_secret"])
+
+
+def _account(conn: Any, name: str) -> dict[str, Any]:
+    account = accounts_mod.get_account_by_name(conn, name)
+    if account is None:
+        typer.echo(f"no account named {name!r}", err=True)
+        raise typer.Exit(1)
+    return account
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account name (created if missing).")],
+    mode: Annotated[str, typer.Option(help="live or test.")] = "live",
+    credits: Annotated[int, typer.Option(min=0, help="Credits for a new account.")] = 0,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+) -> None:
+    """Create an API key; the key is printed alone on the last line (shown only once)."""
+    if mode not in accounts_mod.MODES:
+        raise typer.BadParameter("mode must be live or test")
+    db = _db(Settings())
+    with db.write() as conn:
+        row, created = accounts_mod.ensure_account(conn, account, credits)
+        raw, _ = accounts_mod.create_key(conn, row["id"], mode, name)
+    if created:
+        typer.echo(f"created account {account!r} with {credits} credits")
+    typer.echo(f"{mode} key {name!r} for account {account!r} (shown once):")
+    typer.echo(raw)
+
+
+@keys_app.command("list")
+def keys_list(account: Annotated[str | None, typer.Option()] = None) -> None:
+    """List keys (prefix, mode, state); never the keys themselves."""
+    db = _db(Settings())
+    with db.read() as conn:
+        account_id = _account(conn, account)["id"] if account else None
+        rows = accounts_mod.list_keys(conn, str(account_id) if account_id else None)
+    for row in rows:
+        state = "revoked" if row["revoked_at"] else ("active" if row["active"] else "inactive")
+        typer.echo(
+            f"{row['id']}  {row['prefix']}...  {row['mode']:4}  {state:8}  "
+            f"{row['account_name']}  {row['name']}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id, prefix or the key itself.")],
+) -> None:
+    """Revoke a key for good (401 from then on)."""
+    _set_key_state(key, revoke=True)
+
+
+@keys_app.command("deactivate")
+def keys_deactivate(key: str) -> None:
+    """Deactivate a key (403 until reactivated)."""
+    _set_key_state(key, active=False)
+
+
+@keys_app.command("activate")
+def keys_activate(key: str) -> None:
+    """Reactivate a deactivated key."""
+    _set_key_state(key, active=True)
+
+
+def _set_key_state(key: str, revoke: bool = False, active: bool = True) -> None:
+    db = _db(Settings())
+    with db.write() as conn:
+        row = accounts_mod.find_key(conn, key)
+        if row is None:
+            typer.echo("no such key (or the prefix is ambiguous)", err=True)
+            raise typer.Exit(1)
+        if revoke:
+            accounts_mod.revoke_key(conn, row["id"])
+        else:
+            accounts_mod.set_key_active(conn, row["id"], active)
+    typer.echo(f"{'revoked' if revoke else ('activated' if active else 'deactivated')} {row['id']}")
+
+
+@app.command("dev-key")
+def dev_key() -> None:
+    """Print a ready-to-use development key (created once, kept in the data dir)."""
+    settings = Settings()
+    db = _db(settings)
+    key_file = Path(settings.data_dir) / "dev_api_key"
+    raw = key_file.read_text().strip() if key_file.exists() else ""
+    with db.write() as conn:
+        status = accounts_mod.resolve_key(conn, raw)[0] if raw else "unknown"
+        if status != "ok":
+            account, _ = accounts_mod.ensure_account(conn, "dev", settings.dev_credits)
+            raw, _ = accounts_mod.create_key(conn, account["id"], "live", "make run")
+            key_file.write_text(raw + "\n")
+            key_file.chmod(0o600)
+    base = settings.resolved_public_url
+    typer.echo(f"""
+Castframe is starting at {base}  (interactive docs: {base}/docs)
+Development API key (account 'dev', {settings.dev_credits} credits, sandbox engine):
+
+  export CASTFRAME_API_KEY={raw}
+
+Try it (upload a reference photo, then generate with it):
+
+  REF=$(curl -s -H "X-API-Key: $CASTFRAME_API_KEY" -F file=@me.jpg {base}/v2/uploads \\
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["reference"])')
+  curl -s -X POST {base}/v2/images/generate -H "X-API-Key: $CASTFRAME_API_KEY" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"prompt": "a detective in a rainy city street at night", "model": "ideogram-character",
+            "ideogramParams": {{"character_reference_image": "'$REF'", "style_type": "REALISTIC"}}}}'
+  curl -s -H "X-API-Key: $CASTFRAME_API_KEY" {base}/v2/jobs/<jobId>
+""")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,95 @@
+"""Settings, read from the environment (prefix ``CASTFRAME_``) with embedded defaults.
+
+Every default is chosen so that a fresh clone runs on one laptop with nothing configured:
+SQLite and local files under ``.castframe/``, an in-process worker, the sandbox engine.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. The README's configuration table mirrors these fields."""
+
+    model_config = SettingsConfigDict(env_prefix="CASTFRAME_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".castframe"), description="Local state: DB, files.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
+    public_url: str = Field(default="", description="Base URL used in signed output links.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = Field(default="", description="HMAC key for signed URLs; persisted if unset.")
+
+    worker_enabled: bool = Field(default=True, description="Run the worker inside `serve`.")
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval: float = Field(default=1.0, gt=0, description="Safety-net poll of the queue.")
+    max_attempts: int = Field(default=3, ge=1, description="Claims of one job before giving up.")
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+
+    allow_private_urls: bool = Field(default=False, description="Let fetches reach private IPs.")
+    fetch_timeout: float = Field(default=20.0, gt=0)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+
+    output_url_ttl: int = Field(default=3600, gt=0, description="Seconds a signed URL lives.")
+
+    rate_limit_per_second: float = Field(default=10.0, gt=0)
+    rate_limit_burst: int = Field(default=20, ge=1)
+    max_active_jobs: int = Field(default=50, ge=1)
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
+    webhook_timeout: float = Field(default=15.0, gt=0)
+    webhook_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000,50400,72000,86400",
+        description="Comma-separated seconds between delivery attempts (Standard Webhooks).",
+    )
+    webhook_concurrency: int = Field(default=8, ge=1)
+
+    price_turbo: int = Field(default=10, ge=0)
+    price_default: int = Field(default=15, ge=0)
+    price_quality: int = Field(default=20, ge=0)
+
+    engine_ideogram_character: str = Field(default="sandbox", description="Engine for live jobs.")
+    dev_credits: int = Field(default=100_000, ge=0, description="Credits of the `make run` key.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'castframe.db').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The HMAC key for output URLs; generated once and kept in the data dir if not set."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret_key"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            candidate = secrets.token_hex(32)
+            try:
+                with path.open("x") as handle:
+                    handle.write(candidate)
+            except FileExistsError:
+                pass
+        return path.read_text().strip().encode()
+
+    @property
+    def retry_schedule(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "files"

@@ -1,0 +1,62 @@
+"""Turn a job's image sources (URL, upload reference) into decoded images, or a JobFailure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from castframe.config import Settings
+from castframe.errors import JobFailure
+from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload
+from castframe.media.fetch import FetchError, FetchPolicy, fetch
+from castframe.media.images import DecodedImage, ImageRejected, decode_image
+from castframe.media.storage import Storage
+from castframe.store.db import Database
+
+
+@dataclass
+class InputLoader:
+    db: Database
+    storage: Storage
+    settings: Settings
+
+    @property
+    def policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            allow_private=self.settings.allow_private_urls,
+            read_timeout=self.settings.fetch_timeout,
+            total_timeout=self.settings.fetch_timeout * 3,
+            max_bytes=self.settings.max_image_bytes,
+        )
+
+    def load(self, account_id: str, source: str, what: str) -> DecodedImage:
+        data = self._bytes(account_id, source, what)
+        try:
+            return decode_image(
+                data,
+                max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            )
+        except ImageRejected as exc:
+            raise JobFailure("invalid_image", f"{what}: {exc}") from exc
+
+    def _bytes(self, account_id: str, source: str, what: str) -> bytes:
+        if source.startswith(UPLOAD_SCHEME):
+            upload_id = source[len(UPLOAD_SCHEME) :]
+            with self.db.read() as conn:
+                row = get_upload(conn, account_id, upload_id)
+            if row is None:
+                raise JobFailure("upload_not_found", f"{what}: upload {upload_id} is gone")
+            return self.storage.get(row["storage_key"])
+        try:
+            response = fetch(source, self.policy, headers={"Accept": "image/*"})
+        except FetchError as exc:
+            if exc.code == "url_not_allowed":
+                raise JobFailure("url_not_allowed", f"{what}: {exc.message}") from exc
+            if exc.code == "too_large":
+                raise JobFailure("invalid_image", f"{what}: {exc.message}") from exc
+            raise JobFailure("reference_fetch_failed", f"{what}: {exc.message}") from exc
+        if response.status_code != 200:
+            raise JobFailure(
+                "reference_fetch_failed", f"{what}: the URL answered HTTP {response.status_code}"
+            )
+        return response.body

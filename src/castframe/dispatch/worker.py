@@ -1,0 +1,285 @@
+"""The worker: threads that claim jobs, run their engine, store outputs and finish them.
+
+It owns everything an engine must not: the database, storage, billing and webhooks. One
+``Worker`` runs inside ``castframe serve`` (embedded) or alone under ``castframe worker``.
+A heartbeat thread extends the leases of running jobs; a job whose worker dies is claimed
+again once its lease expires (``dispatch.queue.claim``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from castframe.config import Settings
+from castframe.dispatch import queue
+from castframe.dispatch.inputs import InputLoader
+from castframe.dispatch.notify import Notifier
+from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
+from castframe.engines.router import EngineRegistry
+from castframe.errors import JobFailure
+from castframe.jobs import states
+from castframe.media.images import encode_png, to_gray_mask
+from castframe.media.storage import Storage
+from castframe.store.db import Database
+
+log = logging.getLogger("castframe.worker")
+
+PROGRESS_WRITE_INTERVAL = 0.25
+CANCEL_CHECK_INTERVAL = 0.5
+
+
+@dataclass
+class JobHooks:
+    """Progress and cancellation for one running job, with throttled database access."""
+
+    worker: Worker
+    job: dict[str, Any]
+    _last_write: float = 0.0
+    _last_check: float = 0.0
+    _canceled: bool = False
+    _last_percent: int = field(default=-1)
+
+    def progress(self, percent: int) -> None:
+        percent = max(0, min(100, int(percent)))
+        now = time.monotonic()
+        if percent == self._last_percent or now - self._last_write < PROGRESS_WRITE_INTERVAL:
+            return
+        self._last_write = self._last_check = now
+        self._last_percent = percent
+        with self.worker.db.write() as conn:
+            self._canceled = queue.report_progress(conn, self.job, self.worker.worker_id, percent)
+        self.worker.webhook_notifier.notify()
+
+    def check_canceled(self) -> None:
+        now = time.monotonic()
+        if not self._canceled and now - self._last_check >= CANCEL_CHECK_INTERVAL:
+            self._last_check = now
+            with self.worker.db.read() as conn:
+                self._canceled = queue.cancel_requested(conn, self.job["id"])
+        if self._canceled:
+            raise JobCanceled()
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        storage: Storage,
+        engines: EngineRegistry,
+        notifier: Notifier,
+        webhook_notifier: Notifier,
+        concurrency: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.storage = storage
+        self.engines = engines
+        self.notifier = notifier
+        self.webhook_notifier = webhook_notifier
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        self.inputs = InputLoader(db, storage, settings)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._last_reap = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        for index in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._loop, name=f"castframe-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        heartbeat = threading.Thread(
+            target=self._heartbeat, name="castframe-heartbeat", daemon=True
+        )
+        heartbeat.start()
+        self._threads.append(heartbeat)
+        log.info("worker %s started with %d slots", self.worker_id, self.concurrency)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let running jobs finish within ``grace``, then give them back."""
+        self._stopping.set()
+        self.notifier.notify()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            leftover = list(self._running.values())
+        for job in leftover:
+            with self.db.write() as conn:
+                queue.requeue(conn, job, self.worker_id, 0.0, "worker shut down; job given back")
+        log.info("worker %s stopped (%d jobs given back)", self.worker_id, len(leftover))
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- loops -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._claim()
+            except Exception:
+                log.exception("claiming a job failed; retrying shortly")
+                job = None
+            if job is None:
+                self.notifier.wait(self.settings.poll_interval)
+                continue
+            self.run_job(job)
+
+    def _claim(self) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self.db.write() as conn:
+            if now - self._last_reap > self.settings.poll_interval:
+                self._last_reap = now
+                if queue.reap_abandoned(conn, self.settings.max_attempts):
+                    self.webhook_notifier.notify()
+            job = queue.claim(
+                conn, self.worker_id, self.settings.lease_seconds, self.settings.max_attempts
+            )
+        if job is not None:
+            with self._lock:
+                self._running[job["id"]] = job
+        return job
+
+    def _heartbeat(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            if self._stopping.is_set():
+                time.sleep(min(interval, 1.0))
+            else:
+                self._stopping.wait(interval)
+            with self._lock:
+                ids = list(self._running)
+            if ids:
+                try:
+                    with self.db.write() as conn:
+                        queue.extend_leases(conn, self.worker_id, ids, self.settings.lease_seconds)
+                except Exception:
+                    log.exception("heartbeat failed")
+            elif self._stopping.is_set():
+                return
+
+    # -- one job ---------------------------------------------------------------------------
+    def run_job(self, job: dict[str, Any]) -> None:
+        started = time.monotonic()
+        try:
+            self._run(job)
+        except Exception:  # never let a job kill the worker thread
+            log.exception("job %s: unexpected error while finishing", job["id"])
+        finally:
+            with self._lock:
+                self._running.pop(job["id"], None)
+            self.webhook_notifier.notify()
+            log.info("job %s finished in %.2fs", job["id"], time.monotonic() - started)
+
+    def _run(self, job: dict[str, Any]) -> None:
+        hooks = JobHooks(self, job)
+        try:
+            hooks.progress(1)
+            hooks.check_canceled()
+            request = self._engine_request(job)
+            hooks.check_canceled()
+            result = self.engines.get(job["engine"]).generate(request, hooks)
+            stored = self._store_outputs(job, result)
+            with self.db.write() as conn:
+                if queue.cancel_requested(conn, job["id"]):
+                    raise JobCanceled()
+                if not queue.complete(conn, job, self.worker_id, stored, len(result.images)):
+                    log.warning("job %s: lease lost before completion; result dropped", job["id"])
+        except JobCanceled:
+            with self.db.write() as conn:
+                queue.fail(
+                    conn,
+                    job,
+                    self.worker_id,
+                    "canceled",
+                    "canceled by the owner",
+                    status=states.CANCELED,
+                )
+        except JobFailure as failure:
+            self._handle_failure(job, failure)
+        except MemoryError:
+            self._handle_failure(job, JobFailure("out_of_memory", "the engine ran out of memory"))
+        except LookupError as exc:
+            self._handle_failure(job, JobFailure("engine_misconfigured", str(exc)))
+        except Exception as exc:
+            log.exception("job %s: engine error", job["id"])
+            self._handle_failure(job, JobFailure("engine_error", f"{type(exc).__name__}: {exc}"))
+
+    def _handle_failure(self, job: dict[str, Any], failure: JobFailure) -> None:
+        with self.db.write() as conn:
+            if failure.retryable and int(job["attempts"]) < self.settings.max_attempts:
+                delay = failure.retry_after
+                if delay is None:
+                    delay = self.settings.retry_base_seconds * 2 ** (int(job["attempts"]) - 1)
+                queue.requeue(conn, job, self.worker_id, delay, failure.message)
+                log.info("job %s: retry in %.1fs (%s)", job["id"], delay, failure.message)
+            else:
+                queue.fail(conn, job, self.worker_id, failure.code, failure.message)
+
+    def _engine_request(self, job: dict[str, Any]) -> EngineRequest:
+        params = job["params"]
+        account = job["account_id"]
+        reference = self.inputs.load(
+            account, params["character_reference_image"], "character_reference_image"
+        )
+        edit_image = edit_mask = None
+        width, height = int(params["width"]), int(params["height"])
+        if params.get("image") and params.get("mask"):
+            edit = self.inputs.load(account, params["image"], "image")
+            mask = self.inputs.load(account, params["mask"], "mask")
+            if (mask.width, mask.height) != (edit.width, edit.height):
+                raise JobFailure(
+                    "invalid_image",
+                    f"mask is {mask.width}x{mask.height} but image is "
+                    f"{edit.width}x{edit.height}; they must match",
+                )
+            edit_image, edit_mask = edit.pixels, to_gray_mask(mask, (edit.width, edit.height))
+            width, height = edit.width, edit.height
+        return EngineRequest(
+            prompt=params["prompt"],
+            negative_prompt=params.get("negative_prompt"),
+            style_type=params["style_type"],
+            magic_prompt_option=params["magic_prompt_option"],
+            rendering_speed=params["rendering_speed"],
+            seed=int(params["seed"]),
+            num_images=int(params["num_images"]),
+            width=width,
+            height=height,
+            aspect_ratio=params["aspect_ratio"],
+            reference=reference.pixels,
+            edit_image=edit_image,
+            edit_mask=edit_mask,
+            reference_bytes=reference.raw,
+        )
+
+    def _store_outputs(self, job: dict[str, Any], result: EngineResult) -> dict[str, Any]:
+        images = []
+        for index, image in enumerate(result.images):
+            png = encode_png(image.pixels)
+            key = f"outputs/{job['id']}/{index}-{image.seed}.png"
+            self.storage.put(key, png, "image/png")
+            images.append(
+                {
+                    "key": key,
+                    "width": int(image.pixels.shape[1]),
+                    "height": int(image.pixels.shape[0]),
+                    "seed": image.seed,
+                    "prompt": image.prompt,
+                    "contentType": "image/png",
+                    **({"metadata": image.metadata} if image.metadata else {}),
+                }
+            )
+        return {"images": images, "metadata": result.metadata}

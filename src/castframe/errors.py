@@ -1,0 +1,104 @@
+"""Errors with a stable machine-readable code, raised anywhere and rendered by the API.
+
+Every code a client can see is listed in ``ERROR_CODES`` with its HTTP status; the docs'
+error table is generated from it, so adding a code here documents it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "The body is not valid JSON (or not a JSON object)."),
+    "invalid_idempotency_key": (400, "Idempotency-Key must be 1-255 printable ASCII characters."),
+    "invalid_request": (400, "A query parameter or header is malformed."),
+    "missing_api_key": (401, "No API key in X-API-Key or Authorization: Bearer."),
+    "invalid_api_key": (401, "The API key is unknown or revoked."),
+    "insufficient_credits": (402, "The account's available credits are below the job's price."),
+    "api_key_inactive": (403, "The API key is deactivated."),
+    "invalid_signature": (403, "A signed file URL's signature does not match."),
+    "not_found": (404, "No such resource for this API key (other accounts' objects included)."),
+    "method_not_allowed": (405, "The path does not accept this HTTP method."),
+    "job_not_cancelable": (409, "The job already finished."),
+    "job_not_finished": (409, "The job has not finished yet."),
+    "webhook_not_configured": (409, "The job was submitted without a webhookUrl."),
+    "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still in progress."),
+    "url_expired": (410, "A signed file URL is past its expiry."),
+    "payload_too_large": (413, "The request body or an image is over its size limit."),
+    "unsupported_media_type": (415, "The request body must be application/json (or multipart)."),
+    "validation_error": (422, "A field is missing, unknown, of the wrong type or out of range."),
+    "unknown_model": (422, "`model` is not in the catalog (see GET /v2/models)."),
+    "invalid_image": (422, "An image is not a decodable PNG, JPEG or WebP within the limits."),
+    "url_not_allowed": (422, "A URL is not http(s) or points at a private/reserved address."),
+    "upload_not_found": (422, "An upload:// reference names no upload of this account."),
+    "idempotency_key_reused": (422, "This Idempotency-Key was used with a different request."),
+    "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
+    "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
+    "internal_error": (500, "An unexpected server error; it is logged with the request id."),
+    "not_ready": (503, "The server cannot reach its database."),
+}
+
+JOB_ERROR_CODES: dict[str, str] = {
+    "reference_fetch_failed": "An input image URL could not be fetched (status, timeout, size).",
+    "invalid_image": "An input image is not a decodable PNG, JPEG or WebP within the limits.",
+    "url_not_allowed": "An input URL resolves to a private or reserved address.",
+    "upload_not_found": "An upload:// reference no longer exists.",
+    "canceled": "The job was canceled by its owner.",
+    "engine_error": "The engine failed on this input; the message says why.",
+    "engine_misconfigured": "The engine is not set up correctly (operator action needed).",
+    "upstream_rejected": "The upstream provider refused the request.",
+    "upstream_unavailable": "The upstream provider kept failing after retries.",
+    "content_filtered": "The prompt or image was refused by a safety filter.",
+    "worker_lost": "Workers running the job died repeatedly; it was given up.",
+    "out_of_memory": "The engine ran out of memory on this request.",
+}
+
+
+@dataclass
+class ApiError(Exception):
+    """An error the client caused or must act on. Rendered as ``{code, message, details}``."""
+
+    code: str
+    message: str = ""
+    details: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in ERROR_CODES:
+            raise ValueError(f"undocumented error code {self.code!r}")
+        if not self.message:
+            self.message = ERROR_CODES[self.code][1]
+        super().__init__(self.message)
+
+    @property
+    def status(self) -> int:
+        return ERROR_CODES[self.code][0]
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details, **self.extra}
+
+
+def field_error(code: str, field_path: str, message: str) -> ApiError:
+    """An ApiError about one request field, with the field named in ``details``."""
+    return ApiError(code, message, details=[{"field": field_path, "message": message}])
+
+
+@dataclass
+class JobFailure(Exception):
+    """Why a job failed: stored on the job as ``error: {code, message}``.
+
+    ``retryable`` failures (upstream hiccups, a lost worker) are queued again with backoff
+    until the attempt limit; the others fail the job at once.
+    """
+
+    code: str
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in JOB_ERROR_CODES:
+            raise ValueError(f"undocumented job error code {self.code!r}")
+        super().__init__(self.message)

@@ -1,0 +1,1 @@
+"""The domain: accounts and keys, job submission and lifecycle, the credit ledger."""

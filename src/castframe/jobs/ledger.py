@@ -1,0 +1,113 @@
+"""Credits: an append-only ledger is the only truth; balances are sums over it.
+
+Entry kinds and their effect (amounts are positive integers):
+- ``topup`` / ``adjustment``: credits added (an adjustment may be negative);
+- ``hold``: credits reserved for a job at submission;
+- ``capture``: the part of a hold actually charged (at most one per job);
+- ``release``: the part of a hold given back (at most one per job).
+
+balance = topups + adjustments - captures; held = holds - captures - releases;
+available = balance - held. A unique (job_id, kind) constraint makes a second capture or
+release of one job impossible, whatever a crashed and retried worker does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from castframe.store.tables import ledger
+
+KINDS = ("topup", "adjustment", "hold", "capture", "release")
+
+
+@dataclass(frozen=True)
+class Balance:
+    balance: int
+    held: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+def balance_from_totals(totals: dict[str, int]) -> Balance:
+    """Pure: the balance from per-kind sums."""
+    get = totals.get
+    balance = get("topup", 0) + get("adjustment", 0) - get("capture", 0)
+    held = get("hold", 0) - get("capture", 0) - get("release", 0)
+    return Balance(balance=balance, held=held)
+
+
+def balance_from_entries(entries: Iterable[tuple[str, int]]) -> Balance:
+    totals: dict[str, int] = {}
+    for kind, amount in entries:
+        totals[kind] = totals.get(kind, 0) + amount
+    return balance_from_totals(totals)
+
+
+def split_charge(price: int, requested: int, delivered: int) -> tuple[int, int]:
+    """(capture, release) for a job that delivered ``delivered`` of ``requested`` images."""
+    delivered = max(0, min(delivered, requested))
+    capture = price * delivered // requested if requested else 0
+    return capture, price - capture
+
+
+def account_balance(conn: sa.Connection, account_id: str) -> Balance:
+    rows = conn.execute(
+        sa.select(ledger.c.kind, sa.func.coalesce(sa.func.sum(ledger.c.amount), 0))
+        .where(ledger.c.account_id == account_id)
+        .group_by(ledger.c.kind)
+    ).all()
+    return balance_from_totals({kind: int(total) for kind, total in rows})
+
+
+def add_entry(
+    conn: sa.Connection,
+    account_id: str,
+    kind: str,
+    amount: int,
+    job_id: str | None = None,
+    note: str | None = None,
+) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown ledger kind {kind!r}")
+    conn.execute(
+        ledger.insert().values(
+            account_id=account_id,
+            job_id=job_id,
+            kind=kind,
+            amount=amount,
+            created_at=time.time(),
+            note=note,
+        )
+    )
+
+
+def job_entries(conn: sa.Connection, job_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(ledger.c.kind, ledger.c.amount).where(ledger.c.job_id == job_id)
+    ).all()
+    return {kind: int(amount) for kind, amount in rows}
+
+
+def settle(
+    conn: sa.Connection, account_id: str, job_id: str, price: int, requested: int, delivered: int
+) -> int:
+    """Close a job's hold: capture what was delivered, release the rest. Idempotent.
+
+    Returns the credits charged. Does nothing (and returns what was charged before) if the
+    job was already settled, so a retried finish can never charge twice.
+    """
+    existing = job_entries(conn, job_id)
+    if "hold" not in existing or "capture" in existing or "release" in existing:
+        return existing.get("capture", 0)
+    capture, release = split_charge(existing["hold"], requested, delivered)
+    if capture:
+        add_entry(conn, account_id, "capture", capture, job_id)
+    if release:
+        add_entry(conn, account_id, "release", release, job_id)
+    return capture

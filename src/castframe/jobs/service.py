@@ -1,0 +1,334 @@
+"""Submitting, reading, listing and canceling jobs.
+
+``prepare`` validates a request and turns inline images into uploads (no transaction);
+``insert`` then writes the job, its credit hold, its upload rows and (by the caller) its
+idempotency record in one transaction, so a job exists exactly when it was paid for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
+
+from castframe.catalog import MODELS, ModelSpec
+from castframe.catalog.ideogram_character import MAX_SEED
+from castframe.config import Settings
+from castframe.engines.router import route_engine
+from castframe.errors import ApiError, field_error
+from castframe.jobs import ledger, states
+from castframe.jobs.accounts import Principal
+from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload, insert_upload, new_upload
+from castframe.media.fetch import FetchError, check_url_syntax
+from castframe.media.images import ImageRejected, decode_image, parse_data_uri
+from castframe.media.storage import Storage
+from castframe.store.tables import accounts, jobs
+from castframe.webhooks import outbox
+
+
+@dataclass
+class Submission:
+    spec: ModelSpec
+    params: dict[str, Any]
+    input_echo: dict[str, Any]
+    price: int
+    engine: str
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    new_uploads: list[dict[str, Any]] = field(default_factory=list)
+    upload_refs: list[tuple[str, str]] = field(default_factory=list)
+    """(field path, upload id) pairs to check inside the transaction."""
+
+
+def pydantic_details(error: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    details = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"] if part not in ("body",))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        details.append(
+            {"field": prefix + path if path else prefix.rstrip(".") or "body", "message": message}
+        )
+    return details
+
+
+def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
+    if not isinstance(body, dict):
+        raise ApiError("invalid_json", "the body must be a JSON object")
+    model_id = body.get("model")
+    if model_id is None:
+        raise field_error("validation_error", "model", "model is required")
+    if not isinstance(model_id, str) or model_id not in MODELS:
+        raise field_error(
+            "unknown_model",
+            "model",
+            f"unknown model {model_id!r}; known: {', '.join(sorted(MODELS))}",
+        )
+    spec = MODELS[model_id]
+    try:
+        return spec, spec.request_model.model_validate(body)
+    except ValidationError as exc:
+        details = pydantic_details(exc)
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        raise ApiError("validation_error", f"invalid request ({summary})", details=details) from exc
+
+
+def prepare(body: Any, principal: Principal, settings: Settings, storage: Storage) -> Submission:
+    """Validate a generate request and resolve what can be resolved before the transaction."""
+    spec, request = validate_request(body)
+    params = spec.normalise(request)
+    echo = request.model_dump(mode="json", exclude_none=True)
+    submission = Submission(
+        spec=spec,
+        params=params,
+        input_echo=echo,
+        price=0,
+        engine=route_engine(spec.id, principal.mode, settings),
+        webhook_url=echo.get("webhookUrl"),
+        webhook_events=echo.get("webhookEvents"),
+    )
+    for name in spec.image_fields:
+        source = params.get(name)
+        if source is None:
+            continue
+        path = f"{spec.params_key}.{name}"
+        params[name] = _resolve_image_source(source, path, principal, settings, storage, submission)
+        echo[spec.params_key][name] = params[name]
+    if submission.webhook_url:
+        try:
+            check_url_syntax(submission.webhook_url, allow_private=settings.allow_private_urls)
+        except FetchError as exc:
+            raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
+    if params.get("seed") is None:
+        params["seed"] = secrets.randbelow(MAX_SEED + 1)
+    if principal.mode == "live":
+        submission.price = spec.price(params, settings)
+    return submission
+
+
+def _resolve_image_source(
+    source: str,
+    path: str,
+    principal: Principal,
+    settings: Settings,
+    storage: Storage,
+    submission: Submission,
+) -> str:
+    """Data URIs become uploads now (jobs stay small); URLs are checked; uploads noted."""
+    if source.startswith("data:"):
+        try:
+            image = decode_image(
+                parse_data_uri(source),
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
+        except ImageRejected as exc:
+            code = "payload_too_large" if exc.code == "payload_too_large" else "invalid_image"
+            raise field_error(code, path, str(exc)) from exc
+        row = new_upload(storage, principal.account_id, image)
+        submission.new_uploads.append(row)
+        return UPLOAD_SCHEME + row["id"]
+    if source.startswith(UPLOAD_SCHEME):
+        submission.upload_refs.append((path, source[len(UPLOAD_SCHEME) :]))
+        return source
+    try:
+        check_url_syntax(source, allow_private=settings.allow_private_urls)
+    except FetchError as exc:
+        raise field_error("url_not_allowed", path, exc.message) from exc
+    return source
+
+
+def active_job_count(conn: sa.Connection, account_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.account_id == account_id, jobs.c.status.in_(states.ACTIVE))
+        ).scalar()
+        or 0
+    )
+
+
+def lock_account(conn: sa.Connection, account_id: str) -> None:
+    """Serialise balance checks per account (PostgreSQL row lock; SQLite already serialises)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+
+
+def insert(
+    conn: sa.Connection, principal: Principal, submission: Submission, settings: Settings
+) -> dict[str, Any]:
+    """Write the job and its hold; raises 402/429 ApiErrors before writing anything."""
+    for path, upload_id in submission.upload_refs:
+        if get_upload(conn, principal.account_id, upload_id) is None:
+            raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
+    lock_account(conn, principal.account_id)
+    limit = principal.max_active_jobs or settings.max_active_jobs
+    active = active_job_count(conn, principal.account_id)
+    if active >= limit:
+        raise ApiError(
+            "too_many_active_jobs",
+            f"the account has {active} unfinished jobs; the limit is {limit}",
+            headers={"Retry-After": "5"},
+        )
+    if submission.price > 0:
+        balance = ledger.account_balance(conn, principal.account_id)
+        if balance.available < submission.price:
+            raise ApiError(
+                "insufficient_credits",
+                f"this job costs {submission.price} credits; {balance.available} are available",
+                extra={
+                    "cost": submission.price,
+                    "balance": balance.balance,
+                    "available": balance.available,
+                },
+            )
+    for row in submission.new_uploads:
+        insert_upload(conn, row)
+    now = time.time()
+    job: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "account_id": principal.account_id,
+        "api_key_id": principal.key_id,
+        "mode": principal.mode,
+        "model": submission.spec.id,
+        "engine": submission.engine,
+        "status": states.QUEUED,
+        "input": submission.input_echo,
+        "params": submission.params,
+        "progress": 0,
+        "result": None,
+        "error_code": None,
+        "error_message": None,
+        "price": submission.price,
+        "charged": None,
+        "delivered": None,
+        "created_at": now,
+        "started_at": None,
+        "completed_at": None,
+        "run_after": now,
+        "attempts": 0,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "cancel_requested": False,
+        "webhook_url": submission.webhook_url,
+        "webhook_events": submission.webhook_events,
+        "webhook_status": None,
+        "webhook_key_hash": principal.key_hash,
+    }
+    conn.execute(jobs.insert().values(**job))
+    if submission.price > 0:
+        ledger.add_entry(conn, principal.account_id, "hold", submission.price, job["id"])
+    return job
+
+
+def get_job(conn: sa.Connection, principal: Principal, job_id: str) -> dict[str, Any]:
+    """The caller's job; anything else (other account, other mode, bad id) is a plain 404."""
+    row = (
+        conn.execute(
+            sa.select(jobs).where(
+                jobs.c.id == job_id,
+                jobs.c.account_id == principal.account_id,
+                jobs.c.mode == principal.mode,
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise ApiError("not_found", f"no job {job_id!r}")
+    return dict(row)
+
+
+def encode_cursor(job: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(f"{job['created_at']!r}|{job['id']}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return float(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ApiError(
+            "invalid_request",
+            "cursor is malformed",
+            details=[{"field": "cursor", "message": "malformed"}],
+        ) from exc
+
+
+def list_jobs(
+    conn: sa.Connection,
+    principal: Principal,
+    *,
+    status: str | None,
+    model: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = sa.select(jobs).where(
+        jobs.c.account_id == principal.account_id, jobs.c.mode == principal.mode
+    )
+    if status:
+        query = query.where(jobs.c.status == status)
+    if model:
+        query = query.where(jobs.c.model == model)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created,
+                sa.and_(jobs.c.created_at == created, jobs.c.id < job_id),
+            )
+        )
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        ).mappings()
+    ]
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel_job(
+    conn: sa.Connection, principal: Principal, job_id: str
+) -> tuple[dict[str, Any], bool]:
+    """Cancel: a queued job at once; a running one when its engine next checks.
+
+    Returns (job, notify) where ``notify`` is True when a worker should be told.
+    """
+    job = get_job(conn, principal, job_id)
+    if states.is_terminal(job["status"]):
+        raise ApiError("job_not_cancelable", f"the job is already {job['status']}")
+    if job["status"] == states.QUEUED:
+        now = time.time()
+        values = {
+            "status": states.CANCELED,
+            "completed_at": now,
+            "error_code": "canceled",
+            "error_message": "canceled by the owner",
+            "charged": 0,
+        }
+        updated = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == states.QUEUED)
+            .values(**values)
+        )
+        if updated.rowcount == 1:
+            job.update(values)
+            ledger.settle(conn, job["account_id"], job_id, job["price"], 1, 0)
+            outbox.enqueue(conn, job, "failed")
+            return job, False
+        job = get_job(conn, principal, job_id)  # a worker claimed it meanwhile
+    conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
+    job["cancel_requested"] = True
+    return job, True

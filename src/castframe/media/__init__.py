@@ -1,0 +1,1 @@
+"""Images in and out: decoding with limits, the safe fetcher, storage and signed URLs."""

@@ -1,0 +1,231 @@
+"""The one safe way out: every outbound URL (input images, webhooks) goes through here.
+
+Rules, checked on the first URL and again on every redirect:
+- only ``http`` and ``https``, no user:password part;
+- the host is resolved once, every address it resolves to must be public (no private,
+  loopback, link-local, CGNAT, multicast, reserved, unspecified or cloud-metadata ranges, in
+  IPv4, IPv6 or IPv4-mapped IPv6), and the connection is pinned to that checked address
+  (the URL is rewritten to the IP; ``Host`` and TLS SNI keep the name), so a DNS answer that
+  changes between check and connect (rebinding) cannot reach a private address;
+- at most ``max_redirects`` redirects, connect/read timeouts, an overall deadline and a byte cap.
+
+``allow_private`` lifts only the address rule, for local development and tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_EXTRA_BLOCKED = [
+    ipaddress.ip_network("100.64.0.0/10"),  # CGNAT (shared address space)
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.ip_network("198.18.0.0/15"),  # benchmarking
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64 can embed private IPv4
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+]
+
+
+class FetchError(Exception):
+    """Why a URL was not fetched. ``code``: url_not_allowed, fetch_failed or too_large."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow_private: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0
+    max_bytes: int = 20 * 1024 * 1024
+    max_redirects: int = 3
+    follow_redirects: bool = True
+
+
+@dataclass
+class FetchResponse:
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    url: str
+    elapsed_ms: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+
+def address_block_reason(address: IPAddress) -> str | None:
+    """Why an address must not be contacted, or None when it is a public unicast address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is not None:
+            inner = address_block_reason(mapped)
+            return f"maps to {mapped}: {inner}" if inner else None
+    checks = (
+        ("loopback", address.is_loopback),
+        ("private", address.is_private),
+        ("link-local (cloud metadata)", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("unspecified", address.is_unspecified),
+    )
+    for reason, hit in checks:
+        if hit:
+            return reason
+    for network in _EXTRA_BLOCKED:
+        if address.version == network.version and address in network:
+            return f"reserved range {network}"
+    if not address.is_global:
+        return "not a global address"
+    return None
+
+
+def parse_host_literal(host: str) -> IPAddress | None:
+    """An IP written in any form a resolver accepts (``0x7f000001``, ``127.1``) or None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def check_url_syntax(url: str, *, allow_private: bool) -> None:
+    """Cheap checks without DNS, for submission time: scheme, host, literal addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(
+            "url_not_allowed", f"only http and https URLs are allowed, not {url[:40]!r}"
+        )
+    if not parts.hostname:
+        raise FetchError("url_not_allowed", "the URL has no host")
+    if parts.username or parts.password:
+        raise FetchError("url_not_allowed", "URLs with credentials are not allowed")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise FetchError("url_not_allowed", "the URL's port is invalid") from exc
+    if allow_private:
+        return
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        raise FetchError("url_not_allowed", "localhost is not allowed")
+    literal = parse_host_literal(host)
+    if literal is not None and (reason := address_block_reason(literal)):
+        raise FetchError("url_not_allowed", f"the address {literal} is {reason}")
+
+
+def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
+    """Resolve once and return the address to pin, refusing if any answer is not public."""
+    literal = parse_host_literal(host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise FetchError("fetch_failed", f"cannot resolve {host!r}: {exc}") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        raise FetchError("fetch_failed", f"{host!r} resolves to no address")
+    if not allow_private:
+        for address in addresses:
+            if reason := address_block_reason(address):
+                raise FetchError(
+                    "url_not_allowed", f"{host} resolves to {address}, which is {reason}"
+                )
+    return addresses[0]
+
+
+def fetch(
+    url: str,
+    policy: FetchPolicy,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> FetchResponse:
+    """Perform one request under ``policy``; raises ``FetchError``, never leaks httpx errors."""
+    started = time.monotonic()
+    history: list[str] = []
+    current = url
+    for _hop in range(policy.max_redirects + 1):
+        response = _one_request(current, policy, method, headers or {}, content, started)
+        response.history = history
+        if not (policy.follow_redirects and response.status_code in (301, 302, 303, 307, 308)):
+            response.elapsed_ms = (time.monotonic() - started) * 1000
+            return response
+        location = response.headers.get("location")
+        if not location:
+            raise FetchError("fetch_failed", "redirect without a Location header")
+        history.append(current)
+        current = urljoin(current, location)
+        if response.status_code == 303:
+            method, content = "GET", None
+    raise FetchError("fetch_failed", f"more than {policy.max_redirects} redirects")
+
+
+def _one_request(
+    url: str,
+    policy: FetchPolicy,
+    method: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    started: float,
+) -> FetchResponse:
+    check_url_syntax(url, allow_private=policy.allow_private)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = resolve_checked(host, port, allow_private=policy.allow_private)
+    pinned_host = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlunsplit((parts.scheme, f"{pinned_host}:{port}", parts.path or "/", parts.query, ""))
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    request_headers = {"User-Agent": "castframe/0.1", **headers, "Host": host_header}
+    timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            request = client.build_request(
+                method, pinned, headers=request_headers, content=content, extensions=extensions
+            )
+            response = client.send(request, stream=True)
+            try:
+                body = _read_capped(response, policy, started)
+            finally:
+                response.close()
+            return FetchResponse(response.status_code, response.headers, body, url)
+    except FetchError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise FetchError("fetch_failed", f"timed out talking to {host}") from exc
+    except httpx.HTTPError as exc:
+        raise FetchError("fetch_failed", f"request to {host} failed: {type(exc).__name__}") from exc
+
+
+def _read_capped(response: httpx.Response, policy: FetchPolicy, started: float) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise FetchError("too_large", f"the response is {declared} bytes; limit {policy.max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise FetchError("too_large", f"the response exceeds {policy.max_bytes} bytes")
+        if time.monotonic() - started > policy.total_timeout:
+            raise FetchError("fetch_failed", "the transfer took too long")
+        chunks.append(chunk)
+    return b"".join(chunks)

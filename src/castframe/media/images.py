@@ -1,0 +1,113 @@
+"""Decode untrusted image bytes into arrays, refusing anything that is not a sane image.
+
+Pure functions: bytes in, numpy arrays out. Checks, in order: byte size, format sniffed from
+the content (never the file name or a header), pixel count before decoding (decompression
+bombs), then a full decode so truncated files fail here rather than inside an engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+DATA_URI = re.compile(r"^data:(image/[a-zA-Z0-9.+-]+)?(;[a-zA-Z0-9=.-]+)*;base64,(.*)$", re.S)
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an acceptable image; ``code`` is ``invalid_image`` or a size code."""
+
+    def __init__(self, message: str, code: str = "invalid_image") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray
+    """RGB uint8, shape (height, width, 3)."""
+    content_type: str
+    raw: bytes
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """Validate and decode an image; raises ``ImageRejected`` with a human reason."""
+    if not data:
+        raise ImageRejected("the image is empty")
+    if len(data) > max_bytes:
+        raise ImageRejected(
+            f"the image is {len(data)} bytes; the limit is {max_bytes}", code="payload_too_large"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+            fmt = probe.format or ""
+            if fmt not in ALLOWED_FORMATS:
+                raise ImageRejected(f"format {fmt or 'unknown'} is not PNG, JPEG or WebP")
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels"
+                )
+            if width < 16 or height < 16:
+                raise ImageRejected(f"the image is {width}x{height}; at least 16x16 is needed")
+            probe.load()
+            rgb = _to_rgb(probe)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"the image is too large to decode safely ({exc})") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise ImageRejected(f"the image could not be decoded ({type(exc).__name__})") from exc
+    return DecodedImage(np.asarray(rgb, dtype=np.uint8), ALLOWED_FORMATS[fmt], data)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Flatten transparency onto white so a cut-out PNG reference keeps its subject visible."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def parse_data_uri(uri: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,`` URI; raises ``ImageRejected`` if malformed."""
+    match = DATA_URI.match(uri)
+    if not match:
+        raise ImageRejected("a data URI must look like data:image/png;base64,<data>")
+    try:
+        return base64.b64decode(match.group(3), validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageRejected("the data URI's base64 payload is malformed") from exc
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Deterministic PNG bytes for an RGB array (same pixels, same bytes)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def to_gray_mask(image: DecodedImage, size: tuple[int, int]) -> np.ndarray:
+    """A mask image as booleans, True where it is to be repainted (black), at ``size`` (w, h)."""
+    gray = np.asarray(
+        Image.fromarray(image.pixels).convert("L").resize(size, Image.Resampling.NEAREST)
+    )
+    return gray < 128

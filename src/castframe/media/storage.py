@@ -1,0 +1,57 @@
+"""Where output images and uploads live. Local directory by default.
+
+A storage maps a key (``outputs/<job>/<n>.png``) to bytes and hands out a URL a client can
+fetch for a limited time. ``LocalStorage`` serves its files through the API's signed
+``/v2/files/...`` route.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from castframe.media.signing import signed_url
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def url(self, key: str, ttl: int) -> str: ...
+
+
+class LocalStorage:
+    """Files under ``root``; writes are atomic (temp file + rename) so readers never see halves."""
+
+    def __init__(self, root: Path, base_url: str, secret: bytes) -> None:
+        self.root = root.resolve()
+        self.base_url = base_url
+        self.secret = secret
+
+    def path_for(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError("storage key escapes the storage root")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+    def get(self, key: str) -> bytes:
+        return self.path_for(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.path_for(key).is_file()
+        except ValueError:
+            return False
+
+    def url(self, key: str, ttl: int) -> str:
+        return signed_url(self.base_url, self.secret, key, ttl)

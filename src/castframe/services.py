@@ -1,0 +1,73 @@
+"""The process's long-lived parts, built once from Settings and shared by API and worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from castframe.config import Settings
+from castframe.dispatch.notify import Notifier
+from castframe.dispatch.worker import Worker
+from castframe.engines.router import EngineRegistry, validate_engine_settings
+from castframe.media.storage import LocalStorage, Storage
+from castframe.store.db import Database
+from castframe.store.migrate import upgrade
+from castframe.webhooks.sender import WebhookSender
+
+log = logging.getLogger("castframe")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    storage: Storage
+    engines: EngineRegistry
+    job_notifier: Notifier = field(default_factory=Notifier)
+    webhook_notifier: Notifier = field(default_factory=Notifier)
+    worker: Worker | None = None
+    sender: WebhookSender | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, migrate: bool = True) -> Services:
+        validate_engine_settings(settings)
+        db = Database(settings.resolved_database_url)
+        if migrate:
+            upgrade(db.engine)
+        storage = LocalStorage(
+            settings.outputs_dir, settings.resolved_public_url, settings.signing_key
+        )
+        if settings.allow_private_urls:
+            log.warning(
+                "CASTFRAME_ALLOW_PRIVATE_URLS is set: outbound fetches and webhooks may "
+                "reach private and loopback addresses. Use only for development/tests."
+            )
+        return cls(settings=settings, db=db, storage=storage, engines=EngineRegistry(settings))
+
+    def url_for(self, key: str) -> str:
+        return self.storage.url(key, self.settings.output_url_ttl)
+
+    def start_worker(self, concurrency: int | None = None) -> Worker:
+        self.worker = Worker(
+            self.settings,
+            self.db,
+            self.storage,
+            self.engines,
+            self.job_notifier,
+            self.webhook_notifier,
+            concurrency,
+        )
+        self.worker.start()
+        return self.worker
+
+    def start_sender(self) -> WebhookSender:
+        self.sender = WebhookSender(self.settings, self.db, self.url_for, self.webhook_notifier)
+        self.sender.start()
+        return self.sender
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.worker:
+            self.worker.stop(grace)
+        if self.sender:
+            self.sender.stop()
+        self.db.dispose()

@@ -1,0 +1,1 @@
+"""Persistence: tables, connections, migrations and dialect-specific queue SQL."""

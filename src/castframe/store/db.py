@@ -1,0 +1,90 @@
+"""Connections: one SQLAlchemy engine per process, tuned per dialect.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts with
+``BEGIN IMMEDIATE`` so that read-then-write transactions (balance checks, idempotency
+records, queue claims) serialise instead of failing with "database is locked" on upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` (what operators paste) and use the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def create_db_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        readonly = connection.get_execution_options().get("castframe_readonly", False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
+class Database:
+    """The process's engine with two kinds of transaction: ``write()`` and ``read()``.
+
+    On SQLite a write transaction takes the write lock up front (``BEGIN IMMEDIATE``) and a
+    read transaction does not, so polling readers never queue behind writers under WAL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = create_db_engine(self.url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(castframe_readonly=True)
+            with connection.begin():
+                yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,147 @@
+"""The database schema (SQLAlchemy Core). Times are UNIX seconds (float) on every dialect.
+
+The Alembic migrations in ``migrations/versions`` create exactly this schema; a test compares
+them so the two never drift.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("max_active_jobs", sa.Integer, nullable=True),
+    sa.Column("webhook_secret", sa.String(100), nullable=False),
+    sa.Column("previous_webhook_secret", sa.String(100), nullable=True),
+    sa.Column("previous_secret_expires_at", sa.Float, nullable=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("rate_per_second", sa.Float, nullable=True),
+    sa.Column("rate_burst", sa.Integer, nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("api_key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("engine", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False, default=0),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("price", sa.Integer, nullable=False),
+    sa.Column("charged", sa.Integer, nullable=True),
+    sa.Column("delivered", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.Column("run_after", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("webhook_events", sa.JSON, nullable=True),
+    sa.Column("webhook_status", sa.String(16), nullable=True),
+    sa.Column("webhook_key_hash", sa.String(64), nullable=True),
+    sa.Index("ix_jobs_queue", "status", "run_after"),
+    sa.Index("ix_jobs_account_created", "account_id", "mode", "created_at"),
+    sa.Index("ix_jobs_account_status", "account_id", "status"),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    # One hold, one capture and one release per job at most: the database itself refuses a
+    # second capture, whatever a crashed-and-retried worker does.
+    sa.UniqueConstraint("job_id", "kind", name="uq_ledger_job_kind"),
+    sa.Index("ix_ledger_account", "account_id", "id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("response_body", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("storage_key", sa.Text, nullable=False),
+    sa.Column("content_type", sa.String(32), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_webhook_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_job", "job_id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(40), sa.ForeignKey("webhook_deliveries.id"), nullable=False),
+    sa.Column("attempted_at", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_webhook_attempts_delivery", "delivery_id"),
+)

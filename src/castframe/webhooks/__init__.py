@@ -1,0 +1,1 @@
+"""Webhook events: the outbox written with job changes, signatures, and the sender."""

@@ -1,0 +1,246 @@
+"""Delivers due webhook rows: claim with a lease, POST through the safe fetcher, record, retry.
+
+A dispatcher thread claims due deliveries and hands each to a small thread pool, so one slow
+or dead receiver (15 s timeout) never delays other receivers, and never touches job workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from castframe.config import Settings
+from castframe.dispatch.notify import Notifier
+from castframe.jobs.accounts import get_account, webhook_secrets
+from castframe.jobs.views import job_view
+from castframe.media.fetch import FetchError, FetchPolicy, fetch
+from castframe.store.db import Database
+from castframe.store.tables import jobs, webhook_attempts, webhook_deliveries
+from castframe.webhooks.payloads import event_payload
+from castframe.webhooks.signing import signature_headers
+
+log = logging.getLogger("castframe.webhooks")
+
+CLAIM_LEASE = 120.0
+RETRYABLE_STATES = ("pending", "failing")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    retry_after: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def next_delay(
+    schedule: list[float], attempts: int, retry_after: float | None, rng: random.Random
+) -> float | None:
+    """Seconds until the next try after ``attempts`` failed tries, or None to give up."""
+    if attempts > len(schedule):
+        return None
+    delay = schedule[attempts - 1] * rng.uniform(0.9, 1.1)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return min(float(value.strip()), 24 * 3600.0)
+    return None
+
+
+def claim_due(conn: sa.Connection, now: float) -> dict[str, Any] | None:
+    pick = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.status.in_(RETRYABLE_STATES),
+            webhook_deliveries.c.next_attempt_at <= now,
+            sa.or_(
+                webhook_deliveries.c.lease_expires_at.is_(None),
+                webhook_deliveries.c.lease_expires_at < now,
+            ),
+        )
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    row = (
+        conn.execute(
+            webhook_deliveries.update()
+            .where(webhook_deliveries.c.id == pick.scalar_subquery())
+            .values(lease_expires_at=now + CLAIM_LEASE)
+            .returning(*webhook_deliveries.c)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+class WebhookSender:
+    def __init__(
+        self, settings: Settings, db: Database, url_for: Callable[[str], str], notifier: Notifier
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.url_for = url_for
+        self.notifier = notifier
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "castframe-webhook")
+        self._slots = threading.Semaphore(settings.webhook_concurrency)
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="castframe-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.notifier.notify()
+        if self._thread:
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = self._dispatch_due()
+            except Exception:
+                log.exception("claiming webhook deliveries failed")
+                claimed = 0
+            if not claimed:
+                self.notifier.wait(min(self.settings.poll_interval, 1.0))
+
+    def _dispatch_due(self) -> int:
+        claimed = 0
+        while not self._stopping.is_set() and self._slots.acquire(timeout=0.5):
+            with self.db.write() as conn:
+                delivery = claim_due(conn, time.time())
+            if delivery is None:
+                self._slots.release()
+                break
+            claimed += 1
+            self._pool.submit(self._deliver_and_release, delivery)
+        return claimed
+
+    def _deliver_and_release(self, delivery: dict[str, Any]) -> None:
+        try:
+            self.deliver(delivery)
+        except Exception:
+            log.exception("webhook %s: delivery crashed", delivery["id"])
+        finally:
+            self._slots.release()
+
+    def render(self, delivery: dict[str, Any]) -> tuple[bytes, dict[str, str]] | None:
+        with self.db.read() as conn:
+            job = (
+                conn.execute(sa.select(jobs).where(jobs.c.id == delivery["job_id"]))
+                .mappings()
+                .first()
+            )
+            account = get_account(conn, delivery["account_id"])
+        if job is None or account is None:
+            return None
+        view = job_view(dict(job), self.url_for)
+        payload = event_payload(delivery["event"], view, json.loads(delivery["payload"] or "{}"))
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = signature_headers(
+            body,
+            delivery["id"],
+            delivery["event"],
+            webhook_secrets(account),
+            job["webhook_key_hash"],
+        )
+        return body, headers
+
+    def deliver(self, delivery: dict[str, Any]) -> Outcome:
+        rendered = self.render(delivery)
+        if rendered is None:
+            outcome = Outcome(None, "job or account no longer exists", 0.0, None)
+            self._record(delivery, outcome, give_up=True)
+            return outcome
+        body, headers = rendered
+        policy = FetchPolicy(
+            allow_private=self.settings.allow_private_urls,
+            read_timeout=self.settings.webhook_timeout,
+            connect_timeout=min(5.0, self.settings.webhook_timeout),
+            total_timeout=self.settings.webhook_timeout * 2,
+            max_bytes=64 * 1024,
+            follow_redirects=False,
+        )
+        started = time.monotonic()
+        try:
+            response = fetch(delivery["url"], policy, method="POST", headers=headers, content=body)
+            outcome = Outcome(
+                response.status_code,
+                None,
+                (time.monotonic() - started) * 1000,
+                parse_retry_after(response.headers.get("retry-after")),
+            )
+        except FetchError as exc:
+            outcome = Outcome(None, exc.message, (time.monotonic() - started) * 1000, None)
+        self._record(delivery, outcome, give_up=outcome.status_code == 410)
+        return outcome
+
+    def _record(self, delivery: dict[str, Any], outcome: Outcome, give_up: bool) -> None:
+        now = time.time()
+        attempts = int(delivery["attempts"]) + 1
+        if outcome.ok:
+            status, next_at = "sent", now
+        elif give_up or not delivery["final"]:
+            status, next_at = "failed", now
+        else:
+            delay = next_delay(
+                self.settings.retry_schedule, attempts, outcome.retry_after, self._rng
+            )
+            status, next_at = ("failed", now) if delay is None else ("failing", now + delay)
+        if status == "failed" and delivery["final"]:
+            log.error(
+                "webhook %s for job %s gave up after %d attempts (last: %s)",
+                delivery["id"],
+                delivery["job_id"],
+                attempts,
+                outcome.status_code or outcome.error,
+            )
+        with self.db.write() as conn:
+            conn.execute(
+                webhook_attempts.insert().values(
+                    delivery_id=delivery["id"],
+                    attempted_at=now,
+                    status_code=outcome.status_code,
+                    latency_ms=round(outcome.latency_ms, 2),
+                    error=outcome.error,
+                )
+            )
+            conn.execute(
+                webhook_deliveries.update()
+                .where(webhook_deliveries.c.id == delivery["id"])
+                .values(
+                    status=status, attempts=attempts, next_attempt_at=next_at, lease_expires_at=None
+                )
+            )
+            if delivery["final"]:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == delivery["job_id"])
+                    .values(webhook_status=status)
+                )
+        if status == "failing":
+            self.notifier.notify()
