@@ -38,9 +38,17 @@ def main(out_dir: Path) -> None:
     for index, (prompt, style, aspect, negative) in enumerate(CASES):
         width, height = ASPECT_SIZES[aspect]
         request = EngineRequest(
-            prompt=prompt, negative_prompt=negative, style_type=style,
-            magic_prompt_option="Off", rendering_speed="default", seed=7 + index, num_images=1,
-            width=width, height=height, aspect_ratio=aspect, reference=reference,
+            prompt=prompt,
+            negative_prompt=negative,
+            style_type=style,
+            magic_prompt_option="Off",
+            rendering_speed="default",
+            seed=7 + index,
+            num_images=1,
+            width=width,
+            height=height,
+            aspect_ratio=aspect,
+            reference=reference,
         )
         started = time.perf_counter()
         image = engine.generate(request, NullHooks()).images[0]
@@ -49,13 +57,16 @@ def main(out_dir: Path) -> None:
         thumb = Image.fromarray(image.pixels)
         thumb.thumbnail((512, 512))
         thumb.save(out_dir / name, quality=85)
-        rows.append(f"| ![{prompt}]({name}) | {prompt} | {style} ({image.metadata.get('style')}) "
-                    f"| {aspect} | {negative or ''} | {seconds:.2f} |")
+        rows.append(
+            f"| ![{prompt}]({name}) | {prompt} | {style} ({image.metadata.get('style')}) "
+            f"| {aspect} | {negative or ''} | {seconds:.2f} |"
+        )
     (out_dir / "README.md").write_text(
         "# Sandbox gallery\n\nMade by `make gallery` (scripts/make_gallery.py) from the "
         "reference below (scikit-image's `astronaut`), seed 7+, default speed. Thumbnails; the "
         "engine renders the exact sizes of each aspect ratio.\n\n![reference](reference.png)\n\n"
-        + "\n".join(rows) + "\n"
+        + "\n".join(rows)
+        + "\n"
     )
 
 

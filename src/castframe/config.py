@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=2.0, ge=0)
 
     allow_private_urls: bool = Field(default=False, description="Let fetches reach private IPs.")
+    trusted_hosts: str = Field(
+        default="", description="Comma-separated host names exempt from the private-IP rule."
+    )
     fetch_timeout: float = Field(default=20.0, gt=0)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
@@ -89,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def retry_schedule(self) -> list[float]:
         return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+    @property
+    def trusted_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.trusted_hosts.split(",") if h.strip())
 
     @property
     def outputs_dir(self) -> Path:

@@ -26,6 +26,7 @@ class InputLoader:
             read_timeout=self.settings.fetch_timeout,
             total_timeout=self.settings.fetch_timeout * 3,
             max_bytes=self.settings.max_image_bytes,
+            exempt_hosts=self.settings.trusted_host_set,
         )
 
     def load(self, account_id: str, source: str, what: str) -> DecodedImage:

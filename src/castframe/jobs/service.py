@@ -104,7 +104,11 @@ def prepare(body: Any, principal: Principal, settings: Settings, storage: Storag
         echo[spec.params_key][name] = params[name]
     if submission.webhook_url:
         try:
-            check_url_syntax(submission.webhook_url, allow_private=settings.allow_private_urls)
+            check_url_syntax(
+                submission.webhook_url,
+                allow_private=settings.allow_private_urls,
+                exempt_hosts=settings.trusted_host_set,
+            )
         except FetchError as exc:
             raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
     if params.get("seed") is None:
@@ -140,7 +144,11 @@ def _resolve_image_source(
         submission.upload_refs.append((path, source[len(UPLOAD_SCHEME) :]))
         return source
     try:
-        check_url_syntax(source, allow_private=settings.allow_private_urls)
+        check_url_syntax(
+            source,
+            allow_private=settings.allow_private_urls,
+            exempt_hosts=settings.trusted_host_set,
+        )
     except FetchError as exc:
         raise field_error("url_not_allowed", path, exc.message) from exc
     return source

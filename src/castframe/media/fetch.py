@@ -52,6 +52,8 @@ class FetchPolicy:
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 3
     follow_redirects: bool = True
+    exempt_hosts: frozenset[str] = frozenset()
+    """Host names (as written in URLs) the operator trusts even on private addresses."""
 
 
 @dataclass
@@ -102,7 +104,9 @@ def parse_host_literal(host: str) -> IPAddress | None:
         return None
 
 
-def check_url_syntax(url: str, *, allow_private: bool) -> None:
+def check_url_syntax(
+    url: str, *, allow_private: bool, exempt_hosts: frozenset[str] = frozenset()
+) -> None:
     """Cheap checks without DNS, for submission time: scheme, host, literal addresses."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -117,9 +121,9 @@ def check_url_syntax(url: str, *, allow_private: bool) -> None:
         _ = parts.port
     except ValueError as exc:
         raise FetchError("url_not_allowed", "the URL's port is invalid") from exc
-    if allow_private:
-        return
     host = parts.hostname
+    if allow_private or host in exempt_hosts:
+        return
     if host == "localhost" or host.endswith(".localhost"):
         raise FetchError("url_not_allowed", "localhost is not allowed")
     literal = parse_host_literal(host)
@@ -185,11 +189,12 @@ def _one_request(
     content: bytes | None,
     started: float,
 ) -> FetchResponse:
-    check_url_syntax(url, allow_private=policy.allow_private)
     parts = urlsplit(url)
     host = parts.hostname or ""
+    allow_private = policy.allow_private or host in policy.exempt_hosts
+    check_url_syntax(url, allow_private=allow_private)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = resolve_checked(host, port, allow_private=policy.allow_private)
+    address = resolve_checked(host, port, allow_private=allow_private)
     pinned_host = f"[{address}]" if address.version == 6 else str(address)
     pinned = urlunsplit((parts.scheme, f"{pinned_host}:{port}", parts.path or "/", parts.query, ""))
     host_header = host if parts.port is None else f"{host}:{parts.port}"

@@ -184,6 +184,7 @@ class WebhookSender:
             total_timeout=self.settings.webhook_timeout * 2,
             max_bytes=64 * 1024,
             follow_redirects=False,
+            exempt_hosts=self.settings.trusted_host_set,
         )
         started = time.monotonic()
         try:

@@ -1,0 +1,178 @@
+"""Generate docs/api.md (from the OpenAPI spec) and docs/errors.md (from castframe.errors).
+
+Run with `make docs`; a test fails when the committed files are out of date, so the reference
+can never drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from castframe.app import create_app
+from castframe.config import Settings
+from castframe.errors import ERROR_CODES, JOB_ERROR_CODES
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _schema_rows(schema: dict[str, Any], components: dict[str, Any], prefix: str = "") -> list[str]:
+    rows = []
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        prop = _resolve(prop, components)
+        kind = _type_name(prop, components)
+        default = prop.get("default")
+        text = (prop.get("description") or "").replace("\n", " ")
+        extra = []
+        if "enum" in prop:
+            extra.append("one of " + ", ".join(f"`{v}`" for v in prop["enum"]))
+        for bound, label in (
+            ("minimum", "min"),
+            ("maximum", "max"),
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+        ):
+            if bound in prop:
+                extra.append(f"{label} {prop[bound]}")
+        if default is not None:
+            extra.append(f"default `{json.dumps(default)}`")
+        detail = "; ".join(part for part in [text, *extra] if part)
+        rows.append(
+            f"| `{prefix}{name}` | {kind} | {'yes' if name in required else ''} | {detail} |"
+        )
+        if prop.get("type") == "object" and "properties" in prop:
+            rows += _schema_rows(prop, components, prefix=f"{prefix}{name}.")
+    return rows
+
+
+def _resolve(prop: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in prop:
+        return dict(components[prop["$ref"].rsplit("/", 1)[-1]])
+    options = [p for p in prop.get("anyOf", []) if p.get("type") != "null"]
+    if len(options) == 1:
+        merged = {**prop, **_resolve(options[0], components)}
+        merged.pop("anyOf", None)
+        return merged
+    return prop
+
+
+def _type_name(prop: dict[str, Any], components: dict[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " or ".join(_type_name(_resolve(p, components), components) for p in prop["anyOf"])
+    kind = prop.get("type", "object")
+    if kind == "array":
+        return f"array of {_type_name(_resolve(prop.get('items', {}), components), components)}"
+    return str(kind)
+
+
+def api_markdown(spec: dict[str, Any]) -> str:
+    lines = [
+        "# API reference",
+        "",
+        "Generated from the OpenAPI spec by `make docs` (scripts/gen_docs.py). The live spec "
+        "is at `/openapi.json` and interactive docs at `/docs` on a running server.",
+        "",
+        "Authentication: `X-API-Key: <key>` or `Authorization: Bearer <key>` on every "
+        "`/v2` endpoint except `/v2/models` and signed `/v2/files` links. Errors are "
+        '`{"code", "message", "details"}`; see [errors.md](errors.md).',
+        "",
+    ]
+    lines += ["## Endpoints", "", "| method | path | summary |", "|---|---|---|"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            lines.append(f"| {method.upper()} | `{path}` | {operation.get('summary', '')} |")
+    body = spec["paths"]["/v2/images/generate"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
+    schema = body["schema"]
+    components = {**schema.get("$defs", {}), **spec.get("components", {}).get("schemas", {})}
+    lines += [
+        "",
+        "## `POST /v2/images/generate` body (`model: ideogram-character`)",
+        "",
+        "| field | type | required | notes |",
+        "|---|---|---|---|",
+    ]
+    lines += _schema_rows(schema, components)
+    lines += ["", "Example:", "", "```json", json.dumps(body["example"], indent=2), "```", ""]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            params = operation.get("parameters", [])
+            if not params:
+                continue
+            lines += [
+                f"### {method.upper()} `{path}` parameters",
+                "",
+                "| name | in | type | required |",
+                "|---|---|---|---|",
+            ]
+            for param in params:
+                kind = _type_name(_resolve(param.get("schema", {}), components), components)
+                lines.append(
+                    f"| `{param['name']}` | {param['in']} | {kind} | "
+                    f"{'yes' if param.get('required') else ''} |"
+                )
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def errors_markdown() -> str:
+    lines = [
+        "# Error codes",
+        "",
+        "Generated from `castframe/errors.py` by `make docs`. Every HTTP error body is "
+        '`{"code": "<code>", "message": "<sentence>", "details": [{"field", '
+        '"message"}]}`; `code` is stable, `message` is for humans.',
+        "",
+        "## HTTP errors",
+        "",
+        "| status | code | meaning |",
+        "|---|---|---|",
+    ]
+    for code, (status, meaning) in sorted(ERROR_CODES.items(), key=lambda kv: (kv[1][0], kv[0])):
+        lines.append(f"| {status} | `{code}` | {meaning} |")
+    lines += [
+        "",
+        "`insufficient_credits` also carries `cost`, `balance` and `available`; "
+        "`rate_limited`, `too_many_active_jobs` and `idempotency_key_in_use` carry a "
+        "`Retry-After` header.",
+        "",
+        "## Job errors",
+        "",
+        "A job that fails has `status: FAILED` (or `CANCELED`) and `error: {code, message}`."
+        " Failed and canceled jobs are never charged.",
+        "",
+        "| code | meaning |",
+        "|---|---|",
+    ]
+    for code, meaning in JOB_ERROR_CODES.items():
+        lines.append(f"| `{code}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def render() -> dict[Path, str]:
+    spec = create_app(Settings()).openapi()
+    return {DOCS / "api.md": api_markdown(spec), DOCS / "errors.md": errors_markdown()}
+
+
+def main() -> int:
+    check = "--check" in sys.argv
+    stale = []
+    for path, text in render().items():
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("out of date (run `make docs`):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

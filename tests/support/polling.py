@@ -1,0 +1,30 @@
+"""Waiting for jobs, with a deadline, so a broken worker fails a test instead of hanging it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met within the timeout")
+
+
+def wait_for_job(
+    get: Callable[[str], dict[str, Any]], job_id: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = get(job_id)
+        return job if job["status"] in TERMINAL else None
+
+    result: dict[str, Any] = wait_until(done, timeout)
+    return result
