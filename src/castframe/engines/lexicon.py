@@ -38,7 +38,6 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "canyon",
         "hills",
         "valley",
-        "hiking",
     ),
     "desert": ("desert", "dunes", "dune", "sahara", "oasis", "wasteland"),
     "snow": ("snowfield", "arctic", "glacier", "tundra", "frozen", "ski", "icefield"),

@@ -26,7 +26,7 @@ def plan_placement(
     """Where and how large the character goes: rule-of-thirds columns, height by framing."""
     ch, cw = cutout.alpha.shape
     if cutout.touches_bottom:
-        target_h = height * float(rng.uniform(0.55, 0.78))
+        target_h = height * float(rng.uniform(0.7, 0.9))
     else:
         target_h = height * float(rng.uniform(0.5, 0.7))
     scale = min(target_h / ch, width * 0.75 / cw)

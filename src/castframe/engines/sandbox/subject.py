@@ -38,7 +38,7 @@ class Cutout:
 
 @lru_cache(maxsize=1)
 def _cascade() -> cv2.CascadeClassifier:
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+    path = cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml"  # type: ignore[attr-defined]
     classifier = cv2.CascadeClassifier(path)
     if classifier.empty():
         raise RuntimeError(f"cannot load the Haar cascade at {path}")
@@ -50,9 +50,10 @@ def detect_face(rgb: np.ndarray) -> Box | None:
     height, width = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
     small = cv2.resize(rgb, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-    minimum = max(20, int(min(small.shape[:2]) * 0.08))
-    faces = _cascade().detectMultiScale(gray, 1.1, 5, minSize=(minimum, minimum))
+    # No histogram equalisation: on dark scenes it boosts noise and hides faces from the cascade.
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    minimum = max(20, int(min(small.shape[:2]) * 0.05))
+    faces = _cascade().detectMultiScale(gray, 1.1, 4, minSize=(minimum, minimum))
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
@@ -102,6 +103,9 @@ def _grabcut_matte(rgb: np.ndarray, face: Box, iterations: int, work_side: int) 
     mask[:, [0, -1]] = np.where(mask[:, [0, -1]] == cv2.GC_FGD, cv2.GC_FGD, cv2.GC_BGD)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    # GrabCut seeds its colour models from OpenCV's (thread-local) RNG: fix it so that the
+    # same reference always gives the same matte.
+    cv2.setRNGSeed(0x5EED)
     cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     hard = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
     hard = _keep_component(hard, (fx + fw // 2, fy + fh // 2))
