@@ -1,0 +1,174 @@
+"""Pricing, the ledger's arithmetic, and a property test of whole billing histories."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
+from castframe.config import Settings
+from castframe.dispatch import queue
+from castframe.errors import ApiError
+from castframe.jobs import accounts, ledger, service
+from castframe.jobs.accounts import Principal
+from castframe.jobs.ledger import Balance, balance_from_entries, split_charge
+from castframe.media.storage import LocalStorage
+from castframe.store.db import Database
+from castframe.store.migrate import upgrade
+from castframe.store.tables import jobs
+
+
+@pytest.mark.parametrize(("speed", "count", "price"), [
+    ("turbo", 1, 10), ("default", 1, 15), ("quality", 1, 20), ("turbo", 4, 40),
+    ("quality", 3, 60),
+])
+def test_default_prices(speed: str, count: int, price: int) -> None:
+    params = {"rendering_speed": speed, "num_images": count}
+    assert IDEOGRAM_CHARACTER.price(params, Settings()) == price
+
+
+def test_prices_are_configurable() -> None:
+    custom = Settings(price_turbo=1, price_default=2, price_quality=3)
+    assert IDEOGRAM_CHARACTER.price({"rendering_speed": "quality", "num_images": 2}, custom) == 6
+
+
+def test_balance_arithmetic() -> None:
+    entries = [("topup", 100), ("hold", 30), ("capture", 20), ("release", 10), ("hold", 15),
+               ("adjustment", -5)]
+    assert balance_from_entries(entries) == Balance(balance=75, held=15)
+    assert Balance(75, 15).available == 60
+
+
+@pytest.mark.parametrize(("price", "requested", "delivered", "expected"), [
+    (40, 4, 4, (40, 0)), (40, 4, 3, (30, 10)), (40, 4, 0, (0, 40)), (45, 3, 2, (30, 15)),
+    (10, 1, 5, (10, 0)),
+])
+def test_partial_delivery_charges_only_delivered_images(
+        price: int, requested: int, delivered: int, expected: tuple[int, int]) -> None:
+    assert split_charge(price, requested, delivered) == expected
+
+
+class World:
+    """One account on a fresh SQLite database, driven through the real domain functions."""
+
+    def __init__(self, root: Path) -> None:
+        self.settings = Settings(data_dir=root, database_url=f"sqlite:///{root / 'b.db'}",
+                                 max_active_jobs=1000, secret_key="k")
+        self.db = Database(self.settings.resolved_database_url)
+        upgrade(self.db.engine)
+        self.storage = LocalStorage(root / "files", "http://x", b"k")
+        with self.db.write() as conn:
+            account = accounts.create_account(conn, "prop")
+            raw, key = accounts.create_key(conn, account["id"])
+            status, principal = accounts.resolve_key(conn, raw)
+        assert principal is not None
+        self.principal: Principal = principal
+        self.topups = 0
+        self.jobs: list[str] = []
+
+    def topup(self, amount: int) -> None:
+        with self.db.write() as conn:
+            ledger.add_entry(conn, self.principal.account_id, "topup", amount)
+        self.topups += amount
+
+    def submit(self, speed: str, count: int) -> None:
+        body = {"prompt": "p", "model": "ideogram-character", "num_images": count,
+                "ideogramParams": {"character_reference_image": "https://example.com/a.png",
+                                   "rendering_speed": speed}}
+        submission = service.prepare(body, self.principal, self.settings, self.storage)
+        try:
+            with self.db.write() as conn:
+                self.jobs.append(service.insert(conn, self.principal, submission,
+                                                self.settings)["id"])
+        except ApiError as error:
+            assert error.code == "insufficient_credits"
+
+    def _claim(self, index: int, worker: str) -> dict[str, object] | None:
+        if not self.jobs:
+            return None
+        job_id = self.jobs[index % len(self.jobs)]
+        with self.db.write() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "QUEUED")
+                         .values(run_after=0))
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+            if row["status"] != "QUEUED":
+                return None
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                status="PROCESSING", lease_owner=worker, lease_expires_at=10**12))
+            return {**dict(row), "status": "PROCESSING", "lease_owner": worker}
+
+    def complete(self, index: int, delivered: int) -> None:
+        job = self._claim(index, "w")
+        if job:
+            with self.db.write() as conn:
+                queue.complete(conn, job, "w", {"images": []}, delivered)
+
+    def fail(self, index: int) -> None:
+        job = self._claim(index, "w")
+        if job:
+            with self.db.write() as conn:
+                queue.fail(conn, job, "w", "engine_error", "boom")
+
+    def cancel(self, index: int) -> None:
+        if self.jobs:
+            try:
+                with self.db.write() as conn:
+                    service.cancel_job(conn, self.principal, self.jobs[index % len(self.jobs)])
+            except ApiError as error:
+                assert error.code == "job_not_cancelable"
+
+    def crash_and_retry(self, index: int) -> None:
+        """A worker finishes, 'crashes' before noticing, and the retry finishes again."""
+        job = self._claim(index, "w1")
+        if job:
+            with self.db.write() as conn:
+                queue.complete(conn, dict(job), "w1", {"images": []}, 1)
+            with self.db.write() as conn:
+                # The job is taken over by a second worker, which also completes it.
+                conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(
+                    status="PROCESSING", lease_owner="w2"))
+                queue.complete(conn, {**job, "lease_owner": "w2"}, "w2", {"images": []}, 1)
+
+    def check(self) -> None:
+        with self.db.read() as conn:
+            balance = ledger.account_balance(conn, self.principal.account_id)
+            captures = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
+                ledger.ledger.c.amount), 0)).where(ledger.ledger.c.kind == "capture")).scalar())
+            per_job = conn.execute(sa.select(ledger.ledger.c.job_id, sa.func.count())
+                                   .where(ledger.ledger.c.kind == "capture")
+                                   .group_by(ledger.ledger.c.job_id)).all()
+            open_holds = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(jobs.c.price), 0))
+                                      .where(jobs.c.status.in_(("QUEUED", "PROCESSING")))
+                                      ).scalar()
+        assert balance.balance == self.topups - captures
+        assert balance.balance >= 0
+        assert balance.available >= 0
+        assert balance.held == open_holds
+        assert all(count == 1 for _job, count in per_job)
+
+
+operation = st.one_of(
+    st.tuples(st.just("topup"), st.integers(1, 80)),
+    st.tuples(st.just("submit"), st.sampled_from(["turbo", "default", "quality"]),
+              st.integers(1, 4)),
+    st.tuples(st.just("complete"), st.integers(0, 50), st.integers(0, 4)),
+    st.tuples(st.just("fail"), st.integers(0, 50)),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("crash_and_retry"), st.integers(0, 50)),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=1, max_size=25))
+def test_any_history_keeps_the_books_balanced(operations: list[tuple[object, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        world = World(Path(root))
+        for name, *args in operations:
+            getattr(world, str(name))(*args)
+            world.check()
+        world.db.dispose()
