@@ -32,7 +32,8 @@ def secret_of(api: Api, key: str) -> str:
 
 
 def test_completed_webhook_is_signed_both_ways_and_apiframe_shaped(
-        api: Api, http_server: LoopbackServer, ref: str) -> None:
+    api: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/hook"] = lambda _r: Reply(200, b"ok")
     key = api.key()
     body = body_for(ref, top={"webhookUrl": http_server.url("/hook")})
@@ -61,7 +62,8 @@ def test_completed_webhook_is_signed_both_ways_and_apiframe_shaped(
 
 
 def test_tampered_or_stale_delivery_fails_verification(
-        api_sqlite: Api, http_server: LoopbackServer, ref: str) -> None:
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/hook"] = lambda _r: Reply(204)
     key = api_sqlite.key()
     api_sqlite.generate(key, body_for(ref, top={"webhookUrl": http_server.url("/hook")}))
@@ -86,8 +88,9 @@ def test_failed_job_sends_failed_event(api_sqlite: Api, http_server: LoopbackSer
     assert "result" not in payload
 
 
-def test_canceled_job_sends_failed_with_code_canceled(api_no_worker: Api,
-                                                      http_server: LoopbackServer) -> None:
+def test_canceled_job_sends_failed_with_code_canceled(
+    api_no_worker: Api, http_server: LoopbackServer
+) -> None:
     http_server.routes["/hook"] = lambda _r: Reply(200)
     key = api_no_worker.key()
     body = body_for("https://example.com/a.png", top={"webhookUrl": http_server.url("/hook")})
@@ -99,13 +102,20 @@ def test_canceled_job_sends_failed_with_code_canceled(api_no_worker: Api,
     assert payload["error"]["code"] == "canceled"
 
 
-def test_events_filter_and_progress_events(api_sqlite: Api, http_server: LoopbackServer,
-                                           ref: str) -> None:
+def test_events_filter_and_progress_events(
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/hook"] = lambda _r: Reply(200)
     key = api_sqlite.key()
-    body = body_for(ref, rendering_speed="quality",
-                    top={"webhookUrl": http_server.url("/hook"), "num_images": 4,
-                         "webhookEvents": ["progress", "completed"]})
+    body = body_for(
+        ref,
+        rendering_speed="quality",
+        top={
+            "webhookUrl": http_server.url("/hook"),
+            "num_images": 4,
+            "webhookEvents": ["progress", "completed"],
+        },
+    )
     job_id = api_sqlite.generate(key, body).json()["jobId"]
     api_sqlite.wait(key, job_id)
     time.sleep(1.0)
@@ -116,15 +126,17 @@ def test_events_filter_and_progress_events(api_sqlite: Api, http_server: Loopbac
     assert [e["event"] for e in events].count("completed") == 1
     times = sorted(r.at for r in http_server.received("/hook") if r.json()["event"] == "progress")
     assert all(b - a >= 0.4 for a, b in zip(times, times[1:], strict=False))
-    only_failed = body_for(ref, top={"webhookUrl": http_server.url("/hook2"),
-                                     "webhookEvents": ["failed"]})
+    only_failed = body_for(
+        ref, top={"webhookUrl": http_server.url("/hook2"), "webhookEvents": ["failed"]}
+    )
     api_sqlite.submit_and_wait(key, only_failed)
     time.sleep(0.5)
     assert http_server.received("/hook2") == []
 
 
 def test_retries_after_errors_and_timeouts_then_succeeds(
-        api: Api, http_server: LoopbackServer, ref: str) -> None:
+    api: Api, http_server: LoopbackServer, ref: str
+) -> None:
     api.services.settings.webhook_timeout = 0.5
     calls: list[int] = []
 
@@ -139,13 +151,21 @@ def test_retries_after_errors_and_timeouts_then_succeeds(
     http_server.routes["/hook"] = flaky
     key = api.key()
     job_id = api.generate(key, body_for(ref, top={"webhookUrl": http_server.url("/hook")})).json()[
-        "jobId"]
+        "jobId"
+    ]
     deliveries = http_server.wait_for("/hook", 3, timeout=30)
     ids = {d.headers["webhook-id"] for d in deliveries}
     assert len(ids) == 1  # one event, one id across retries
-    log = wait_until(lambda: (r := api.client.get(f"/v2/jobs/{job_id}/webhooks",
-                                                  headers={"X-API-Key": key}).json())
-                     ["deliveries"][0]["status"] == "sent" and r, 20)
+    log = wait_until(
+        lambda: (
+            (r := api.client.get(f"/v2/jobs/{job_id}/webhooks", headers={"X-API-Key": key}).json())[
+                "deliveries"
+            ][0]["status"]
+            == "sent"
+            and r
+        ),
+        20,
+    )
     attempts = log["deliveries"][0]["attempts"]
     assert [a["statusCode"] for a in attempts] == [500, None, 200]
     assert "timed out" in attempts[1]["error"]
@@ -154,7 +174,8 @@ def test_retries_after_errors_and_timeouts_then_succeeds(
 
 
 def test_gives_up_after_schedule_and_410_stops_at_once(
-        api_sqlite: Api, http_server: LoopbackServer, ref: str) -> None:
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/down"] = lambda _r: Reply(503)
     http_server.routes["/gone"] = lambda _r: Reply(410)
     key = api_sqlite.key()
@@ -169,11 +190,13 @@ def test_gives_up_after_schedule_and_410_stops_at_once(
 
 
 def test_failing_status_while_retrying_and_retry_after_is_honoured(
-        api_sqlite: Api, http_server: LoopbackServer, ref: str) -> None:
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/busy"] = lambda _r: Reply(429, headers={"Retry-After": "2"})
     key = api_sqlite.key()
     job_id = api_sqlite.generate(
-        key, body_for(ref, top={"webhookUrl": http_server.url("/busy")})).json()["jobId"]
+        key, body_for(ref, top={"webhookUrl": http_server.url("/busy")})
+    ).json()["jobId"]
     wait_until(lambda: api_sqlite.get_job(key, job_id)["webhookStatus"] == "failing", 20)
     first = http_server.received("/busy")[0].at
     [_, second] = http_server.wait_for("/busy", 2, timeout=10)[:2]
@@ -184,27 +207,32 @@ def test_redeliver_sends_again(api_sqlite: Api, http_server: LoopbackServer, ref
     http_server.routes["/hook"] = lambda _r: Reply(200)
     key = api_sqlite.key()
     job_id = api_sqlite.generate(
-        key, body_for(ref, top={"webhookUrl": http_server.url("/hook")})).json()["jobId"]
+        key, body_for(ref, top={"webhookUrl": http_server.url("/hook")})
+    ).json()["jobId"]
     http_server.wait_for("/hook", 1)
-    response = api_sqlite.client.post(f"/v2/jobs/{job_id}/webhooks/redeliver",
-                                      headers={"X-API-Key": key})
+    response = api_sqlite.client.post(
+        f"/v2/jobs/{job_id}/webhooks/redeliver", headers={"X-API-Key": key}
+    )
     assert response.status_code == 202
     assert response.json()["event"] == "completed"
     second = http_server.wait_for("/hook", 2)[1]
     assert second.json()["jobId"] == job_id
     no_hook = api_sqlite.submit_and_wait(key, body_for(ref))
-    refused = api_sqlite.client.post(f"/v2/jobs/{no_hook['id']}/webhooks/redeliver",
-                                     headers={"X-API-Key": key})
+    refused = api_sqlite.client.post(
+        f"/v2/jobs/{no_hook['id']}/webhooks/redeliver", headers={"X-API-Key": key}
+    )
     assert (refused.status_code, refused.json()["code"]) == (409, "webhook_not_configured")
 
 
-def test_rotation_signs_with_both_secrets(api_sqlite: Api, http_server: LoopbackServer,
-                                          ref: str) -> None:
+def test_rotation_signs_with_both_secrets(
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     http_server.routes["/hook"] = lambda _r: Reply(200)
     key = api_sqlite.key()
     old = secret_of(api_sqlite, key)
-    rotated = api_sqlite.client.post("/v2/account/webhook-secret/rotate",
-                                     headers={"X-API-Key": key}).json()
+    rotated = api_sqlite.client.post(
+        "/v2/account/webhook-secret/rotate", headers={"X-API-Key": key}
+    ).json()
     new = rotated["secret"]
     assert new != old and rotated["previousSecretExpiresAt"]
     api_sqlite.generate(key, body_for(ref, top={"webhookUrl": http_server.url("/hook")}))
@@ -214,15 +242,17 @@ def test_rotation_signs_with_both_secrets(api_sqlite: Api, http_server: Loopback
     Webhook(old).verify(delivery.body, delivery.headers)
 
 
-def test_slow_receiver_does_not_delay_others(api_sqlite: Api, http_server: LoopbackServer,
-                                             ref: str) -> None:
+def test_slow_receiver_does_not_delay_others(
+    api_sqlite: Api, http_server: LoopbackServer, ref: str
+) -> None:
     api_sqlite.services.settings.webhook_timeout = 5
     http_server.routes["/slow"] = lambda _r: Reply(200, delay=3)
     http_server.routes["/fast"] = lambda _r: Reply(200)
     key = api_sqlite.key()
     api_sqlite.generate(key, body_for(ref, top={"webhookUrl": http_server.url("/slow")}))
     fast_id = api_sqlite.generate(
-        key, body_for(ref, top={"webhookUrl": http_server.url("/fast")})).json()["jobId"]
+        key, body_for(ref, top={"webhookUrl": http_server.url("/fast")})
+    ).json()["jobId"]
     api_sqlite.wait(key, fast_id)
     started = time.time()
     http_server.wait_for("/fast", 1, timeout=10)
@@ -233,13 +263,15 @@ def test_private_webhook_url_is_refused_without_the_dev_setting(api_no_worker: A
     api_no_worker.services.settings.allow_private_urls = False
     key = api_no_worker.key()
     response = api_no_worker.generate(
-        key, body_for("https://example.com/a.png", top={"webhookUrl": "http://127.0.0.1:9/h"}))
+        key, body_for("https://example.com/a.png", top={"webhookUrl": "http://127.0.0.1:9/h"})
+    )
     assert (response.status_code, response.json()["code"]) == (422, "url_not_allowed")
     assert response.json()["details"][0]["field"] == "webhookUrl"
 
 
-def test_pending_deliveries_survive_a_restart(tmp_path: Path, sqlite_url: str,
-                                              http_server: LoopbackServer) -> None:
+def test_pending_deliveries_survive_a_restart(
+    tmp_path: Path, sqlite_url: str, http_server: LoopbackServer
+) -> None:
     """Outbox rows written while the receiver is down are delivered by the next process."""
     state = {"up": False}
     http_server.routes["/hook"] = lambda _r: Reply(200 if state["up"] else 503)
@@ -248,7 +280,8 @@ def test_pending_deliveries_survive_a_restart(tmp_path: Path, sqlite_url: str,
     api = next(first)
     key = api.key()
     job_id = api.generate(key, body_for(ref, top={"webhookUrl": http_server.url("/hook")})).json()[
-        "jobId"]
+        "jobId"
+    ]
     wait_until(lambda: api.get_job(key, job_id)["webhookStatus"] == "failing", 20)
     first.close()  # the process stops with the retry 60 s away
     from castframe.store.db import Database

@@ -23,10 +23,16 @@ from castframe.store.migrate import upgrade
 from castframe.store.tables import jobs
 
 
-@pytest.mark.parametrize(("speed", "count", "price"), [
-    ("turbo", 1, 10), ("default", 1, 15), ("quality", 1, 20), ("turbo", 4, 40),
-    ("quality", 3, 60),
-])
+@pytest.mark.parametrize(
+    ("speed", "count", "price"),
+    [
+        ("turbo", 1, 10),
+        ("default", 1, 15),
+        ("quality", 1, 20),
+        ("turbo", 4, 40),
+        ("quality", 3, 60),
+    ],
+)
 def test_default_prices(speed: str, count: int, price: int) -> None:
     params = {"rendering_speed": speed, "num_images": count}
     assert IDEOGRAM_CHARACTER.price(params, Settings()) == price
@@ -38,18 +44,31 @@ def test_prices_are_configurable() -> None:
 
 
 def test_balance_arithmetic() -> None:
-    entries = [("topup", 100), ("hold", 30), ("capture", 20), ("release", 10), ("hold", 15),
-               ("adjustment", -5)]
+    entries = [
+        ("topup", 100),
+        ("hold", 30),
+        ("capture", 20),
+        ("release", 10),
+        ("hold", 15),
+        ("adjustment", -5),
+    ]
     assert balance_from_entries(entries) == Balance(balance=75, held=15)
     assert Balance(75, 15).available == 60
 
 
-@pytest.mark.parametrize(("price", "requested", "delivered", "expected"), [
-    (40, 4, 4, (40, 0)), (40, 4, 3, (30, 10)), (40, 4, 0, (0, 40)), (45, 3, 2, (30, 15)),
-    (10, 1, 5, (10, 0)),
-])
+@pytest.mark.parametrize(
+    ("price", "requested", "delivered", "expected"),
+    [
+        (40, 4, 4, (40, 0)),
+        (40, 4, 3, (30, 10)),
+        (40, 4, 0, (0, 40)),
+        (45, 3, 2, (30, 15)),
+        (10, 1, 5, (10, 0)),
+    ],
+)
 def test_partial_delivery_charges_only_delivered_images(
-        price: int, requested: int, delivered: int, expected: tuple[int, int]) -> None:
+    price: int, requested: int, delivered: int, expected: tuple[int, int]
+) -> None:
     assert split_charge(price, requested, delivered) == expected
 
 
@@ -57,8 +76,12 @@ class World:
     """One account on a fresh SQLite database, driven through the real domain functions."""
 
     def __init__(self, root: Path) -> None:
-        self.settings = Settings(data_dir=root, database_url=f"sqlite:///{root / 'b.db'}",
-                                 max_active_jobs=1000, secret_key="k")
+        self.settings = Settings(
+            data_dir=root,
+            database_url=f"sqlite:///{root / 'b.db'}",
+            max_active_jobs=1000,
+            secret_key="k",
+        )
         self.db = Database(self.settings.resolved_database_url)
         upgrade(self.db.engine)
         self.storage = LocalStorage(root / "files", "http://x", b"k")
@@ -77,14 +100,21 @@ class World:
         self.topups += amount
 
     def submit(self, speed: str, count: int) -> None:
-        body = {"prompt": "p", "model": "ideogram-character", "num_images": count,
-                "ideogramParams": {"character_reference_image": "https://example.com/a.png",
-                                   "rendering_speed": speed}}
+        body = {
+            "prompt": "p",
+            "model": "ideogram-character",
+            "num_images": count,
+            "ideogramParams": {
+                "character_reference_image": "https://example.com/a.png",
+                "rendering_speed": speed,
+            },
+        }
         submission = service.prepare(body, self.principal, self.settings, self.storage)
         try:
             with self.db.write() as conn:
-                self.jobs.append(service.insert(conn, self.principal, submission,
-                                                self.settings)["id"])
+                self.jobs.append(
+                    service.insert(conn, self.principal, submission, self.settings)["id"]
+                )
         except ApiError as error:
             assert error.code == "insufficient_credits"
 
@@ -93,13 +123,19 @@ class World:
             return None
         job_id = self.jobs[index % len(self.jobs)]
         with self.db.write() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "QUEUED")
-                         .values(run_after=0))
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == "QUEUED")
+                .values(run_after=0)
+            )
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
             if row["status"] != "QUEUED":
                 return None
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
-                status="PROCESSING", lease_owner=worker, lease_expires_at=10**12))
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(status="PROCESSING", lease_owner=worker, lease_expires_at=10**12)
+            )
             return {**dict(row), "status": "PROCESSING", "lease_owner": worker}
 
     def complete(self, index: int, delivered: int) -> None:
@@ -130,21 +166,33 @@ class World:
                 queue.complete(conn, dict(job), "w1", {"images": []}, 1)
             with self.db.write() as conn:
                 # The job is taken over by a second worker, which also completes it.
-                conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(
-                    status="PROCESSING", lease_owner="w2"))
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job["id"])
+                    .values(status="PROCESSING", lease_owner="w2")
+                )
                 queue.complete(conn, {**job, "lease_owner": "w2"}, "w2", {"images": []}, 1)
 
     def check(self) -> None:
         with self.db.read() as conn:
             balance = ledger.account_balance(conn, self.principal.account_id)
-            captures = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
-                ledger.ledger.c.amount), 0)).where(ledger.ledger.c.kind == "capture")).scalar())
-            per_job = conn.execute(sa.select(ledger.ledger.c.job_id, sa.func.count())
-                                   .where(ledger.ledger.c.kind == "capture")
-                                   .group_by(ledger.ledger.c.job_id)).all()
-            open_holds = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(jobs.c.price), 0))
-                                      .where(jobs.c.status.in_(("QUEUED", "PROCESSING")))
-                                      ).scalar()
+            captures = int(
+                conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(ledger.ledger.c.amount), 0)).where(
+                        ledger.ledger.c.kind == "capture"
+                    )
+                ).scalar()
+            )
+            per_job = conn.execute(
+                sa.select(ledger.ledger.c.job_id, sa.func.count())
+                .where(ledger.ledger.c.kind == "capture")
+                .group_by(ledger.ledger.c.job_id)
+            ).all()
+            open_holds = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(jobs.c.price), 0)).where(
+                    jobs.c.status.in_(("QUEUED", "PROCESSING"))
+                )
+            ).scalar()
         assert balance.balance == self.topups - captures
         assert balance.balance >= 0
         assert balance.available >= 0
@@ -154,8 +202,9 @@ class World:
 
 operation = st.one_of(
     st.tuples(st.just("topup"), st.integers(1, 80)),
-    st.tuples(st.just("submit"), st.sampled_from(["turbo", "default", "quality"]),
-              st.integers(1, 4)),
+    st.tuples(
+        st.just("submit"), st.sampled_from(["turbo", "default", "quality"]), st.integers(1, 4)
+    ),
     st.tuples(st.just("complete"), st.integers(0, 50), st.integers(0, 4)),
     st.tuples(st.just("fail"), st.integers(0, 50)),
     st.tuples(st.just("cancel"), st.integers(0, 50)),

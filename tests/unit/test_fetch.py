@@ -40,8 +40,14 @@ BLOCKED_URLS = [
     "http://[fd00:ec2::254]/",
     "http://198.18.0.1/",
 ]
-REFUSED_SCHEMES = ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://x/",
-                   "javascript:alert(1)", "http://user:pw@example.com/", "http:///nohost"]
+REFUSED_SCHEMES = [
+    "ftp://example.com/a.png",
+    "file:///etc/passwd",
+    "gopher://x/",
+    "javascript:alert(1)",
+    "http://user:pw@example.com/",
+    "http:///nohost",
+]
 
 
 @pytest.mark.parametrize("url", BLOCKED_URLS)
@@ -60,11 +66,20 @@ def test_only_http_and_https(url: str) -> None:
     assert info.value.code == "url_not_allowed"
 
 
-@pytest.mark.parametrize(("address", "blocked"), [
-    ("8.8.8.8", False), ("1.1.1.1", False), ("2606:4700:4700::1111", False),
-    ("::ffff:8.8.8.8", False), ("127.0.0.1", True), ("169.254.169.254", True),
-    ("::ffff:10.0.0.1", True), ("2002:7f00:1::", True), ("100.100.100.100", True),
-])
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("8.8.8.8", False),
+        ("1.1.1.1", False),
+        ("2606:4700:4700::1111", False),
+        ("::ffff:8.8.8.8", False),
+        ("127.0.0.1", True),
+        ("169.254.169.254", True),
+        ("::ffff:10.0.0.1", True),
+        ("2002:7f00:1::", True),
+        ("100.100.100.100", True),
+    ],
+)
 def test_address_rules(address: str, blocked: bool) -> None:
     assert (address_block_reason(ipaddress.ip_address(address)) is not None) == blocked
 
@@ -84,15 +99,22 @@ def server() -> LoopbackServer:
 
 def trusted(server: LoopbackServer, **kwargs: object) -> FetchPolicy:
     """Policy that trusts only the literal 127.0.0.1 host (our stand-in for a public host)."""
-    return FetchPolicy(allow_private=False, exempt_hosts=frozenset({"127.0.0.1"}),
-                       connect_timeout=1, read_timeout=1, **kwargs)  # type: ignore[arg-type]
+    return FetchPolicy(
+        allow_private=False,
+        exempt_hosts=frozenset({"127.0.0.1"}),
+        connect_timeout=1,
+        read_timeout=1,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_redirect_to_a_private_address_is_refused(server: LoopbackServer) -> None:
-    server.routes["/to-metadata"] = lambda _r: Reply(302, headers={
-        "Location": "http://169.254.169.254/latest/meta-data/"})
-    server.routes["/to-localhost"] = lambda _r: Reply(302, headers={
-        "Location": f"http://localhost:{server.port}/ok"})
+    server.routes["/to-metadata"] = lambda _r: Reply(
+        302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+    )
+    server.routes["/to-localhost"] = lambda _r: Reply(
+        302, headers={"Location": f"http://localhost:{server.port}/ok"}
+    )
     server.routes["/ok"] = lambda _r: Reply(200, b"fine")
     for path in ("/to-metadata", "/to-localhost"):
         with pytest.raises(FetchError) as info:
@@ -103,8 +125,9 @@ def test_redirect_to_a_private_address_is_refused(server: LoopbackServer) -> Non
 
 def test_redirects_are_followed_up_to_three_times(server: LoopbackServer) -> None:
     for hop in range(5):
-        server.routes[f"/hop{hop}"] = (lambda h: lambda _r: Reply(
-            302, headers={"Location": f"/hop{h + 1}"}))(hop)
+        server.routes[f"/hop{hop}"] = (
+            lambda h: lambda _r: Reply(302, headers={"Location": f"/hop{h + 1}"})
+        )(hop)
     server.routes["/hop5"] = lambda _r: Reply(200, b"end")
     server.routes["/short"] = lambda _r: Reply(302, headers={"Location": "/hop3"})
     assert fetch(server.url("/short"), trusted(server)).body == b"end"

@@ -20,25 +20,31 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("raw", "content_type"), [
-    (astronaut_png(), "image/png"),
-    (jpeg_bytes(astronaut()), "image/jpeg"),
-    (encode(Image.fromarray(astronaut()), "WEBP"), "image/webp"),
-])
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (astronaut_png(), "image/png"),
+        (jpeg_bytes(astronaut()), "image/jpeg"),
+        (encode(Image.fromarray(astronaut()), "WEBP"), "image/webp"),
+    ],
+)
 def test_png_jpeg_webp_decode_to_rgb(raw: bytes, content_type: str) -> None:
     image = decode_image(raw, **LIMITS)
     assert image.content_type == content_type
     assert image.pixels.shape == (512, 512, 3) and image.pixels.dtype == np.uint8
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    (b"", "empty"),
-    (b"hello world", "could not be decoded"),
-    (encode(Image.new("RGB", (64, 64)), "GIF"), "not PNG, JPEG or WebP"),
-    (encode(Image.new("RGB", (64, 64)), "BMP"), "not PNG, JPEG or WebP"),
-    (astronaut_png()[:3000], "could not be decoded"),
-    (encode(Image.new("RGB", (8, 8)), "PNG"), "at least 16x16"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"", "empty"),
+        (b"hello world", "could not be decoded"),
+        (encode(Image.new("RGB", (64, 64)), "GIF"), "not PNG, JPEG or WebP"),
+        (encode(Image.new("RGB", (64, 64)), "BMP"), "not PNG, JPEG or WebP"),
+        (astronaut_png()[:3000], "could not be decoded"),
+        (encode(Image.new("RGB", (8, 8)), "PNG"), "at least 16x16"),
+    ],
+)
 def test_bad_images_are_rejected_with_reasons(raw: bytes, fragment: str) -> None:
     with pytest.raises(ImageRejected) as info:
         decode_image(raw, **LIMITS)

@@ -24,10 +24,17 @@ def request(**overrides: Any) -> EngineRequest:
     aspect = overrides.pop("aspect_ratio", "1:1")
     width, height = ASPECT_SIZES[aspect]
     values: dict[str, Any] = {
-        "prompt": "a woman walking in a city street at night", "negative_prompt": None,
-        "style_type": "REALISTIC", "magic_prompt_option": "Off", "rendering_speed": "turbo",
-        "seed": 11, "num_images": 1, "width": width, "height": height,
-        "aspect_ratio": aspect, "reference": astronaut(),
+        "prompt": "a woman walking in a city street at night",
+        "negative_prompt": None,
+        "style_type": "REALISTIC",
+        "magic_prompt_option": "Off",
+        "rendering_speed": "turbo",
+        "seed": 11,
+        "num_images": 1,
+        "width": width,
+        "height": height,
+        "aspect_ratio": aspect,
+        "reference": astronaut(),
     }
     values.update(overrides)
     return EngineRequest(**values)
@@ -76,8 +83,12 @@ def test_every_speed_keeps_size(speed: str) -> None:
 
 def test_same_seed_gives_identical_png_bytes() -> None:
     first = encode_png(render(seed=1234, rendering_speed="default"))
-    second = encode_png(SandboxEngine().generate(request(seed=1234, rendering_speed="default"),
-                                                 NullHooks()).images[0].pixels)
+    second = encode_png(
+        SandboxEngine()
+        .generate(request(seed=1234, rendering_speed="default"), NullHooks())
+        .images[0]
+        .pixels
+    )
     assert first == second
 
 
@@ -103,8 +114,10 @@ def test_styles_differ_from_each_other(style: str) -> None:
 def test_design_style_is_flat_with_few_colours() -> None:
     design = render(style_type="DESIGN", rendering_speed="turbo")
     realistic = render(style_type="REALISTIC", rendering_speed="turbo")
+
     def colours(img: np.ndarray) -> int:
         return len(np.unique(img[::4, ::4].reshape(-1, 3) // 8, axis=0))
+
     assert colours(design) < colours(realistic) / 2
 
 
@@ -116,18 +129,21 @@ def test_auto_style_follows_the_prompt() -> None:
     assert resolve_style("FICTION", "a candid photo") == "FICTION"
 
 
-@pytest.mark.parametrize(("prompt", "setting", "time"), [
-    ("walking down a city street at night", "city", "night"),
-    ("a dark alley with neon signs", "alley", "night"),
-    ("relaxing on the beach at sunset", "beach", "sunset"),
-    ("hiking in a misty forest in the morning", "forest", "morning"),
-    ("standing before snowy mountains at golden hour", "mountains", "golden_hour"),
-    ("crossing the desert dunes at noon", "desert", "noon"),
-    ("floating in space near a planet", "space", "night"),
-    ("reading in a cozy cafe", "interior", "noon"),
-    ("a headshot in the studio", "studio", "noon"),
-    ("exploring the arctic tundra", "snow", None),
-])
+@pytest.mark.parametrize(
+    ("prompt", "setting", "time"),
+    [
+        ("walking down a city street at night", "city", "night"),
+        ("a dark alley with neon signs", "alley", "night"),
+        ("relaxing on the beach at sunset", "beach", "sunset"),
+        ("hiking in a misty forest in the morning", "forest", "morning"),
+        ("standing before snowy mountains at golden hour", "mountains", "golden_hour"),
+        ("crossing the desert dunes at noon", "desert", "noon"),
+        ("floating in space near a planet", "space", "night"),
+        ("reading in a cozy cafe", "interior", "noon"),
+        ("a headshot in the studio", "studio", "noon"),
+        ("exploring the arctic tundra", "snow", None),
+    ],
+)
 def test_prompt_words_choose_the_scene(prompt: str, setting: str, time: str | None) -> None:
     spec = parse_scene(prompt, None, seed=1)
     assert spec.setting == setting
@@ -150,9 +166,11 @@ def test_negative_prompt_removes_snow_people_and_text() -> None:
     assert {"snowfall", "people", "text"} <= cleaned.removed
     with_snow = render(prompt=prompt, seed=5, style_type="REALISTIC")
     without = render(prompt=prompt, seed=5, style_type="REALISTIC", negative_prompt="snow")
+
     # Snow cover turns the street white: without it the lower half is far darker.
     def ground_brightness(img: np.ndarray) -> float:
         return float(img[img.shape[0] // 2 :].mean())
+
     assert ground_brightness(with_snow) > ground_brightness(without) + 30
 
 
@@ -171,8 +189,9 @@ def test_character_pixels_are_present_in_the_output() -> None:
 def test_edit_keeps_white_mask_pixels_exactly_and_paints_the_black_region() -> None:
     scene, mask_rgb = edit_pair()
     keep = mask_rgb[..., 0] > 127
-    result = ENGINE.generate(request(edit_image=scene, edit_mask=~keep, width=640, height=480),
-                             NullHooks())
+    result = ENGINE.generate(
+        request(edit_image=scene, edit_mask=~keep, width=640, height=480), NullHooks()
+    )
     out = result.images[0].pixels
     assert out.shape == scene.shape
     assert np.array_equal(out[keep], scene[keep])

@@ -1,0 +1,204 @@
+"""Idempotency-Key semantics, billing through the API, rate limits and the active-job cap."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from castframe.store.tables import idempotency_keys, jobs
+from tests.conftest import Api, body_for
+from tests.support.http import LoopbackServer
+from tests.support.images import astronaut_png
+
+REF = "https://example.com/a.png"
+
+
+def count_jobs(api: Api) -> int:
+    with api.services.db.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar() or 0)
+
+
+def test_same_key_same_body_replays_the_first_response(api_no_worker: Api) -> None:
+    key = api_no_worker.key(credits=100)
+    first = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "abc-1"})
+    assert first.status_code == 202
+    assert "idempotent-replayed" not in first.headers
+    # Same JSON with other key order and spacing is the same request.
+    raw = (
+        '{"model": "ideogram-character", "ideogramParams": {"rendering_speed": "turbo",'
+        ' "character_reference_image": "https://example.com/a.png"},'
+        ' "prompt": "a woman in a city street at night"}'
+    )
+    second = api_no_worker.client.post(
+        "/v2/images/generate",
+        content=raw,
+        headers={"X-API-Key": key, "Content-Type": "application/json", "Idempotency-Key": "abc-1"},
+    )
+    assert second.status_code == 202
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.json() == first.json()
+    assert count_jobs(api_no_worker) == 1
+    account = api_no_worker.client.get("/v2/account", headers={"X-API-Key": key}).json()
+    assert account["held"] == 10
+
+
+def test_same_key_different_body_is_422(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "k"})
+    other = api_no_worker.generate(
+        key, body_for(REF, prompt="different"), **{"Idempotency-Key": "k"}
+    )
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+
+
+def test_keys_are_scoped_to_the_account(api_no_worker: Api) -> None:
+    alice, bob = api_no_worker.key("alice"), api_no_worker.key("bob")
+    a = api_no_worker.generate(alice, body_for(REF), **{"Idempotency-Key": "shared"})
+    b = api_no_worker.generate(bob, body_for(REF), **{"Idempotency-Key": "shared"})
+    assert a.status_code == b.status_code == 202
+    assert a.json()["jobId"] != b.json()["jobId"]
+
+
+def test_key_in_progress_is_409(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    account_id = api_no_worker.client.get("/v2/account", headers={"X-API-Key": key}).json()["id"]
+    from castframe.jobs import idempotency
+
+    fingerprint = idempotency.fingerprint("POST", "/v2/images/generate", body_for(REF))
+    assert (
+        idempotency.begin(api_no_worker.services.db, account_id, "busy", fingerprint, 3600) is None
+    )
+    response = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "busy"})
+    assert (response.status_code, response.json()["code"]) == (409, "idempotency_key_in_use")
+    assert response.headers["retry-after"] == "1"
+
+
+def test_failed_submission_forgets_the_key(api_no_worker: Api) -> None:
+    key = api_no_worker.key(credits=5)
+    refused = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "retry-me"})
+    assert refused.status_code == 402
+    with api_no_worker.services.db.write() as conn:
+        from castframe.jobs import accounts, ledger
+
+        account = accounts.get_account_by_name(conn, "acme")
+        assert account is not None
+        ledger.add_entry(conn, account["id"], "topup", 100)
+    accepted = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "retry-me"})
+    assert accepted.status_code == 202
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 256, "caf\u00e9", "tab\there"])
+def test_malformed_keys_are_400(api_no_worker: Api, bad: str) -> None:
+    key = api_no_worker.key()
+    response = api_no_worker.client.post(
+        "/v2/images/generate",
+        json=body_for(REF),  # type: ignore[arg-type]
+        headers=[("X-API-Key", key), ("Idempotency-Key", bad.encode("utf-8"))],
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_idempotency_key")
+
+
+def test_quoted_sf_string_key_is_the_same_key(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    a = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": '"q-1"'})
+    b = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "q-1"})
+    assert b.headers.get("idempotent-replayed") == "true"
+    assert a.json() == b.json()
+
+
+def test_expired_keys_can_be_reused(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    first = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "old"})
+    with api_no_worker.services.db.write() as conn:
+        conn.execute(idempotency_keys.update().values(created_at=time.time() - 25 * 3600))
+    second = api_no_worker.generate(key, body_for(REF, prompt="new"), **{"Idempotency-Key": "old"})
+    assert second.status_code == 202
+    assert second.json()["jobId"] != first.json()["jobId"]
+
+
+def test_insufficient_credits_is_402_with_numbers(api_no_worker: Api) -> None:
+    key = api_no_worker.key(credits=25)
+    assert api_no_worker.generate(key, body_for(REF)).status_code == 202  # 10 held
+    response = api_no_worker.generate(key, body_for(REF, rendering_speed="quality"))
+    assert response.status_code == 402
+    payload = response.json()
+    assert payload["code"] == "insufficient_credits"
+    assert (payload["cost"], payload["balance"], payload["available"]) == (20, 25, 15)
+    assert count_jobs(api_no_worker) == 1
+
+
+def test_completed_job_is_captured_once_and_shows_in_usage_and_ledger(
+    api: Api, http_server: LoopbackServer
+) -> None:
+    ref = http_server.serve_bytes("/a.png", astronaut_png())
+    key = api.key(credits=100)
+    job = api.submit_and_wait(key, body_for(ref, top={"num_images": 2}))
+    assert job["status"] == "COMPLETED" and job["creditCost"] == 20
+    headers = {"X-API-Key": key}
+    account = api.client.get("/v2/account", headers=headers).json()
+    assert (account["balance"], account["held"], account["available"]) == (80, 0, 80)
+    me = api.client.get("/v2/me", headers=headers).json()
+    assert me["team"]["credits"] == 80 and me["apiKey"]["name"] == "default"
+    entries = api.client.get("/v2/account/ledger", headers=headers).json()["entries"]
+    assert [(e["kind"], e["amount"]) for e in entries] == [
+        ("capture", 20),
+        ("hold", 20),
+        ("topup", 100),
+    ]
+    usage = api.client.get("/v2/account/usage", params={"group_by": "model"}, headers=headers)
+    assert usage.json()["usage"] == [
+        {"model": "ideogram-character", "jobs": 1, "images": 2, "credits": 20}
+    ]
+    by_day = api.client.get("/v2/account/usage", headers=headers).json()
+    assert by_day["total"] == {"jobs": 1, "images": 2, "credits": 20}
+    future = api.client.get("/v2/account/usage", params={"from": "2999-01-01"}, headers=headers)
+    assert future.json()["total"]["jobs"] == 0
+    bad = api.client.get("/v2/account/usage", params={"from": "yesterday"}, headers=headers)
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_request")
+
+
+def test_test_keys_are_free_and_use_the_sandbox(
+    api_sqlite: Api, http_server: LoopbackServer
+) -> None:
+    ref = http_server.serve_bytes("/a.png", astronaut_png())
+    key = api_sqlite.key(account="fresh", mode="test", credits=0)
+    job = api_sqlite.submit_and_wait(key, body_for(ref, rendering_speed="quality"))
+    assert job["status"] == "COMPLETED"
+    assert job["engine"] == "sandbox" and job["mode"] == "test"
+    assert job["creditCost"] == 0
+    account = api_sqlite.client.get("/v2/account", headers={"X-API-Key": key}).json()
+    assert (account["balance"], account["held"]) == (0, 0)
+
+
+def test_rate_limit_429_with_headers(api_no_worker: Api) -> None:
+    settings = api_no_worker.services.settings
+    settings.rate_limit_burst, settings.rate_limit_per_second = 3, 1.0
+    from castframe.api.ratelimit import RateLimiter
+
+    api_no_worker.client.app.state.rate_limiter = RateLimiter(1.0, 3)  # type: ignore[attr-defined]
+    key = api_no_worker.key()
+    statuses = [api_no_worker.generate(key, body_for(REF)) for _ in range(4)]
+    assert [r.status_code for r in statuses] == [202, 202, 202, 429]
+    limited = statuses[-1]
+    assert limited.json()["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert statuses[0].headers["ratelimit-limit"] == "3"
+    assert statuses[0].headers["ratelimit-remaining"] == "2"
+    assert limited.headers["ratelimit-remaining"] == "0"
+    listing = api_no_worker.client.get("/v2/jobs", headers={"X-API-Key": key})
+    assert "ratelimit-remaining" in listing.headers
+    time.sleep(1.1)
+    assert api_no_worker.generate(key, body_for(REF)).status_code == 202
+
+
+def test_active_job_cap(api_no_worker: Api) -> None:
+    api_no_worker.services.settings.max_active_jobs = 2
+    key = api_no_worker.key()
+    assert api_no_worker.generate(key, body_for(REF)).status_code == 202
+    assert api_no_worker.generate(key, body_for(REF)).status_code == 202
+    third = api_no_worker.generate(key, body_for(REF))
+    assert (third.status_code, third.json()["code"]) == (429, "too_many_active_jobs")
+    other = api_no_worker.key("other")
+    assert api_no_worker.generate(other, body_for(REF)).status_code == 202
