@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck unit gallery bench clean
+.PHONY: install run test lint typecheck docs gallery bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/python -m pytest -q
+
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 gallery: install
 	$(BIN)/python scripts/make_gallery.py

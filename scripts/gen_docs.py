@@ -153,9 +153,28 @@ def errors_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_table() -> str:
+    """The README's configuration table, from the Settings fields and their descriptions."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default in ("", None) else f"`{default}`"
+        lines.append(f"| `CASTFRAME_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(lines)
+
+
+def readme_with_config(readme: str) -> str:
+    start, end = "<!-- config:start -->", "<!-- config:end -->"
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{config_table()}\n{end}{tail}"
+
+
 def render() -> dict[Path, str]:
     spec = create_app(Settings()).openapi()
-    return {DOCS / "api.md": api_markdown(spec), DOCS / "errors.md": errors_markdown()}
+    readme = DOCS.parent / "README.md"
+    return {DOCS / "api.md": api_markdown(spec), DOCS / "errors.md": errors_markdown(),
+            readme: readme_with_config(readme.read_text())}
 
 
 def main() -> int:

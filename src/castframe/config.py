@@ -19,49 +19,83 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CASTFRAME_", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".castframe"), description="Local state: DB, files.")
-    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
-    public_url: str = Field(default="", description="Base URL used in signed output links.")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    secret_key: str = Field(default="", description="HMAC key for signed URLs; persisted if unset.")
+    data_dir: Path = Field(
+        default=Path(".castframe"), description="Local state: SQLite database, files, secrets."
+    )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL (`postgresql://...`); empty = SQLite in data_dir."
+    )
+    public_url: str = Field(
+        default="", description="Base URL put in signed file links; empty = http://HOST:PORT."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `castframe serve` binds.")
+    port: int = Field(default=8000, description="Port `castframe serve` listens on.")
+    secret_key: str = Field(
+        default="", description="HMAC key for signed URLs; empty = generated once in data_dir."
+    )
 
-    worker_enabled: bool = Field(default=True, description="Run the worker inside `serve`.")
-    worker_concurrency: int = Field(default=2, ge=1, le=64)
-    lease_seconds: float = Field(default=30.0, gt=0)
-    poll_interval: float = Field(default=1.0, gt=0, description="Safety-net poll of the queue.")
-    max_attempts: int = Field(default=3, ge=1, description="Claims of one job before giving up.")
-    retry_base_seconds: float = Field(default=2.0, ge=0)
+    worker_enabled: bool = Field(default=True, description="Run a worker inside `serve`.")
+    worker_concurrency: int = Field(default=2, ge=1, le=64, description="Jobs run in parallel.")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A job whose worker is silent this long is taken over."
+    )
+    poll_interval: float = Field(default=1.0, gt=0, description="Safety-net poll of the queue (s).")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Claims of one job (crashes, retries) before it fails."
+    )
+    retry_base_seconds: float = Field(
+        default=2.0, ge=0, description="First backoff of a retryable engine error (doubles)."
+    )
 
-    allow_private_urls: bool = Field(default=False, description="Let fetches reach private IPs.")
+    allow_private_urls: bool = Field(
+        default=False, description="Let fetches and webhooks reach private IPs (dev/tests only)."
+    )
     trusted_hosts: str = Field(
         default="", description="Comma-separated host names exempt from the private-IP rule."
     )
-    fetch_timeout: float = Field(default=20.0, gt=0)
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(default=40_000_000, gt=0)
-    max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    fetch_timeout: float = Field(default=20.0, gt=0, description="Read timeout of image fetches.")
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Largest input image, in bytes."
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, gt=0, description="Largest input image, in pixels (bomb guard)."
+    )
+    max_body_bytes: int = Field(
+        default=30 * 1024 * 1024, gt=0, description="Largest JSON request body, in bytes."
+    )
 
     output_url_ttl: int = Field(default=3600, gt=0, description="Seconds a signed URL lives.")
 
-    rate_limit_per_second: float = Field(default=10.0, gt=0)
-    rate_limit_burst: int = Field(default=20, ge=1)
-    max_active_jobs: int = Field(default=50, ge=1)
-    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    rate_limit_per_second: float = Field(
+        default=10.0, gt=0, description="Submissions per second per key (token refill)."
+    )
+    rate_limit_burst: int = Field(default=20, ge=1, description="Token bucket size per key.")
+    max_active_jobs: int = Field(
+        default=50, ge=1, description="Unfinished jobs an account may have at once."
+    )
+    idempotency_ttl_hours: float = Field(
+        default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
+    )
 
-    webhook_timeout: float = Field(default=15.0, gt=0)
+    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per delivery attempt.")
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,50400,72000,86400",
         description="Comma-separated seconds between delivery attempts (Standard Webhooks).",
     )
-    webhook_concurrency: int = Field(default=8, ge=1)
+    webhook_concurrency: int = Field(
+        default=8, ge=1, description="Deliveries in flight per process."
+    )
 
-    price_turbo: int = Field(default=10, ge=0)
-    price_default: int = Field(default=15, ge=0)
-    price_quality: int = Field(default=20, ge=0)
+    price_turbo: int = Field(default=10, ge=0, description="Credits per turbo image.")
+    price_default: int = Field(default=15, ge=0, description="Credits per default image.")
+    price_quality: int = Field(default=20, ge=0, description="Credits per quality image.")
 
-    engine_ideogram_character: str = Field(default="sandbox", description="Engine for live jobs.")
-    dev_credits: int = Field(default=100_000, ge=0, description="Credits of the `make run` key.")
+    engine_ideogram_character: str = Field(
+        default="sandbox", description="Engine for live `ideogram-character` jobs."
+    )
+    dev_credits: int = Field(
+        default=100_000, ge=0, description="Credits of the `make run` development account."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -87,8 +87,8 @@ class World:
         self.storage = LocalStorage(root / "files", "http://x", b"k")
         with self.db.write() as conn:
             account = accounts.create_account(conn, "prop")
-            raw, key = accounts.create_key(conn, account["id"])
-            status, principal = accounts.resolve_key(conn, raw)
+            raw, _key = accounts.create_key(conn, account["id"])
+            _status, principal = accounts.resolve_key(conn, raw)
         assert principal is not None
         self.principal: Principal = principal
         self.topups = 0

@@ -259,13 +259,20 @@ def _sky_objects(
 
 
 def _glow(canvas: np.ndarray, center: tuple[int, int], radius: int, color: Color) -> None:
+    """A disk with a soft halo; computed only in the box where the halo is visible."""
     height, width = canvas.shape[:2]
-    ys, xs = np.ogrid[:height, :width]
+    reach = radius * 10
+    x0, x1 = max(center[0] - reach, 0), min(center[0] + reach, width)
+    y0, y1 = max(center[1] - reach, 0), min(center[1] + reach, height)
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = np.ogrid[y0:y1, x0:x1]
     distance = np.sqrt((xs - center[0]) ** 2 + (ys - center[1]) ** 2, dtype=np.float32)
     disk = np.clip(radius + 1 - distance, 0, 1)
     halo = np.exp(-((distance / (radius * 4.0)) ** 2)) * 0.45
     weight = np.maximum(disk, halo)[..., None]
-    canvas += weight * (np.asarray(color, np.float32) - canvas)
+    region = canvas[y0:y1, x0:x1]
+    region += weight * (np.asarray(color, np.float32) - region)
 
 
 def _far_layer(

@@ -32,15 +32,20 @@ def background_pass(style: str, background: np.ndarray, detail: int) -> np.ndarr
 
 
 def face_weight(height: int, width: int, face: Box | None) -> np.ndarray:
-    """1 on the face, fading to 0 around it: where styles are held back."""
-    weight = np.zeros((height, width), np.float32)
+    """1 on the face, fading to 0 around it: where styles are held back.
+
+    Drawn and blurred at 1/8 scale (it is smooth anyway), which is ~50x cheaper than a wide
+    Gaussian at full size.
+    """
     if face is None:
-        return weight
-    x, y, w, h = face
-    cv2.ellipse(
-        weight, (x + w // 2, y + h // 2), (int(w * 0.75), int(h * 0.95)), 0, 0, 360, 1.0, -1
-    )
-    return cv2.GaussianBlur(weight, (0, 0), max(w / 6, 1.0))
+        return np.zeros((height, width), np.float32)
+    scale = 8
+    small = np.zeros((max(height // scale, 1), max(width // scale, 1)), np.float32)
+    x, y, w, h = (v / scale for v in face)
+    center = (int(x + w / 2), int(y + h / 2))
+    cv2.ellipse(small, center, (max(int(w * 0.75), 1), max(int(h * 0.95), 1)), 0, 0, 360, 1.0, -1)
+    small = cv2.GaussianBlur(small, (0, 0), max(w / 6, 0.5))
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def final_pass(
@@ -76,8 +81,10 @@ def _photographic(image: np.ndarray, rng: np.random.Generator, detail: int) -> n
     ys, xs = np.ogrid[:height, :width]
     r2 = ((xs - width / 2) / width) ** 2 + ((ys - height / 2) / height) ** 2
     graded *= (1 - 0.45 * r2.astype(np.float32))[..., None]
+    if detail == 0:  # turbo: no grain pass
+        return graded
     grain = rng.standard_normal((height, width), dtype=np.float32)[..., None]
-    return graded + grain * (0.018 + 0.006 * detail)
+    return graded + grain * (0.012 + 0.006 * detail)
 
 
 def _poster(image: np.ndarray, detail: int) -> np.ndarray:
