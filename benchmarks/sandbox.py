@@ -13,12 +13,12 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-from skimage import data  # noqa: E402
+import cv2
+from skimage import data
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES  # noqa: E402
-from castframe.engines.base import EngineRequest, NullHooks  # noqa: E402
-from castframe.engines.sandbox import SandboxEngine  # noqa: E402
+from castframe.catalog.ideogram_character import ASPECT_SIZES
+from castframe.engines.base import EngineRequest, NullHooks
+from castframe.engines.sandbox import SandboxEngine
 
 STYLES = ("REALISTIC", "DESIGN", "GENERAL", "FICTION")
 
@@ -26,9 +26,18 @@ STYLES = ("REALISTIC", "DESIGN", "GENERAL", "FICTION")
 def time_one(engine: SandboxEngine, aspect: str, speed: str, style: str, seed: int) -> float:
     width, height = ASPECT_SIZES[aspect]
     request = EngineRequest(
-        prompt="a woman walking down a city street at night in the rain", negative_prompt=None,
-        style_type=style, magic_prompt_option="Off", rendering_speed=speed, seed=seed,
-        num_images=1, width=width, height=height, aspect_ratio=aspect, reference=data.astronaut())
+        prompt="a woman walking down a city street at night in the rain",
+        negative_prompt=None,
+        style_type=style,
+        magic_prompt_option="Off",
+        rendering_speed=speed,
+        seed=seed,
+        num_images=1,
+        width=width,
+        height=height,
+        aspect_ratio=aspect,
+        reference=data.astronaut(),
+    )
     started = time.perf_counter()
     engine.generate(request, NullHooks())
     return time.perf_counter() - started
@@ -53,8 +62,12 @@ def main() -> None:
             row += f"{median:10.3f}"
         print(row)
     base = statistics.mean(medians["default"])
-    print("ratio to default: " + ", ".join(
-        f"{speed} {statistics.mean(values) / base:.2f}" for speed, values in medians.items()))
+    print(
+        "ratio to default: "
+        + ", ".join(
+            f"{speed} {statistics.mean(values) / base:.2f}" for speed, values in medians.items()
+        )
+    )
     print("\ncold start per reference (face detection + GrabCut cut-out, cached afterwards):")
     from castframe.engines.sandbox.engine import SPEEDS
     from castframe.engines.sandbox.subject import extract_subject

@@ -173,8 +173,11 @@ def readme_with_config(readme: str) -> str:
 def render() -> dict[Path, str]:
     spec = create_app(Settings()).openapi()
     readme = DOCS.parent / "README.md"
-    return {DOCS / "api.md": api_markdown(spec), DOCS / "errors.md": errors_markdown(),
-            readme: readme_with_config(readme.read_text())}
+    return {
+        DOCS / "api.md": api_markdown(spec),
+        DOCS / "errors.md": errors_markdown(),
+        readme: readme_with_config(readme.read_text()),
+    }
 
 
 def main() -> int:
