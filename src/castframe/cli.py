@@ -139,6 +139,20 @@ def accounts_show(name: str) -> None:
     )
 
 
+@accounts_app.command("usage")
+def accounts_usage(name: str) -> None:
+    """Successful jobs, images and credits per day (live jobs)."""
+    from castframe.jobs.usage import usage_rows
+
+    db = _db(Settings())
+    with db.read() as conn:
+        account = _account(conn, name)
+        rows = usage_rows(conn, account["id"], "live", None, None, "day")
+    typer.echo(f"{'day':12}{'jobs':>8}{'images':>8}{'credits':>10}")
+    for row in rows:
+        typer.echo(f"{row['day']:12}{row['jobs']:>8}{row['images']:>8}{row['credits']:>10}")
+
+
 @accounts_app.command("webhook-secret")
 def accounts_webhook_secret(name: str, rotate: Annotated[bool, typer.Option()] = False) -> None:
     """Show (or --rotate) the account's Standard Webhooks secret."""
@@ -164,6 +178,8 @@ def keys_create(
     mode: Annotated[str, typer.Option(help="live or test.")] = "live",
     credits: Annotated[int, typer.Option(min=0, help="Credits for a new account.")] = 0,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    rate: Annotated[float | None, typer.Option(help="Submissions per second (this key).")] = None,
+    burst: Annotated[int | None, typer.Option(help="Burst size (this key).")] = None,
 ) -> None:
     """Create an API key; the key is printed alone on the last line (shown only once)."""
     if mode not in accounts_mod.MODES:
@@ -171,7 +187,7 @@ def keys_create(
     db = _db(Settings())
     with db.write() as conn:
         row, created = accounts_mod.ensure_account(conn, account, credits)
-        raw, _ = accounts_mod.create_key(conn, row["id"], mode, name)
+        raw, _ = accounts_mod.create_key(conn, row["id"], mode, name, rate, burst)
     if created:
         typer.echo(f"created account {account!r} with {credits} credits")
     typer.echo(f"{mode} key {name!r} for account {account!r} (shown once):")

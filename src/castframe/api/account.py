@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -12,11 +11,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from castframe.api.deps import authenticate, get_services
 from castframe.errors import ApiError
 from castframe.jobs import ledger as ledger_mod
-from castframe.jobs import states
 from castframe.jobs.accounts import Principal, get_account, rotate_webhook_secret, webhook_secrets
 from castframe.jobs.service import active_job_count
+from castframe.jobs.usage import usage_rows
 from castframe.jobs.views import iso
-from castframe.store.tables import jobs, ledger
+from castframe.store.tables import ledger
 
 router = APIRouter(tags=["account"])
 
@@ -83,32 +82,14 @@ def usage(
 ) -> dict[str, Any]:
     services = get_services(request)
     start, end = _parse_time(from_, "from"), _parse_time(to, "to")
-    query = sa.select(jobs.c.completed_at, jobs.c.model, jobs.c.delivered, jobs.c.charged).where(
-        jobs.c.account_id == principal.account_id,
-        jobs.c.mode == principal.mode,
-        jobs.c.status == states.COMPLETED,
-    )
-    if start is not None:
-        query = query.where(jobs.c.completed_at >= start)
-    if end is not None:
-        query = query.where(jobs.c.completed_at < end)
-    groups: dict[str, dict[str, int]] = defaultdict(lambda: {"jobs": 0, "images": 0, "credits": 0})
     with services.db.read() as conn:
-        for completed_at, model, delivered, charged in conn.execute(query):
-            key = model if group_by == "model" else (iso(completed_at) or "")[:10]
-            group = groups[key]
-            group["jobs"] += 1
-            group["images"] += int(delivered or 0)
-            group["credits"] += int(charged or 0)
-    rows = [{group_by: key, **values} for key, values in sorted(groups.items())]
+        rows = usage_rows(conn, principal.account_id, principal.mode, start, end, group_by)
     return {
         "groupBy": group_by,
         "from": from_,
         "to": to,
         "usage": rows,
-        "total": {
-            name: sum(r[name] for r in groups.values()) for name in ("jobs", "images", "credits")
-        },
+        "total": {name: sum(int(r[name]) for r in rows) for name in ("jobs", "images", "credits")},
     }
 
 
