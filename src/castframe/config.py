@@ -91,7 +91,25 @@ class Settings(BaseSettings):
     price_quality: int = Field(default=20, ge=0, description="Credits per quality image.")
 
     engine_ideogram_character: str = Field(
-        default="sandbox", description="Engine for live `ideogram-character` jobs."
+        default="",
+        description="Engine for live `ideogram-character` jobs: sandbox, ideogram; empty = "
+        "ideogram when an Ideogram key is set, else sandbox.",
+    )
+    ideogram_api_key: str = Field(default="", description="Ideogram API key (enables `ideogram`).")
+    ideogram_base_url: str = Field(
+        default="https://api.ideogram.ai", description="Ideogram API base URL."
+    )
+    ideogram_concurrency: int = Field(
+        default=8, ge=1, description="Upstream Ideogram calls in flight per process."
+    )
+    ideogram_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for one Ideogram response."
+    )
+    ideogram_max_retries: int = Field(
+        default=3, ge=0, description="Retries of 429/5xx/connection errors before failing."
+    )
+    ideogram_retry_base: float = Field(
+        default=2.0, ge=0, description="First Ideogram retry backoff in seconds (doubles)."
     )
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."

@@ -286,13 +286,19 @@ def test_cli_keys_lifecycle(castframe_sqlite: Castframe) -> None:
 def test_cli_per_key_rate_limit_and_usage(castframe_sqlite: Castframe) -> None:
     deployment = castframe_sqlite
     _, base = deployment.server("--no-worker")
-    out = deployment.cli("keys", "create", "--account", "slow", "--credits", "1000",
-                         "--rate", "0.5", "--burst", "2")
+    out = deployment.cli(
+        "keys", "create", "--account", "slow", "--credits", "1000", "--rate", "0.5", "--burst", "2"
+    )
     key = out.strip().splitlines()[-1]
-    body = {"prompt": "p", "model": "ideogram-character",
-            "ideogramParams": {"character_reference_image": "https://example.com/a.png"}}
-    statuses = [httpx.post(f"{base}/v2/images/generate", json=body,
-                           headers={"X-API-Key": key}).status_code for _ in range(3)]
+    body = {
+        "prompt": "p",
+        "model": "ideogram-character",
+        "ideogramParams": {"character_reference_image": "https://example.com/a.png"},
+    }
+    statuses = [
+        httpx.post(f"{base}/v2/images/generate", json=body, headers={"X-API-Key": key}).status_code
+        for _ in range(3)
+    ]
     assert statuses == [202, 202, 429]
     usage = deployment.cli("accounts", "usage", "slow")
     assert usage.splitlines()[0].split() == ["day", "jobs", "images", "credits"]

@@ -1,22 +1,57 @@
-"""Which engine runs a job: test keys always get the sandbox; live jobs get the configured one."""
+"""Which engine runs a job, and building engines once per process.
+
+Test keys always get the sandbox. Live ``ideogram-character`` jobs get the engine named by
+``CASTFRAME_ENGINE_IDEOGRAM_CHARACTER``, or, when that is empty, ``ideogram`` if an Ideogram
+key is configured and ``sandbox`` otherwise. The choice is made once, at submission, and stored
+on the job, so a configuration change never re-routes jobs already queued.
+"""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from castframe.config import Settings
 from castframe.engines.base import Engine
+from castframe.errors import JobFailure
 
-KNOWN_ENGINES = ("sandbox",)
+KNOWN_ENGINES = ("sandbox", "ideogram")
+
+
+def live_engine(settings: Settings) -> str:
+    if settings.engine_ideogram_character:
+        return settings.engine_ideogram_character
+    return "ideogram" if settings.ideogram_api_key else "sandbox"
 
 
 def route_engine(model_id: str, mode: str, settings: Settings) -> str:
-    """Pure: (model, key mode, settings) -> engine name, decided once at submission."""
+    """Pure: (model, key mode, settings) -> engine name."""
     if mode == "test":
         return "sandbox"
     if model_id == "ideogram-character":
-        return settings.engine_ideogram_character
+        return live_engine(settings)
     return "sandbox"
+
+
+def check_params(engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Engine-specific limits, checked at submission so users get a 422, not a failed job."""
+    if engine == "ideogram":
+        from castframe.engines.ideogram import check_params as ideogram_check
+
+        return ideogram_check(params)
+    return []
+
+
+def validate_engine_settings(settings: Settings) -> None:
+    """Fail at start-up, not on the first job, when the engine setting is wrong."""
+    engine = live_engine(settings)
+    if engine not in KNOWN_ENGINES:
+        raise ValueError(
+            f"CASTFRAME_ENGINE_IDEOGRAM_CHARACTER={engine!r}: choose one of "
+            f"{', '.join(KNOWN_ENGINES)}"
+        )
+    if engine == "ideogram" and not settings.ideogram_api_key:
+        raise ValueError("the ideogram engine needs CASTFRAME_IDEOGRAM_API_KEY")
 
 
 class EngineRegistry:
@@ -34,17 +69,54 @@ class EngineRegistry:
             return self._engines[name]
 
     def _build(self, name: str) -> Engine:
+        settings = self.settings
         if name == "sandbox":
             from castframe.engines.sandbox import SandboxEngine
 
             return SandboxEngine()
+        if name == "ideogram":
+            if not settings.ideogram_api_key:
+                raise LookupError("the ideogram engine has no CASTFRAME_IDEOGRAM_API_KEY")
+            from castframe.engines.ideogram import IdeogramEngine
+
+            return IdeogramEngine(
+                api_key=settings.ideogram_api_key,
+                base_url=settings.ideogram_base_url,
+                download=self._downloader(),
+                timeout=settings.ideogram_timeout,
+                max_retries=settings.ideogram_max_retries,
+                retry_base=settings.ideogram_retry_base,
+                concurrency=settings.ideogram_concurrency,
+                max_image_bytes=settings.max_image_bytes * 2,
+                max_image_pixels=settings.max_image_pixels,
+            )
         raise LookupError(f"engine {name!r} is not available in this build")
 
+    def _downloader(self) -> Any:
+        """Result downloads go through the safe fetcher like every other outbound URL."""
+        from castframe.media.fetch import FetchError, FetchPolicy, fetch
 
-def validate_engine_settings(settings: Settings) -> None:
-    """Fail at start-up, not on the first job, when an engine name is misspelt."""
-    if settings.engine_ideogram_character not in KNOWN_ENGINES:
-        raise ValueError(
-            f"CASTFRAME_ENGINE_IDEOGRAM_CHARACTER={settings.engine_ideogram_character!r}: "
-            f"choose one of {', '.join(KNOWN_ENGINES)}"
+        settings = self.settings
+        policy = FetchPolicy(
+            allow_private=settings.allow_private_urls,
+            read_timeout=settings.fetch_timeout,
+            total_timeout=settings.fetch_timeout * 3,
+            max_bytes=settings.max_image_bytes * 2,
+            exempt_hosts=settings.trusted_host_set,
         )
+
+        def download(url: str) -> bytes:
+            try:
+                response = fetch(url, policy)
+            except FetchError as exc:
+                raise JobFailure(
+                    "upstream_unavailable", f"downloading an Ideogram image failed: {exc.message}"
+                ) from exc
+            if response.status_code != 200:
+                raise JobFailure(
+                    "upstream_unavailable",
+                    f"downloading an Ideogram image failed: HTTP {response.status_code}",
+                )
+            return response.body
+
+        return download

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from castframe.catalog import MODELS, ModelSpec
 from castframe.catalog.ideogram_character import MAX_SEED
 from castframe.config import Settings
-from castframe.engines.router import route_engine
+from castframe.engines.router import check_params, route_engine
 from castframe.errors import ApiError, field_error
 from castframe.jobs import ledger, states
 from castframe.jobs.accounts import Principal
@@ -111,6 +111,13 @@ def prepare(body: Any, principal: Principal, settings: Settings, storage: Storag
             )
         except FetchError as exc:
             raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
+    problems = check_params(submission.engine, params)
+    if problems:
+        raise ApiError(
+            "validation_error",
+            problems[0][1],
+            details=[{"field": f, "message": m} for f, m in problems],
+        )
     if params.get("seed") is None:
         params["seed"] = secrets.randbelow(MAX_SEED + 1)
     if principal.mode == "live":

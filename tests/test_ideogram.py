@@ -1,0 +1,264 @@
+"""The ideogram engine through the real API and worker, against a fake Ideogram server."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from castframe.config import Settings
+from castframe.engines.router import route_engine
+from tests.conftest import Api, body_for, make_api
+from tests.support.fake_ideogram import FakeIdeogram
+from tests.support.http import LoopbackServer
+from tests.support.images import astronaut_png, edit_pair, png_bytes
+from tests.support.polling import wait_until
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeIdeogram]:
+    server = FakeIdeogram()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def ideogram_api(tmp_path: Path, sqlite_url: str, fake: FakeIdeogram) -> Iterator[Api]:
+    yield from make_api(
+        tmp_path,
+        sqlite_url,
+        ideogram_api_key=fake.api_key,
+        ideogram_base_url=fake.base_url,
+        ideogram_retry_base=0.1,
+        ideogram_timeout=3.0,
+    )
+
+
+@pytest.fixture
+def ref(http_server: LoopbackServer) -> str:
+    return http_server.serve_bytes("/a.png", astronaut_png())
+
+
+def test_routing_rules() -> None:
+    assert route_engine("ideogram-character", "live", Settings()) == "sandbox"
+    keyed = Settings(ideogram_api_key="k")
+    assert route_engine("ideogram-character", "live", keyed) == "ideogram"
+    assert route_engine("ideogram-character", "test", keyed) == "sandbox"
+    forced = Settings(ideogram_api_key="k", engine_ideogram_character="sandbox")
+    assert route_engine("ideogram-character", "live", forced) == "sandbox"
+
+
+def test_generate_maps_every_parameter_and_stores_results(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    key = ideogram_api.key(credits=1000)
+    body = body_for(
+        ref,
+        "a detective in a rainy street",
+        style_type="realistic",
+        magic_prompt_option="on",
+        rendering_speed="turbo",
+        seed=77,
+        negative_prompt="blurry",
+        top={"aspect_ratio": "3:4", "num_images": 2},
+    )
+    job = ideogram_api.submit_and_wait(key, body)
+    assert job["status"] == "COMPLETED", job
+    [call] = fake.calls
+    assert call.path == "/v1/ideogram-v3/generate"
+    assert call.fields == {
+        "prompt": "a detective in a rainy street",
+        "rendering_speed": "TURBO",
+        "magic_prompt": "ON",
+        "style_type": "REALISTIC",
+        "seed": "77",
+        "num_images": "2",
+        "aspect_ratio": "3x4",
+        "negative_prompt": "blurry",
+    }
+    assert call.files["character_reference_images"] == [astronaut_png()]
+    assert job["engine"] == "ideogram"
+    images = job["result"]["images"]
+    assert [i["seed"] for i in images] == [77, 78]
+    assert all(
+        i["prompt"].endswith("rewritten by magic prompt with cinematic light") for i in images
+    )
+    assert {(i["width"], i["height"]) for i in images} == {(864, 1152)}
+    assert images[0]["metadata"]["isImageSafe"] is True
+    assert job["result"]["metadata"]["upstreamLatencyMs"] > 0
+    # Results live in Castframe's storage, not at Ideogram's expiring links.
+    assert images[0]["url"].startswith("http://testserver/v2/files/outputs/")
+    pixels = np.asarray(Image.open(io.BytesIO(ideogram_api.file(images[0]["url"]))))
+    assert pixels.shape == (1152, 864, 3)
+    assert job["creditCost"] == 20
+
+
+def test_styles_ideogram_refuses_with_a_reference_are_rejected_at_submission(
+    ideogram_api: Api, fake: FakeIdeogram
+) -> None:
+    live = ideogram_api.key()
+    response = ideogram_api.generate(
+        live, body_for("https://example.com/a.png", style_type="DESIGN")
+    )
+    assert response.status_code == 422
+    assert response.json()["details"][0]["field"] == "ideogramParams.style_type"
+    test = ideogram_api.key(mode="test")
+    assert (
+        ideogram_api.generate(
+            test, body_for("https://example.com/a.png", style_type="DESIGN")
+        ).status_code
+        == 202
+    )
+    assert fake.calls == []
+
+
+def test_edit_uses_the_edit_endpoint_with_image_mask_and_reference(
+    ideogram_api: Api, fake: FakeIdeogram, http_server: LoopbackServer, ref: str
+) -> None:
+    scene, mask = edit_pair()
+    image_url = http_server.serve_bytes("/scene.png", png_bytes(scene))
+    mask_url = http_server.serve_bytes("/mask.png", png_bytes(mask))
+    key = ideogram_api.key()
+    job = ideogram_api.submit_and_wait(
+        key,
+        body_for(
+            ref, "put her at the window", image=image_url, mask=mask_url, negative_prompt="text"
+        ),
+    )
+    assert job["status"] == "COMPLETED", job
+    [call] = fake.calls
+    assert call.path == "/v1/ideogram-v3/edit"
+    assert "aspect_ratio" not in call.fields and "negative_prompt" not in call.fields
+    sent_mask = np.asarray(Image.open(io.BytesIO(call.files["mask"][0])).convert("L"))
+    assert sent_mask.shape == (480, 640)
+    assert np.array_equal(sent_mask < 128, mask[..., 0] < 128)  # black = edit, as sent
+    assert (job["result"]["images"][0]["width"], job["result"]["images"][0]["height"]) == (640, 480)
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "charged"),
+    [
+        (["400"], "upstream_rejected", 0),
+        (["422-safety"], "content_filtered", 0),
+        (["unsafe"], "content_filtered", 0),
+        (["500", "500", "500", "500"], "upstream_unavailable", 0),
+    ],
+)
+def test_upstream_failures_map_to_job_errors(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str, script: list[str], code: str, charged: int
+) -> None:
+    fake.script.extend(script)
+    key = ideogram_api.key(credits=100)
+    job = ideogram_api.submit_and_wait(key, body_for(ref))
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == code
+    assert job["creditCost"] == charged
+    if code == "upstream_rejected":
+        assert "Prompt is too long" in job["error"]["message"]
+    account = ideogram_api.client.get("/v2/account", headers={"X-API-Key": key}).json()
+    assert (account["balance"], account["held"]) == (100, 0)
+
+
+def test_unsafe_images_among_safe_ones_are_dropped_and_not_charged(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    fake.script.append("half-unsafe")
+    key = ideogram_api.key(credits=100)
+    job = ideogram_api.submit_and_wait(key, body_for(ref, top={"num_images": 4}))
+    assert job["status"] == "COMPLETED"
+    assert len(job["result"]["images"]) == 2
+    assert job["result"]["metadata"]["withheldUnsafe"] == 2
+    assert job["creditCost"] == 20  # 2 of 4 turbo images
+
+
+def test_429_is_retried_after_retry_after(ideogram_api: Api, fake: FakeIdeogram, ref: str) -> None:
+    fake.script.extend(["429:1", "ok"])
+    key = ideogram_api.key()
+    job = ideogram_api.submit_and_wait(key, body_for(ref))
+    assert job["status"] == "COMPLETED"
+    assert len(fake.calls) == 2
+    assert fake.calls[1].at - fake.calls[0].at >= 1.0
+
+
+def test_read_timeout_is_retried_at_most_once(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    fake.script.extend(["slow:4", "slow:4", "ok"])
+    key = ideogram_api.key()
+    job = ideogram_api.submit_and_wait(key, body_for(ref))
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "upstream_unavailable"
+    assert len(fake.calls) == 2
+
+
+def test_wrong_operator_key_is_engine_misconfigured(
+    tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for api in make_api(
+        tmp_path, sqlite_url, ideogram_api_key="wrong", ideogram_base_url=fake.base_url
+    ):
+        key = api.key()
+        job = api.submit_and_wait(key, body_for(ref))
+        assert job["status"] == "FAILED"
+        assert job["error"]["code"] == "engine_misconfigured"
+        assert job["creditCost"] == 0
+    assert any("REJECTED THE OPERATOR'S API KEY" in r.message for r in caplog.records)
+
+
+def test_canceled_job_never_calls_upstream(
+    tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str
+) -> None:
+    fake.script.extend(["slow:2"])
+    for api in make_api(
+        tmp_path,
+        sqlite_url,
+        ideogram_api_key=fake.api_key,
+        ideogram_base_url=fake.base_url,
+        ideogram_concurrency=1,
+        ideogram_timeout=10.0,
+    ):
+        key = api.key()
+        first = api.generate(key, body_for(ref)).json()["jobId"]
+        wait_until(lambda: len(fake.calls) == 1, 10)
+        second = api.generate(key, body_for(ref)).json()["jobId"]
+        wait_until(lambda: api.get_job(key, second)["status"] == "PROCESSING", 10)
+        api.client.post(f"/v2/jobs/{second}/cancel", headers={"X-API-Key": key})
+        assert api.wait(key, second)["status"] == "CANCELED"
+        assert api.wait(key, first)["status"] == "COMPLETED"
+        time.sleep(0.5)
+        assert len(fake.calls) == 1
+
+
+def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
+    """The fake is only useful if it is strict: check its refusals directly."""
+    import httpx
+
+    url = fake.base_url + "/v1/ideogram-v3/generate"
+    files = {"character_reference_images": ("r.png", astronaut_png(), "image/png")}
+    ok = {"prompt": "p", "rendering_speed": "TURBO"}
+    assert httpx.post(url, data=ok, files=files).status_code == 401  # no Api-Key
+    assert (
+        httpx.post(
+            url, data=ok, files=files, headers={"Authorization": f"Bearer {fake.api_key}"}
+        ).status_code
+        == 401
+    )
+    headers = {"Api-Key": fake.api_key}
+    for bad in (
+        {"prompt": "p", "rendering_speed": "turbo"},
+        {"prompt": "p", "aspect_ratio": "1:1"},
+        {"prompt": "p", "magic_prompt_option": "ON"},
+        {"prompt": "p", "style_type": "DESIGN"},
+        {"rendering_speed": "TURBO"},
+    ):
+        assert httpx.post(url, data=bad, files=files, headers=headers).status_code == 400, bad
+    good = httpx.post(url, data=ok, files=files, headers=headers)
+    assert good.status_code == 200
+    item = good.json()["data"][0]
+    assert set(item) == {"url", "prompt", "resolution", "is_image_safe", "seed", "style_type"}
+    assert httpx.get(item["url"]).status_code == 200
