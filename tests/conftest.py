@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,10 @@ def make_api(
     app = create_app(settings, services=services, run_worker=run_worker)
     with TestClient(app) as client:
         yield Api(client, services)
+
+
+open_api = contextmanager(make_api)
+"""``with open_api(tmp_path, url, **settings) as api:`` for tests that need their own settings."""
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PIL import Image
 
 from castframe.config import Settings
 from castframe.engines.router import route_engine
-from tests.conftest import Api, body_for, make_api
+from tests.conftest import Api, body_for, make_api, open_api
 from tests.support.fake_ideogram import FakeIdeogram
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, edit_pair, png_bytes
@@ -199,9 +199,9 @@ def test_read_timeout_is_retried_at_most_once(
 def test_wrong_operator_key_is_engine_misconfigured(
     tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for api in make_api(
+    with open_api(
         tmp_path, sqlite_url, ideogram_api_key="wrong", ideogram_base_url=fake.base_url
-    ):
+    ) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(ref))
         assert job["status"] == "FAILED"
@@ -214,14 +214,14 @@ def test_canceled_job_never_calls_upstream(
     tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str
 ) -> None:
     fake.script.extend(["slow:2"])
-    for api in make_api(
+    with open_api(
         tmp_path,
         sqlite_url,
         ideogram_api_key=fake.api_key,
         ideogram_base_url=fake.base_url,
         ideogram_concurrency=1,
         ideogram_timeout=10.0,
-    ):
+    ) as api:
         key = api.key()
         first = api.generate(key, body_for(ref)).json()["jobId"]
         wait_until(lambda: len(fake.calls) == 1, 10)
