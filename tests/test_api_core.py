@@ -131,7 +131,14 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], int, str, str]] = [
         {"ideogramParams.character_reference_image": None},
         422,
         "validation_error",
-        "ideogramParams.character_reference_image",
+        "ideogramParams",
+    ),
+    (
+        "reference and character",
+        {"ideogramParams.character_id": "chr_x"},
+        422,
+        "validation_error",
+        "ideogramParams",
     ),
     (
         "bad style",

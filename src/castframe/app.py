@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
 from castframe import __version__
-from castframe.api import account, catalog, files, generate, health, jobs, uploads
+from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
 from castframe.api.errors import install_error_handlers
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
@@ -48,7 +48,7 @@ def create_app(
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     install_error_handlers(app)
-    for module in (generate, jobs, catalog, uploads, account, files, health):
+    for module in (generate, jobs, catalog, uploads, characters, account, files, health):
         app.include_router(module.router)
 
     @app.middleware("http")

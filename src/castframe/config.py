@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     ideogram_retry_base: float = Field(
         default=2.0, ge=0, description="First Ideogram retry backoff in seconds (doubles)."
     )
+    faces_enabled: bool = Field(
+        default=True, description="Score character consistency when the `faces` extra is installed."
+    )
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."
     )

@@ -60,8 +60,13 @@ ImageSource = Annotated[str, Field(min_length=1, max_length=30 * 1024 * 1024)]
 class IdeogramParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    character_reference_image: ImageSource = Field(
-        description="The character: an http(s) URL, a data:image/...;base64 URI, or upload://id."
+    character_reference_image: ImageSource | None = Field(
+        default=None,
+        description="The character: an http(s) URL, a data:image/...;base64 URI, or upload://id "
+        "(exactly one of this and character_id).",
+    )
+    character_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="A saved character (POST /v2/characters) instead of an image."
     )
     style_type: StyleType = "AUTO"
     magic_prompt_option: MagicPrompt = "Auto"
@@ -76,7 +81,9 @@ class IdeogramParams(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _edit_pair(self) -> IdeogramParams:
+    def _exclusive_fields(self) -> IdeogramParams:
+        if (self.character_reference_image is None) == (self.character_id is None):
+            raise ValueError("give exactly one of character_reference_image and character_id")
         if (self.image is None) != (self.mask is None):
             raise ValueError("image and mask must be given together (or neither)")
         return self
@@ -125,6 +132,7 @@ def _normalise(request: BaseModel) -> dict[str, Any]:
         "height": height,
         "num_images": request.num_images or params.num_images or 1,
         "character_reference_image": params.character_reference_image,
+        "character_id": params.character_id,
         "image": params.image,
         "mask": params.mask,
     }

@@ -22,7 +22,9 @@ from castframe.dispatch.notify import Notifier
 from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
+from castframe.faces import consistency, face_model
 from castframe.jobs import states
+from castframe.jobs.characters import CharacterDescriptors
 from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
 from castframe.store.db import Database
@@ -85,6 +87,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.inputs = InputLoader(db, storage, settings)
+        self.characters = CharacterDescriptors(db)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, dict[str, Any]] = {}
@@ -192,7 +195,8 @@ class Worker:
             request = self._engine_request(job)
             hooks.check_canceled()
             result = self.engines.get(job["engine"]).generate(request, hooks)
-            stored = self._store_outputs(job, result)
+            scores = self._consistency(job, request, result)
+            stored = self._store_outputs(job, result, scores)
             with self.db.write() as conn:
                 if queue.cancel_requested(conn, job["id"]):
                     raise JobCanceled()
@@ -265,9 +269,21 @@ class Worker:
             reference_bytes=reference.raw,
         )
 
-    def _store_outputs(self, job: dict[str, Any], result: EngineResult) -> dict[str, Any]:
+    def _consistency(
+        self, job: dict[str, Any], request: EngineRequest, result: EngineResult
+    ) -> list[dict[str, Any] | None]:
+        """Per image: does the output's best face match the reference's main face?"""
+        model = face_model() if self.settings.faces_enabled else None
+        if model is None:
+            return [None] * len(result.images)
+        reference = self.characters.descriptor(job, request.reference, model)
+        return [consistency(reference, model.faces(image.pixels)) for image in result.images]
+
+    def _store_outputs(
+        self, job: dict[str, Any], result: EngineResult, scores: list[dict[str, Any] | None]
+    ) -> dict[str, Any]:
         images = []
-        for index, image in enumerate(result.images):
+        for index, (image, score) in enumerate(zip(result.images, scores, strict=True)):
             png = encode_png(image.pixels)
             key = f"outputs/{job['id']}/{index}-{image.seed}.png"
             self.storage.put(key, png, "image/png")
@@ -279,6 +295,7 @@ class Worker:
                     "seed": image.seed,
                     "prompt": image.prompt,
                     "contentType": "image/png",
+                    "consistency": score,
                     **({"metadata": image.metadata} if image.metadata else {}),
                 }
             )

@@ -25,6 +25,7 @@ from castframe.engines.router import check_params, route_engine
 from castframe.errors import ApiError, field_error
 from castframe.jobs import ledger, states
 from castframe.jobs.accounts import Principal
+from castframe.jobs.characters import get_character
 from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload, insert_upload, new_upload
 from castframe.media.fetch import FetchError, check_url_syntax
 from castframe.media.images import ImageRejected, decode_image, parse_data_uri
@@ -182,6 +183,16 @@ def insert(
     conn: sa.Connection, principal: Principal, submission: Submission, settings: Settings
 ) -> dict[str, Any]:
     """Write the job and its hold; raises 402/429 ApiErrors before writing anything."""
+    character_id = submission.params.get("character_id")
+    if character_id:
+        character = get_character(conn, principal.account_id, character_id)
+        if character is None:
+            raise field_error(
+                "character_not_found",
+                f"{submission.spec.params_key}.character_id",
+                f"no character {character_id!r} in this account (deleted?)",
+            )
+        submission.params["character_reference_image"] = UPLOAD_SCHEME + character["upload_id"]
     for path, upload_id in submission.upload_refs:
         if get_upload(conn, principal.account_id, upload_id) is None:
             raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")

@@ -145,3 +145,17 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Index("ix_webhook_attempts_delivery", "delivery_id"),
 )
+
+characters = sa.Table(
+    "characters",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("upload_id", sa.String(40), sa.ForeignKey("uploads.id"), nullable=False),
+    sa.Column("face_box", sa.JSON, nullable=True),
+    sa.Column("descriptor", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    sa.Index("ix_characters_account", "account_id", "created_at"),
+)

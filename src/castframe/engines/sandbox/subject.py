@@ -45,8 +45,8 @@ def _cascade() -> cv2.CascadeClassifier:
     return classifier
 
 
-def detect_face(rgb: np.ndarray) -> Box | None:
-    """The largest frontal face in ``rgb`` (full-resolution coordinates), or None."""
+def detect_faces(rgb: np.ndarray) -> list[Box]:
+    """Frontal faces in ``rgb``, largest first (full-resolution coordinates)."""
     height, width = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
     small = cv2.resize(rgb, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA)
@@ -54,10 +54,16 @@ def detect_face(rgb: np.ndarray) -> Box | None:
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     minimum = max(20, int(min(small.shape[:2]) * 0.05))
     faces = _cascade().detectMultiScale(gray, 1.1, 4, minSize=(minimum, minimum))
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return (int(x / scale), int(y / scale), int(w / scale), int(h / scale))
+    boxes = [
+        (int(x / scale), int(y / scale), int(w / scale), int(h / scale)) for x, y, w, h in faces
+    ]
+    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+def detect_face(rgb: np.ndarray) -> Box | None:
+    """The largest frontal face in ``rgb``, or None."""
+    faces = detect_faces(rgb)
+    return faces[0] if faces else None
 
 
 def body_box(face: Box, width: int, height: int) -> Box:

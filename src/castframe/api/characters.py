@@ -1,0 +1,119 @@
+"""Saved characters: ``POST/GET /v2/characters``, ``GET/DELETE /v2/characters/{id}``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from castframe.api.deps import authenticate, get_services
+from castframe.api.generate import read_json_body
+from castframe.dispatch.inputs import InputLoader
+from castframe.errors import ApiError, JobFailure, field_error
+from castframe.faces import face_model
+from castframe.jobs import characters
+from castframe.jobs.accounts import Principal
+from castframe.jobs.service import pydantic_details
+from castframe.jobs.uploads import UPLOAD_SCHEME, insert_upload, new_upload
+from castframe.media.fetch import FetchError, check_url_syntax
+from castframe.media.images import DecodedImage, ImageRejected, decode_image, parse_data_uri
+from castframe.services import Services
+
+router = APIRouter(tags=["characters"])
+
+
+class CharacterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    image: Annotated[str, Field(min_length=1, description="URL, data URI or upload://id")]
+
+
+def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
+    """The character image from any source, with the same rules as job inputs."""
+    settings = services.settings
+    try:
+        if source.startswith("data:"):
+            return decode_image(
+                parse_data_uri(source),
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
+        if not source.startswith(UPLOAD_SCHEME):
+            check_url_syntax(
+                source,
+                allow_private=settings.allow_private_urls,
+                exempt_hosts=settings.trusted_host_set,
+            )
+        return InputLoader(services.db, services.storage, settings).load(
+            principal.account_id, source, "image"
+        )
+    except ImageRejected as exc:
+        raise field_error("invalid_image", "image", str(exc)) from exc
+    except FetchError as exc:
+        raise field_error("url_not_allowed", "image", exc.message) from exc
+    except JobFailure as failure:
+        code = {"url_not_allowed": "url_not_allowed", "upload_not_found": "upload_not_found"}.get(
+            failure.code, "invalid_image"
+        )
+        raise field_error(code, "image", failure.message) from failure
+
+
+@router.post("/v2/characters", status_code=201, summary="Save a character (one clear face)")
+async def create_character(
+    request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    services = get_services(request)
+    body, _ = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        payload = CharacterRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError("validation_error", "invalid character", pydantic_details(exc)) from exc
+
+    def save() -> dict[str, Any]:
+        image = load_image(services, principal, payload.image)
+        model = face_model() if services.settings.faces_enabled else None
+        check = characters.check_single_face(image, model)
+        upload = new_upload(services.storage, principal.account_id, image)
+        with services.db.write() as conn:
+            insert_upload(conn, upload)
+            return characters.insert_character(
+                conn, principal.account_id, payload.name, upload["id"], check
+            )
+
+    return characters.character_view(await run_in_threadpool(save))
+
+
+@router.get("/v2/characters", summary="List saved characters")
+def list_characters(
+    request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    with get_services(request).db.read() as conn:
+        rows = characters.list_characters(conn, principal.account_id)
+    return {"characters": [characters.character_view(row) for row in rows]}
+
+
+@router.get("/v2/characters/{character_id}", summary="Get a saved character")
+def get_character(
+    character_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> dict[str, Any]:
+    with get_services(request).db.read() as conn:
+        row = characters.get_character(conn, principal.account_id, character_id)
+    if row is None:
+        raise ApiError("not_found", f"no character {character_id!r}")
+    return characters.character_view(row)
+
+
+@router.delete(
+    "/v2/characters/{character_id}",
+    status_code=204,
+    summary="Delete a saved character (finished jobs are kept)",
+)
+def delete_character(
+    character_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> None:
+    with get_services(request).db.write() as conn:
+        if not characters.delete_character(conn, principal.account_id, character_id):
+            raise ApiError("not_found", f"no character {character_id!r}")
