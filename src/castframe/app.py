@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from castframe import __version__
+from castframe import __version__, logs
 from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
 from castframe.api.errors import install_error_handlers
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
+from castframe.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, QueueCollector
 from castframe.services import Services
 
 DESCRIPTION = """
@@ -38,6 +41,7 @@ def create_app(
         if with_worker:
             built.start_worker()
         built.start_sender()
+        built.start_listener(jobs=with_worker, webhooks=True)
         try:
             yield
         finally:
@@ -57,11 +61,29 @@ def create_app(
     ) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = request_id
-        response = await call_next(request)
+        token = logs.request_id.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            logs.request_id.reset(token)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(request.method, template).observe(time.perf_counter() - started)
         response.headers["X-Request-Id"] = request_id
         for name, value in (getattr(request.state, "rate_headers", None) or {}).items():
             response.headers.setdefault(name, value)
         return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        services: Services = request.app.state.services
+        queue = CollectorRegistry()
+        queue.register(QueueCollector(services.db))
+        return Response(
+            generate_latest(REGISTRY) + generate_latest(queue), media_type=CONTENT_TYPE_LATEST
+        )
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from castframe import logs
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
@@ -27,7 +27,7 @@ app.add_typer(keys_app, name="keys")
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(Settings().log_format)
 
 
 def _db(settings: Settings) -> Database:
@@ -61,6 +61,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=None,
         timeout_graceful_shutdown=15,
     )
 
@@ -69,6 +70,9 @@ def serve(
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Parallel jobs.")] = None,
     grace: Annotated[float, typer.Option(help="Seconds to drain on SIGTERM.")] = 30.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
+    ] = None,
 ) -> None:
     """Run a worker (and webhook sender) without the API; SIGTERM drains it."""
     from castframe.services import Services
@@ -76,8 +80,15 @@ def worker(
     _setup_logging()
     settings = Settings()
     services = Services.build(settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from castframe.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
     services.start_worker(concurrency)
     services.start_sender()
+    services.start_listener(jobs=True, webhooks=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     )
 
     output_url_ttl: int = Field(default=3600, gt=0, description="Seconds a signed URL lives.")
+    storage_url: str = Field(
+        default="", description="`s3://bucket/prefix` for S3-compatible storage; empty = data_dir."
+    )
+    s3_endpoint_url: str = Field(default="", description="S3 endpoint (MinIO, R2...); empty = AWS.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field(default="", description="S3 key id; empty = boto3's chain.")
+    s3_secret_access_key: str = Field(default="", description="S3 secret; empty = boto3's chain.")
 
     rate_limit_per_second: float = Field(
         default=10.0, gt=0, description="Submissions per second per key (token refill)."
@@ -110,6 +117,9 @@ class Settings(BaseSettings):
     )
     ideogram_retry_base: float = Field(
         default=2.0, ge=0, description="First Ideogram retry backoff in seconds (doubles)."
+    )
+    log_format: str = Field(
+        default="auto", description="Logs: json, text, or auto (JSON unless on a terminal)."
     )
     faces_enabled: bool = Field(
         default=True, description="Score character consistency when the `faces` extra is installed."

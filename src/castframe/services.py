@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass, field
 
 from castframe.config import Settings
-from castframe.dispatch.notify import Notifier
+from castframe.dispatch.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, Notifier, PostgresListener
 from castframe.dispatch.worker import Worker
 from castframe.engines.router import EngineRegistry, validate_engine_settings
-from castframe.media.storage import LocalStorage, Storage
+from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.webhooks.sender import WebhookSender
@@ -27,6 +27,7 @@ class Services:
     webhook_notifier: Notifier = field(default_factory=Notifier)
     worker: Worker | None = None
     sender: WebhookSender | None = None
+    listener: PostgresListener | None = None
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Services:
@@ -34,15 +35,25 @@ class Services:
         db = Database(settings.resolved_database_url)
         if migrate:
             upgrade(db.engine)
-        storage = LocalStorage(
-            settings.outputs_dir, settings.resolved_public_url, settings.signing_key
-        )
+        storage = make_storage(settings)
         if settings.allow_private_urls:
             log.warning(
                 "CASTFRAME_ALLOW_PRIVATE_URLS is set: outbound fetches and webhooks may "
                 "reach private and loopback addresses. Use only for development/tests."
             )
         return cls(settings=settings, db=db, storage=storage, engines=EngineRegistry(settings))
+
+    def start_listener(self, jobs: bool, webhooks: bool) -> None:
+        """On PostgreSQL, wake this process's worker/sender on other processes' NOTIFYs."""
+        if not self.db.is_postgres or not (jobs or webhooks):
+            return
+        routes = {}
+        if jobs:
+            routes[JOBS_CHANNEL] = self.job_notifier
+        if webhooks:
+            routes[WEBHOOKS_CHANNEL] = self.webhook_notifier
+        self.listener = PostgresListener(self.db.url, routes)
+        self.listener.start()
 
     def url_for(self, key: str) -> str:
         return self.storage.url(key, self.settings.output_url_ttl)
@@ -70,4 +81,6 @@ class Services:
             self.worker.stop(grace)
         if self.sender:
             self.sender.stop()
+        if self.listener:
+            self.listener.stop()
         self.db.dispose()

@@ -14,6 +14,7 @@ from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
 from castframe.jobs.service import insert, prepare
+from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
 
 router = APIRouter(tags=["images"])
@@ -74,6 +75,7 @@ def submit(services: Services, principal: Principal, body: Any, key: str | None)
         if key:
             idempotency.complete(conn, principal.account_id, key, 202, response_body)
     services.job_notifier.notify()
+    JOBS_SUBMITTED.labels(job["model"], job["engine"], job["mode"]).inc()
     return response_body
 
 

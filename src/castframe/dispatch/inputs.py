@@ -47,7 +47,15 @@ class InputLoader:
                 row = get_upload(conn, account_id, upload_id)
             if row is None:
                 raise JobFailure("upload_not_found", f"{what}: upload {upload_id} is gone")
-            return self.storage.get(row["storage_key"])
+            try:
+                return self.storage.get(row["storage_key"])
+            except Exception as exc:  # missing file or object: storage not shared?
+                raise JobFailure(
+                    "upload_not_found",
+                    f"{what}: the stored file of {upload_id} cannot be read "
+                    f"({type(exc).__name__}); is storage shared between "
+                    "API and worker machines?",
+                ) from exc
         try:
             response = fetch(source, self.policy, headers={"Accept": "image/*"})
         except FetchError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.dispatch.notify import JOBS_CHANNEL, publish
 from castframe.jobs import ledger, states
 from castframe.store.tables import jobs
 from castframe.webhooks import outbox
@@ -188,6 +189,7 @@ def requeue(
     conn: sa.Connection, job: dict[str, Any], worker_id: str, delay: float, reason: str
 ) -> bool:
     """Back to QUEUED after a retryable failure, due again in ``delay`` seconds."""
+    publish(conn, JOBS_CHANNEL)
     return _finish(
         conn,
         job,

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from castframe import logs
 from castframe.config import Settings
 from castframe.dispatch import queue
 from castframe.dispatch.inputs import InputLoader
@@ -27,6 +28,7 @@ from castframe.jobs import states
 from castframe.jobs.characters import CharacterDescriptors
 from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
+from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store.db import Database
 
 log = logging.getLogger("castframe.worker")
@@ -177,6 +179,7 @@ class Worker:
     # -- one job ---------------------------------------------------------------------------
     def run_job(self, job: dict[str, Any]) -> None:
         started = time.monotonic()
+        token = logs.job_id.set(job["id"])
         try:
             self._run(job)
         except Exception:  # never let a job kill the worker thread
@@ -185,7 +188,15 @@ class Worker:
             with self._lock:
                 self._running.pop(job["id"], None)
             self.webhook_notifier.notify()
-            log.info("job %s finished in %.2fs", job["id"], time.monotonic() - started)
+            status = job["status"]
+            if status in states.TERMINAL:
+                JOBS_FINISHED.labels(job["model"], job["engine"], status).inc()
+            if status == states.COMPLETED:
+                END_TO_END_SECONDS.labels(job["model"], job["engine"]).observe(
+                    max(0.0, time.time() - float(job["created_at"]))
+                )
+            log.info("job %s: %s after %.2fs", job["id"], status, time.monotonic() - started)
+            logs.job_id.reset(token)
 
     def _run(self, job: dict[str, Any]) -> None:
         hooks = JobHooks(self, job)
@@ -194,7 +205,9 @@ class Worker:
             hooks.check_canceled()
             request = self._engine_request(job)
             hooks.check_canceled()
-            result = self.engines.get(job["engine"]).generate(request, hooks)
+            engine = self.engines.get(job["engine"])
+            with ENGINE_SECONDS.labels(job["engine"]).time():
+                result = engine.generate(request, hooks)
             scores = self._consistency(job, request, result)
             stored = self._store_outputs(job, result, scores)
             with self.db.write() as conn:

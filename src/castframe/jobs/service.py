@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from castframe.catalog import MODELS, ModelSpec
 from castframe.catalog.ideogram_character import MAX_SEED
 from castframe.config import Settings
+from castframe.dispatch.notify import JOBS_CHANNEL, publish
 from castframe.engines.router import check_params, route_engine
 from castframe.errors import ApiError, field_error
 from castframe.jobs import ledger, states
@@ -251,6 +252,7 @@ def insert(
         "webhook_key_hash": principal.key_hash,
     }
     conn.execute(jobs.insert().values(**job))
+    publish(conn, JOBS_CHANNEL)
     if submission.price > 0:
         ledger.add_entry(conn, principal.account_id, "hold", submission.price, job["id"])
     return job

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from castframe.config import Settings
 from castframe.media.signing import signed_url
 
 
@@ -55,3 +56,22 @@ class LocalStorage:
 
     def url(self, key: str, ttl: int) -> str:
         return signed_url(self.base_url, self.secret, key, ttl)
+
+
+def make_storage(settings: Settings) -> Storage:
+    """Local files by default; ``CASTFRAME_STORAGE_URL=s3://...`` for S3-compatible storage."""
+    url = settings.storage_url
+    if url.startswith("s3://"):
+        from castframe.media.s3 import S3Storage
+
+        storage = S3Storage(
+            url,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        )
+        storage.check()
+        return storage
+    root = Path(url.removeprefix("file://")) if url else settings.outputs_dir
+    return LocalStorage(root, settings.resolved_public_url, settings.signing_key)

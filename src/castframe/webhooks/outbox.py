@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.dispatch.notify import WEBHOOKS_CHANNEL, publish
 from castframe.store.tables import jobs, webhook_deliveries
 
 FINAL_EVENTS = ("completed", "failed")
@@ -63,6 +64,7 @@ def enqueue(
             created_at=now,
         )
     )
+    publish(conn, WEBHOOKS_CHANNEL)
     if final:
         conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(webhook_status="pending"))
     return message_id

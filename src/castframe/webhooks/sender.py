@@ -23,6 +23,7 @@ from castframe.dispatch.notify import Notifier
 from castframe.jobs.accounts import get_account, webhook_secrets
 from castframe.jobs.views import job_view
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
+from castframe.metrics import WEBHOOK_ATTEMPTS
 from castframe.store.db import Database
 from castframe.store.tables import jobs, webhook_attempts, webhook_deliveries
 from castframe.webhooks.payloads import event_payload
@@ -212,6 +213,8 @@ class WebhookSender:
                 self.settings.retry_schedule, attempts, outcome.retry_after, self._rng
             )
             status, next_at = ("failed", now) if delay is None else ("failing", now + delay)
+        outcome_label = {"sent": "sent", "failing": "retry"}.get(status, "failed")
+        WEBHOOK_ATTEMPTS.labels(delivery["event"], outcome_label).inc()
         if status == "failed" and delivery["final"]:
             log.error(
                 "webhook %s for job %s gave up after %d attempts (last: %s)",

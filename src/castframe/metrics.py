@@ -1,0 +1,98 @@
+"""Prometheus metrics: counters and histograms in each process, queue gauges from the database.
+
+API processes serve ``GET /metrics``; ``castframe worker --metrics-port N`` serves a worker's
+own (engine latency, finished jobs). Queue depth and the oldest queued job's age are read from
+the database at scrape time, so every API process reports the same, true values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from castframe.store.db import Database
+from castframe.store.tables import jobs
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
+
+HTTP_REQUESTS = Counter(
+    "castframe_http_requests_total",
+    "HTTP requests",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "castframe_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOBS_SUBMITTED = Counter(
+    "castframe_jobs_submitted_total",
+    "Jobs accepted",
+    ["model", "engine", "mode"],
+    registry=REGISTRY,
+)
+JOBS_FINISHED = Counter(
+    "castframe_jobs_finished_total",
+    "Jobs finished by this process",
+    ["model", "engine", "status"],
+    registry=REGISTRY,
+)
+ENGINE_SECONDS = Histogram(
+    "castframe_engine_seconds",
+    "Engine time per job",
+    ["engine"],
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
+END_TO_END_SECONDS = Histogram(
+    "castframe_job_end_to_end_seconds",
+    "Submission to completion",
+    ["model", "engine"],
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "castframe_webhook_attempts_total",
+    "Webhook delivery attempts",
+    ["event", "outcome"],
+    registry=REGISTRY,
+)
+
+
+class QueueCollector(Collector):
+    """Queue depth and age of the oldest due job, read at scrape time."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Any]:
+        depth = GaugeMetricFamily("castframe_queue_depth", "Jobs by status", labels=["status"])
+        oldest = GaugeMetricFamily(
+            "castframe_queue_oldest_age_seconds", "Age of the oldest QUEUED job"
+        )
+        with self.db.read() as conn:
+            counts = conn.execute(
+                sa.select(jobs.c.status, sa.func.count())
+                .where(jobs.c.status.in_(("QUEUED", "PROCESSING")))
+                .group_by(jobs.c.status)
+            ).all()
+            first = conn.execute(
+                sa.select(sa.func.min(jobs.c.created_at)).where(jobs.c.status == "QUEUED")
+            ).scalar()
+        found: dict[str, int] = {str(status): int(count) for status, count in counts}
+        for status in ("QUEUED", "PROCESSING"):
+            depth.add_metric([status], float(found.get(status, 0)))
+        oldest.add_metric([], max(0.0, time.time() - float(first)) if first else 0.0)
+        yield depth
+        yield oldest
