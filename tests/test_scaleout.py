@@ -81,7 +81,7 @@ def test_s3_misconfiguration_fails_at_start(
         s3_endpoint_url=s3_server,
         **S3_CREDENTIALS,
     )
-    with pytest.raises(Exception, match="404|NoSuchBucket|Not Found"):
+    with pytest.raises(Exception, match=r"404|NoSuchBucket|Not Found"):
         Services.build(settings)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from castframe.config import Settings
 from castframe.errors import JobFailure
@@ -15,9 +17,15 @@ from castframe.store.db import Database
 
 @dataclass
 class InputLoader:
+    """Loads job inputs. Uploads are immutable, so decoded uploads are kept in a small LRU:
+    repeated references (saved characters, SDK uploads) skip the read and the decode."""
+
     db: Database
     storage: Storage
     settings: Settings
+    cache_size: int = 16
+    _cache: OrderedDict[str, DecodedImage] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def policy(self) -> FetchPolicy:
@@ -30,6 +38,21 @@ class InputLoader:
         )
 
     def load(self, account_id: str, source: str, what: str) -> DecodedImage:
+        cache_key = f"{account_id}:{source}" if source.startswith(UPLOAD_SCHEME) else None
+        if cache_key:
+            with self._lock:
+                if cache_key in self._cache:
+                    self._cache.move_to_end(cache_key)
+                    return self._cache[cache_key]
+        image = self._decode(account_id, source, what)
+        if cache_key:
+            with self._lock:
+                self._cache[cache_key] = image
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return image
+
+    def _decode(self, account_id: str, source: str, what: str) -> DecodedImage:
         data = self._bytes(account_id, source, what)
         try:
             return decode_image(

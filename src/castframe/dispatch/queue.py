@@ -70,6 +70,7 @@ def claim(
             lease_owner=worker_id,
             lease_expires_at=now + lease_seconds,
             attempts=jobs.c.attempts + 1,
+            progress=1,
             started_at=sa.func.coalesce(jobs.c.started_at, now),
         )
         .returning(*jobs.c)

@@ -201,7 +201,6 @@ class Worker:
     def _run(self, job: dict[str, Any]) -> None:
         hooks = JobHooks(self, job)
         try:
-            hooks.progress(1)
             hooks.check_canceled()
             request = self._engine_request(job)
             hooks.check_canceled()

@@ -16,6 +16,8 @@ from castframe.engines.base import Engine
 from castframe.errors import JobFailure
 
 KNOWN_ENGINES = ("sandbox", "ideogram")
+"""Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
+operator (or a benchmark) ships, built by calling ``Factory(settings)``."""
 
 
 def live_engine(settings: Settings) -> str:
@@ -45,6 +47,9 @@ def check_params(engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
 def validate_engine_settings(settings: Settings) -> None:
     """Fail at start-up, not on the first job, when the engine setting is wrong."""
     engine = live_engine(settings)
+    if ":" in engine:
+        load_plugin(engine)
+        return
     if engine not in KNOWN_ENGINES:
         raise ValueError(
             f"CASTFRAME_ENGINE_IDEOGRAM_CHARACTER={engine!r}: choose one of "
@@ -90,6 +95,9 @@ class EngineRegistry:
                 max_image_bytes=settings.max_image_bytes * 2,
                 max_image_pixels=settings.max_image_pixels,
             )
+        if ":" in name:
+            engine: Engine = load_plugin(name)(settings)
+            return engine
         raise LookupError(f"engine {name!r} is not available in this build")
 
     def _downloader(self) -> Any:
@@ -120,3 +128,14 @@ class EngineRegistry:
             return response.body
 
         return download
+
+
+def load_plugin(path: str) -> Any:
+    """``package.module:Factory`` -> the factory; raises ValueError with a clear message."""
+    import importlib
+
+    module_name, _, attribute = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load engine plug-in {path!r}: {exc}") from exc

@@ -30,7 +30,9 @@ def create_db_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping (a round trip per checkout): connections broken by a database restart are
+    # invalidated by SQLAlchemy on first use; recycling bounds their age.
+    return sa.create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
 
 
 def _sqlite_engine(url: str) -> Engine:
