@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from castframe import logs
+from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
@@ -24,6 +25,8 @@ accounts_app = typer.Typer(help="Accounts and credits.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+app.command("generate")(generate)
 
 
 def _setup_logging() -> None:

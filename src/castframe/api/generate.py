@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -13,7 +16,8 @@ from castframe.catalog.ideogram_character import IdeogramCharacterRequest
 from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import insert, prepare
+from castframe.jobs.service import get_job, insert, prepare
+from castframe.jobs.views import job_view
 from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
 
@@ -64,6 +68,37 @@ async def read_json_body(request: Request, limit: int) -> tuple[Any, bytes]:
         return json.loads(raw), raw
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+MAX_WAIT_SECONDS = 60.0
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait(?:=(\d+))?(?:$|[;,\s])")
+
+
+def parse_prefer_wait(header: str | None) -> float | None:
+    """``Prefer: wait`` (60 s) or ``wait=N`` (capped at 60), as in RFC 7240 and Replicate."""
+    if not header:
+        return None
+    match = _PREFER_WAIT.search(header.strip().lower())
+    if not match:
+        return None
+    return min(float(match.group(1) or MAX_WAIT_SECONDS), MAX_WAIT_SECONDS)
+
+
+async def wait_for_terminal(
+    services: Services, principal: Principal, job_id: str, seconds: float
+) -> dict[str, Any]:
+    """The job view once it has finished, or as it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await run_in_threadpool(read_job_view, services, principal, job_id)
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELED") or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+def read_job_view(services: Services, principal: Principal, job_id: str) -> dict[str, Any]:
+    with services.db.read() as conn:
+        return job_view(get_job(conn, principal, job_id), services.url_for)
 
 
 def submit(services: Services, principal: Principal, body: Any, key: str | None) -> str:
@@ -118,10 +153,21 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
                 media_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
+    wait = parse_prefer_wait(request.headers.get("prefer"))
     try:
         response_body = await run_in_threadpool(submit, services, principal, body, key)
     except BaseException:
         if key:
             await run_in_threadpool(idempotency.forget, services.db, principal.account_id, key)
         raise
-    return Response(response_body, status_code=202, media_type="application/json")
+    if wait is None:
+        return Response(response_body, status_code=202, media_type="application/json")
+    job_id = json.loads(response_body)["jobId"]
+    job = await wait_for_terminal(services, principal, job_id, wait)
+    finished = job["status"] in ("COMPLETED", "FAILED", "CANCELED")
+    return Response(
+        json.dumps(job),
+        status_code=200 if finished else 202,
+        media_type="application/json",
+        headers={"Preference-Applied": f"wait={wait:g}", "Location": f"/v2/jobs/{job_id}"},
+    )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
+from castframe.api.generate import read_job_view
 from castframe.errors import ApiError
 from castframe.jobs import service, states
 from castframe.jobs.accounts import Principal
@@ -28,6 +35,52 @@ def get_job(
     with services.db.read() as conn:
         job = service.get_job(conn, principal, job_id)
     return job_view(job, services.url_for)
+
+
+SSE_POLL_SECONDS = 0.25
+SSE_HEARTBEAT_SECONDS = 15.0
+
+
+@router.get(
+    "/v2/jobs/{job_id}/events",
+    summary="Server-Sent Events: status and progress",
+    response_class=StreamingResponse,
+)
+async def job_events(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> StreamingResponse:
+    """Every change of status or progress as an SSE ``job`` event, until the job ends.
+
+    Reads the database (not in-process state), so any API process can serve any job's stream.
+    """
+    services = get_services(request)
+    first = await run_in_threadpool(read_job_view, services, principal, job_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last: tuple[str, int] | None = None
+        quiet_since = time.monotonic()
+        job = first
+        while True:
+            state = (job["status"], job["progress"])
+            if state != last:
+                last, quiet_since = state, time.monotonic()
+                yield f"event: job\nid: {job['status']}-{job['progress']}\ndata: {json.dumps(job)}\n\n".encode()
+            if job["status"] in states.TERMINAL:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            if time.monotonic() - quiet_since > SSE_HEARTBEAT_SECONDS:
+                quiet_since = time.monotonic()
+                yield b": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+            job = await run_in_threadpool(read_job_view, services, principal, job_id)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/v2/jobs", summary="List jobs, newest first")

@@ -1,0 +1,174 @@
+"""Client commands of ``castframe``: ``generate`` and ``jobs`` (they talk HTTP via the SDK).
+
+They use ``CASTFRAME_API_KEY`` and ``CASTFRAME_BASE_URL`` (default http://127.0.0.1:8000).
+Errors print the server's code and message and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from castframe.client import Castframe, CastframeError, Job
+
+jobs_app = typer.Typer(help="Inspect and cancel jobs on a server.", no_args_is_help=True)
+
+
+def _client() -> Castframe:
+    try:
+        return Castframe()
+    except CastframeError as error:
+        _fail(error)
+
+
+def _fail(error: CastframeError) -> Any:
+    typer.echo(f"error: {error.code}: {error.message}", err=True)
+    for detail in error.details:
+        typer.echo(f"  {detail.get('field')}: {detail.get('message')}", err=True)
+    raise typer.Exit(1)
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "creditCost": job.credit_cost,
+        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "images": [
+            {"url": i.url, "seed": i.seed, "width": i.width, "height": i.height, "prompt": i.prompt}
+            for i in job.images
+        ],
+    }
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    ref: Annotated[
+        str | None, typer.Option("--ref", help="Reference: file, URL or upload://.")
+    ] = None,
+    character: Annotated[
+        str | None, typer.Option(help="A saved character id instead of --ref.")
+    ] = None,
+    aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio")] = None,
+    style: Annotated[
+        str | None, typer.Option(help="AUTO, GENERAL, REALISTIC, DESIGN, FICTION.")
+    ] = None,
+    speed: Annotated[str | None, typer.Option(help="turbo, default, quality.")] = None,
+    magic_prompt: Annotated[
+        str | None, typer.Option("--magic-prompt", help="Auto, On, Off.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    negative: Annotated[str | None, typer.Option(help="What to leave out.")] = None,
+    num_images: Annotated[int | None, typer.Option("--num-images")] = None,
+    edit: Annotated[Path | None, typer.Option(help="Image to edit (with --mask).")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Mask: black = repaint, white = keep.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the images.")] = Path("."),
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600.0,
+) -> None:
+    """Generate images of a character and save them (live progress bar)."""
+    if (ref is None) == (character is None):
+        _fail(CastframeError("invalid_request", "give exactly one of --ref and --character"))
+    if (edit is None) != (mask is None):
+        _fail(CastframeError("invalid_request", "--edit and --mask go together"))
+    params: dict[str, Any] = {
+        "aspect_ratio": aspect_ratio,
+        "style_type": style,
+        "rendering_speed": speed,
+        "magic_prompt_option": magic_prompt,
+        "seed": seed,
+        "negative_prompt": negative,
+        "num_images": num_images,
+        "character_id": character,
+        "image": edit,
+        "mask": mask,
+    }
+    with _client() as client:
+        try:
+            job_id = client.submit(prompt, ref, **params)
+            if no_wait:
+                typer.echo(json.dumps({"id": job_id, "status": "QUEUED"}) if as_json else job_id)
+                return
+            job = _wait_with_progress(client, job_id, timeout, quiet=as_json)
+            paths = client.download(job, out) if job.status == "COMPLETED" else []
+        except CastframeError as error:
+            _fail(error)
+        except TimeoutError as exc:
+            typer.echo(f"error: timeout: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps({**_summary(job), "files": [str(p) for p in paths]}))
+    elif job.status == "COMPLETED":
+        for path, image in zip(paths, job.images, strict=True):
+            typer.echo(f"{path}  (seed {image.seed})")
+    if job.status != "COMPLETED":
+        assert job.error is not None
+        typer.echo(f"error: {job.error.code}: {job.error.message}", err=True)
+        raise typer.Exit(1)
+
+
+def _wait_with_progress(client: Castframe, job_id: str, timeout: float, quiet: bool) -> Job:
+    if quiet or not sys.stderr.isatty():
+        return client.wait(job_id, timeout=timeout)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{job_id[:8]} QUEUED", total=100)
+
+        def update(job: Job) -> None:
+            progress.update(task, completed=job.progress, description=f"{job_id[:8]} {job.status}")
+
+        return client.wait(job_id, timeout=timeout, on_progress=update)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Your recent jobs, newest first."""
+    with _client() as client:
+        try:
+            found, _ = client.list_jobs(status=status, limit=limit)
+        except CastframeError as error:
+            _fail(error)
+    if as_json:
+        typer.echo(json.dumps([_summary(job) for job in found]))
+        return
+    for job in found:
+        typer.echo(f"{job.id}  {job.status:10} {job.progress:>3}%  {len(job.images)} image(s)")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """One job as JSON."""
+    with _client() as client:
+        try:
+            job = client.get_job(job_id)
+        except CastframeError as error:
+            _fail(error)
+    typer.echo(json.dumps(job.raw, indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job."""
+    with _client() as client:
+        try:
+            job = client.cancel(job_id)
+        except CastframeError as error:
+            _fail(error)
+    typer.echo(f"{job.id} {job.status}")
