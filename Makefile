@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck docs gallery bench clean
+.PHONY: install run test lint typecheck browser docs gallery bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,7 +27,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck
+# The playground's browser test drives Debian's Chromium (Playwright's own browser downloads
+# cannot work here): install it once if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  (apt-get update -q && apt-get install -y -q chromium) >/dev/null; }
+
+test: install lint typecheck browser
 	$(BIN)/python -m pytest -q
 
 docs: install

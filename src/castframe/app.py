@@ -6,9 +6,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from castframe import __version__, logs
@@ -18,6 +20,8 @@ from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
 from castframe.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, QueueCollector
 from castframe.services import Services
+
+WEB_DIR = Path(__file__).parent / "web"
 
 DESCRIPTION = """
 Castframe speaks Apiframe's v2 image API: submit with `POST /v2/images/generate` and an
@@ -85,8 +89,11 @@ def create_app(
             generate_latest(REGISTRY) + generate_latest(queue), media_type=CONTENT_TYPE_LATEST
         )
 
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
     @app.get("/", include_in_schema=False)
-    def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    def index() -> FileResponse:
+        """The playground: a static page that talks to this API with the user's key."""
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     return app

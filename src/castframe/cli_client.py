@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -25,7 +25,7 @@ def _client() -> Castframe:
         _fail(error)
 
 
-def _fail(error: CastframeError) -> Any:
+def _fail(error: CastframeError) -> NoReturn:
     typer.echo(f"error: {error.code}: {error.message}", err=True)
     for detail in error.details:
         typer.echo(f"  {detail.get('field')}: {detail.get('message')}", err=True)
