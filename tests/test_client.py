@@ -19,8 +19,7 @@ from tests.support.images import astronaut, astronaut_png, data_uri
 
 def test_prefer_wait_returns_the_finished_job(api_sqlite: Api) -> None:
     key = api_sqlite.key()
-    response = api_sqlite.generate(key, body_for(data_uri(astronaut_png())),
-                                   Prefer="wait=30")
+    response = api_sqlite.generate(key, body_for(data_uri(astronaut_png())), Prefer="wait=30")
     assert response.status_code == 200
     assert response.headers["preference-applied"] == "wait=30"
     job = response.json()
@@ -29,8 +28,9 @@ def test_prefer_wait_returns_the_finished_job(api_sqlite: Api) -> None:
 
 def test_prefer_wait_times_out_with_202_and_the_job(api_no_worker: Api) -> None:
     key = api_no_worker.key()
-    response = api_no_worker.generate(key, body_for("https://example.com/a.png"),
-                                      Prefer="respond-async, wait=1")
+    response = api_no_worker.generate(
+        key, body_for("https://example.com/a.png"), Prefer="respond-async, wait=1"
+    )
     assert response.status_code == 202
     job = response.json()
     assert job["status"] == "QUEUED" and "id" in job
@@ -41,11 +41,13 @@ def test_prefer_wait_times_out_with_202_and_the_job(api_no_worker: Api) -> None:
 
 def test_sse_streams_progress_until_the_end(api_sqlite: Api) -> None:
     key = api_sqlite.key()
-    job_id = api_sqlite.generate(key, body_for(data_uri(astronaut_png()), rendering_speed="quality",
-                                               top={"num_images": 3})).json()["jobId"]
+    job_id = api_sqlite.generate(
+        key, body_for(data_uri(astronaut_png()), rendering_speed="quality", top={"num_images": 3})
+    ).json()["jobId"]
     events = []
-    with api_sqlite.client.stream("GET", f"/v2/jobs/{job_id}/events",
-                                  headers={"X-API-Key": key}) as response:
+    with api_sqlite.client.stream(
+        "GET", f"/v2/jobs/{job_id}/events", headers={"X-API-Key": key}
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         kind = None
         for line in response.iter_lines():
@@ -59,18 +61,36 @@ def test_sse_streams_progress_until_the_end(api_sqlite: Api) -> None:
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and len(set(progress)) >= 2
     other = api_sqlite.key("other")
-    assert api_sqlite.client.get(f"/v2/jobs/{job_id}/events",
-                                 headers={"X-API-Key": other}).status_code == 404
+    assert (
+        api_sqlite.client.get(f"/v2/jobs/{job_id}/events", headers={"X-API-Key": other}).status_code
+        == 404
+    )
 
 
 def test_generate_body_puts_options_where_the_api_expects_them() -> None:
-    body = generate_body("p", "ideogram-character", "upload://x",
-                         {"aspect_ratio": "3:4", "seed": 3, "webhook_url": "https://h",
-                          "style_type": "REALISTIC", "negative_prompt": None})
-    assert body == {"prompt": "p", "model": "ideogram-character", "aspect_ratio": "3:4",
-                    "webhookUrl": "https://h",
-                    "ideogramParams": {"character_reference_image": "upload://x", "seed": 3,
-                                       "style_type": "REALISTIC"}}
+    body = generate_body(
+        "p",
+        "ideogram-character",
+        "upload://x",
+        {
+            "aspect_ratio": "3:4",
+            "seed": 3,
+            "webhook_url": "https://h",
+            "style_type": "REALISTIC",
+            "negative_prompt": None,
+        },
+    )
+    assert body == {
+        "prompt": "p",
+        "model": "ideogram-character",
+        "aspect_ratio": "3:4",
+        "webhookUrl": "https://h",
+        "ideogramParams": {
+            "character_reference_image": "upload://x",
+            "seed": 3,
+            "style_type": "REALISTIC",
+        },
+    }
 
 
 class Flaky(httpx.BaseTransport):
@@ -88,8 +108,11 @@ class Flaky(httpx.BaseTransport):
             if self.failures > 0:
                 self.failures -= 1
                 response.read()
-                return httpx.Response(503, headers={"Retry-After": "0"},
-                                      json={"code": "internal_error", "message": "lost"})
+                return httpx.Response(
+                    503,
+                    headers={"Retry-After": "0"},
+                    json={"code": "internal_error", "message": "lost"},
+                )
         return response
 
 
@@ -99,8 +122,9 @@ def test_sdk_retries_with_the_same_idempotency_key(api_sqlite: Api, tmp_path: Pa
     with Castframe(api_key=key, base_url="http://testserver", transport=flaky) as cf:
         ref = tmp_path / "me.png"
         ref.write_bytes(astronaut_png())
-        job = cf.generate("a knight in a forest", ref, rendering_speed="turbo", num_images=2,
-                          timeout=60)
+        job = cf.generate(
+            "a knight in a forest", ref, rendering_speed="turbo", num_images=2, timeout=60
+        )
         assert job.status == "COMPLETED" and len(job.images) == 2
         assert job.images[0].consistency is not None and job.images[0].consistency.same_character
         assert len(flaky.keys) == 3 and len(set(flaky.keys)) == 1
@@ -115,8 +139,9 @@ def test_sdk_retries_with_the_same_idempotency_key(api_sqlite: Api, tmp_path: Pa
         assert info.value.code == "validation_error"
 
 
-def test_sdk_accepts_pil_and_bytes_and_downloads(api_sqlite: Api, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_accepts_pil_and_bytes_and_downloads(
+    api_sqlite: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = api_sqlite.key()
     transport = api_sqlite.client._transport  # type: ignore[attr-defined]
     with Castframe(api_key=key, base_url="http://testserver", transport=transport) as cf:
@@ -138,16 +163,18 @@ def test_async_sdk(api_sqlite: Api) -> None:
 
     class Bridge(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            response = await asyncio.to_thread(
-                api_sqlite.client._transport.handle_request, request)  # type: ignore[attr-defined]
-            return httpx.Response(response.status_code, headers=response.headers,
-                                  content=response.read())
+            response = await asyncio.to_thread(api_sqlite.client._transport.handle_request, request)  # type: ignore[attr-defined]
+            return httpx.Response(
+                response.status_code, headers=response.headers, content=response.read()
+            )
 
     async def run() -> Any:
-        async with AsyncCastframe(api_key=key, base_url="http://testserver",
-                                  transport=Bridge()) as cf:
-            job = await cf.generate("at the beach", data_uri(astronaut_png()),
-                                    rendering_speed="turbo", timeout=60)
+        async with AsyncCastframe(
+            api_key=key, base_url="http://testserver", transport=Bridge()
+        ) as cf:
+            job = await cf.generate(
+                "at the beach", data_uri(astronaut_png()), rendering_speed="turbo", timeout=60
+            )
             canceled = await cf.submit("later", "https://example.com/a.png")
             return job, await cf.get_job(canceled)
 

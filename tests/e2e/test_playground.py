@@ -13,13 +13,21 @@ from tests.support.images import astronaut_png
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-def test_submit_in_the_browser_and_see_the_image(castframe_sqlite: Castframe,
-                                                  tmp_path: Path) -> None:
+def test_submit_in_the_browser_and_see_the_image(
+    castframe_sqlite: Castframe, tmp_path: Path
+) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "`make test` installs Debian's chromium for this test"
     _, base = castframe_sqlite.server()
@@ -29,8 +37,9 @@ def test_submit_in_the_browser_and_see_the_image(castframe_sqlite: Castframe,
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, headless=True
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -49,8 +58,10 @@ def test_submit_in_the_browser_and_see_the_image(castframe_sqlite: Castframe,
         page.wait_for_selector("img.result", timeout=60_000)
         page.wait_for_function("document.querySelector('img.result').naturalWidth > 0")
         assert page.get_attribute("#status", "data-status") == "COMPLETED"
-        size = page.evaluate("[document.querySelector('img.result').naturalWidth,"
-                             " document.querySelector('img.result').naturalHeight]")
+        size = page.evaluate(
+            "[document.querySelector('img.result').naturalWidth,"
+            " document.querySelector('img.result').naturalHeight]"
+        )
         assert size == [864, 1152]
         caption = page.inner_text("figcaption")
         assert "seed 42" in caption
