@@ -99,9 +99,20 @@ class Settings(BaseSettings):
 
     engine_ideogram_character: str = Field(
         default="",
-        description="Engine for live `ideogram-character` jobs: sandbox, ideogram; empty = "
-        "ideogram when an Ideogram key is set, else sandbox.",
+        description="Engine for live `ideogram-character` jobs: sandbox, ideogram, diffusers; "
+        "empty = ideogram with an Ideogram key, else diffusers with a model, else sandbox.",
     )
+    diffusers_model: str = Field(
+        default="", description="Local diffusers pipeline directory (enables `diffusers`)."
+    )
+    diffusers_device: str = Field(default="auto", description="cuda, cuda:N, cpu or auto.")
+    diffusers_compile: bool = Field(
+        default=False, description="Regional torch.compile of the transformer's repeated blocks."
+    )
+    diffusers_first_block_cache: bool = Field(
+        default=False, description="First-block cache (skips near-identical steps)."
+    )
+    diffusers_channels_last: bool = Field(default=False, description="channels_last VAE.")
     ideogram_api_key: str = Field(default="", description="Ideogram API key (enables `ideogram`).")
     ideogram_base_url: str = Field(
         default="https://api.ideogram.ai", description="Ideogram API base URL."

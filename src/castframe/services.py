@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from castframe.config import Settings
 from castframe.dispatch.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, Notifier, PostgresListener
 from castframe.dispatch.worker import Worker
-from castframe.engines.router import EngineRegistry, validate_engine_settings
+from castframe.engines.router import EngineRegistry, live_engine, validate_engine_settings
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
@@ -59,6 +59,8 @@ class Services:
         return self.storage.url(key, self.settings.output_url_ttl)
 
     def start_worker(self, concurrency: int | None = None) -> Worker:
+        if live_engine(self.settings) == "diffusers":
+            self.engines.get("diffusers")  # load the weights once, before the first job
         self.worker = Worker(
             self.settings,
             self.db,

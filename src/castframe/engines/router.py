@@ -15,7 +15,7 @@ from castframe.config import Settings
 from castframe.engines.base import Engine
 from castframe.errors import JobFailure
 
-KNOWN_ENGINES = ("sandbox", "ideogram")
+KNOWN_ENGINES = ("sandbox", "ideogram", "diffusers")
 """Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
 operator (or a benchmark) ships, built by calling ``Factory(settings)``."""
 
@@ -23,7 +23,9 @@ operator (or a benchmark) ships, built by calling ``Factory(settings)``."""
 def live_engine(settings: Settings) -> str:
     if settings.engine_ideogram_character:
         return settings.engine_ideogram_character
-    return "ideogram" if settings.ideogram_api_key else "sandbox"
+    if settings.ideogram_api_key:
+        return "ideogram"
+    return "diffusers" if settings.diffusers_model else "sandbox"
 
 
 def route_engine(model_id: str, mode: str, settings: Settings) -> str:
@@ -57,6 +59,12 @@ def validate_engine_settings(settings: Settings) -> None:
         )
     if engine == "ideogram" and not settings.ideogram_api_key:
         raise ValueError("the ideogram engine needs CASTFRAME_IDEOGRAM_API_KEY")
+    if engine == "diffusers":
+        if not settings.diffusers_model:
+            raise ValueError("the diffusers engine needs CASTFRAME_DIFFUSERS_MODEL")
+        from castframe.engines.open_weights.families import detect_family
+
+        detect_family(settings.diffusers_model)  # unsupported pipelines fail here, at start
 
 
 class EngineRegistry:
@@ -94,6 +102,18 @@ class EngineRegistry:
                 concurrency=settings.ideogram_concurrency,
                 max_image_bytes=settings.max_image_bytes * 2,
                 max_image_pixels=settings.max_image_pixels,
+            )
+        if name == "diffusers":
+            from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps
+
+            return DiffusersEngine(
+                settings.diffusers_model,
+                settings.diffusers_device,
+                SpeedUps(
+                    compile=settings.diffusers_compile,
+                    first_block_cache=settings.diffusers_first_block_cache,
+                    channels_last_vae=settings.diffusers_channels_last,
+                ),
             )
         if ":" in name:
             engine: Engine = load_plugin(name)(settings)

@@ -1,0 +1,104 @@
+"""Supported model families: how each maps Castframe's parameters onto its pipeline (pure).
+
+The family is read from the saved pipeline's ``model_index.json`` (``_class_name``), so an
+operator points ``CASTFRAME_DIFFUSERS_MODEL`` at a ``save_pretrained`` directory and nothing
+else. No weights are downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STYLE_CLAUSES = {
+    "AUTO": "",
+    "GENERAL": "",
+    "REALISTIC": "photorealistic photograph, natural skin texture, real lighting",
+    "DESIGN": "flat graphic design poster, bold shapes, limited palette",
+    "FICTION": "fantasy illustration, painterly, cinematic",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    generate_class: str
+    edit_class: str | None
+    pipeline_classes: tuple[str, ...]
+    steps: dict[str, int]
+    """Denoising steps per rendering speed."""
+    true_cfg: bool
+    """Whether a negative prompt can be honoured (true classifier-free guidance)."""
+    supports_first_block_cache: bool
+    """diffusers 0.42's first-block-cache hook fails on FLUX.2's transformer (its blocks
+    return lists); families without support ignore the setting with a warning."""
+    licence: str
+
+    def call_kwargs(self, speed: str, negative_prompt: str | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"num_inference_steps": self.steps[speed]}
+        if self.true_cfg and negative_prompt:
+            kwargs["negative_prompt"] = negative_prompt
+            kwargs["true_cfg_scale"] = 4.0
+        return kwargs
+
+
+FLUX2_KLEIN = Family(
+    name="flux2-klein",
+    generate_class="Flux2KleinPipeline",
+    edit_class="Flux2KleinInpaintPipeline",
+    pipeline_classes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
+    steps={"turbo": 4, "default": 4, "quality": 8},
+    true_cfg=False,
+    supports_first_block_cache=False,
+    licence="FLUX.2 [klein] 4B: Apache-2.0 (the 9B variants are non-commercial)",
+)
+QWEN_IMAGE_EDIT = Family(
+    name="qwen-image-edit",
+    generate_class="QwenImageEditPlusPipeline",
+    edit_class="QwenImageEditInpaintPipeline",
+    pipeline_classes=(
+        "QwenImageEditPlusPipeline",
+        "QwenImageEditPipeline",
+        "QwenImageEditInpaintPipeline",
+    ),
+    steps={"turbo": 20, "default": 40, "quality": 50},
+    true_cfg=True,
+    supports_first_block_cache=True,
+    licence="Qwen-Image-Edit-2509/2511: Apache-2.0",
+)
+FAMILIES = (FLUX2_KLEIN, QWEN_IMAGE_EDIT)
+
+
+def detect_family(model_dir: str | Path) -> Family:
+    """The family of a saved pipeline, or ValueError saying what is supported."""
+    index = Path(model_dir) / "model_index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{model_dir} has no model_index.json: point CASTFRAME_DIFFUSERS_MODEL "
+            "at a diffusers save_pretrained directory"
+        )
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    for family in FAMILIES:
+        if class_name in family.pipeline_classes:
+            return family
+    supported = ", ".join(c for f in FAMILIES for c in f.pipeline_classes)
+    raise ValueError(f"unsupported pipeline {class_name!r} in {model_dir}; supported: {supported}")
+
+
+def styled_prompt(prompt: str, style_type: str) -> str:
+    clause = STYLE_CLAUSES.get(style_type, "")
+    return f"{prompt}, {clause}" if clause else prompt
+
+
+def text_encoder_layers(
+    hidden_size: int, joint_attention_dim: int, num_layers: int
+) -> tuple[int, ...]:
+    """Which text-encoder layers FLUX.2 stacks: evenly spaced, as many as the transformer takes.
+
+    For klein 4B (Qwen3-4B: 36 layers, 2560 wide; joint dim 7680) this gives (9, 18, 27), the
+    pipeline's own default; tiny test models get what fits them.
+    """
+    count = max(1, joint_attention_dim // max(hidden_size, 1))
+    return tuple(max(1, round(k * num_layers / (count + 1))) for k in range(1, count + 1))
