@@ -7,7 +7,10 @@ With an engine of fixed, tiny cost (benchmarks/fixed_engine.py), in one run:
 2. jobs per second through the whole path (HTTP submit to two API processes, claim, complete,
    capture) on PostgreSQL with 1, 2 and 4 worker processes, printed with the ratio to 1 worker.
 
-    python benchmarks/queue.py [--jobs 600] [--latency-jobs 100]
+    python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100]
+
+(Named queue_bench.py, not queue.py: a queue.py here would shadow the standard library's
+`queue` module for every script in this folder.)
 
 Needs the PostgreSQL server at CASTFRAME_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1/test);
 a fresh database is created and dropped.
@@ -15,23 +18,18 @@ a fresh database is created and dropped.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is named queue.py (as the issue asks) and would shadow the standard library's
-# `queue` module for everything imported below when run as a script: drop its folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import os
 import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psycopg

@@ -1,0 +1,155 @@
+"""Speed of the diffusers engine's model at real size: seconds per 1024x1024 image.
+
+Builds the real architecture from its config files with random bf16 weights (timings are
+honest, pictures are noise), on the GPU, and prints per rendering speed (turbo/default/quality)
+the seconds per image, cold start (build + first call) and peak GPU memory, with and without
+each speed-up (regional torch.compile, channels_last VAE, first-block cache where supported).
+
+    python benchmarks/gpu_engine.py --configs DIR     # DIR: a pipeline's folder of configs
+    python benchmarks/gpu_engine.py --tiny            # smoke run on CPU with the tiny test model
+
+DIR is what `huggingface-cli download <repo> --include "*.json" "tokenizer/*"` gives for
+black-forest-labs/FLUX.2-klein-4B or Qwen/Qwen-Image-Edit-2511: configs only, no weights. Real
+weights are never needed for timing. With no GPU this prints what it would measure and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def random_pipeline(configs: Path, device: str, dtype: torch.dtype) -> Any:
+    """Every component built from its config (no weights read), moved to ``device``."""
+    import json
+
+    import diffusers
+    import transformers
+
+    index = json.loads((configs / "model_index.json").read_text())
+    parts: dict[str, Any] = {}
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list):
+            continue
+        library, class_name = spec
+        folder = configs / name
+        if name == "scheduler":
+            parts[name] = getattr(diffusers, class_name).from_pretrained(folder)
+        elif name in ("tokenizer", "processor"):
+            parts[name] = getattr(transformers, class_name).from_pretrained(folder)
+        elif library == "transformers":
+            config = transformers.AutoConfig.from_pretrained(folder)
+            with torch.device(device):
+                parts[name] = getattr(transformers, class_name)._from_config(
+                    config, torch_dtype=dtype
+                )
+        else:
+            model_class = getattr(diffusers, class_name)
+            with torch.device(device):
+                parts[name] = model_class.from_config(model_class.load_config(folder)).to(dtype)
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    extra = {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}
+    return pipeline_class(**parts, **extra)
+
+
+def measure(engine: Any, speed: str, runs: int, size: int) -> float:
+    from skimage import data
+
+    from castframe.engines.base import EngineRequest, NullHooks
+
+    times = []
+    for seed in range(runs):
+        request = EngineRequest(
+            prompt="a knight in a misty forest",
+            negative_prompt=None,
+            style_type="AUTO",
+            magic_prompt_option="Off",
+            rendering_speed=speed,
+            seed=seed,
+            num_images=1,
+            width=size,
+            height=size,
+            aspect_ratio="1:1",
+            reference=data.astronaut(),
+        )
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        engine.generate(request, NullHooks())
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", type=Path)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps
+
+    cuda = torch.cuda.is_available()
+    if not args.tiny and not cuda:
+        print("no CUDA device: real-size timings need a GPU. Use --tiny for a CPU smoke run.")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tiny:
+            from tests.support.tiny_pipelines import tiny_flux2_klein
+
+            model_dir = tiny_flux2_klein(Path(tmp) / "tiny")
+        else:
+            if not args.configs:
+                raise SystemExit("--configs DIR is required for real-size timings")
+            started = time.perf_counter()
+            pipeline = random_pipeline(args.configs, "cuda", torch.bfloat16)
+            model_dir = Path(tmp) / "random"
+            pipeline.save_pretrained(model_dir)
+            del pipeline
+            print(f"built random weights in {time.perf_counter() - started:.1f}s")
+        device = "cuda" if cuda else "cpu"
+        print(
+            f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; model: "
+            f"{'tiny test model' if args.tiny else args.configs}"
+        )
+        baseline: dict[str, float] = {}
+        for label, speedups in (
+            ("eager", SpeedUps()),
+            ("channels_last VAE", SpeedUps(channels_last_vae=True)),
+            ("first-block cache", SpeedUps(first_block_cache=True)),
+            ("regional compile", SpeedUps(compile=True)),
+        ):
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            engine = DiffusersEngine(str(model_dir), device=device, speedups=speedups)
+            cold = measure(engine, "turbo", 1, 1024) + (time.perf_counter() - started)
+            row = []
+            for speed in ("turbo", "default", "quality"):
+                seconds = measure(engine, speed, args.runs, 1024)
+                ratio = seconds / baseline[speed] if speed in baseline else 1.0
+                baseline.setdefault(speed, seconds)
+                row.append(f"{speed} {seconds:6.2f}s (x{ratio:.2f})")
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+            print(
+                f"{label:18} cold {cold:6.1f}s | "
+                + " | ".join(row)
+                + (f" | peak {peak:.1f} GiB" if cuda else "")
+            )
+            del engine
+
+
+if __name__ == "__main__":
+    main()
