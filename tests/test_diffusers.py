@@ -16,8 +16,9 @@ from castframe.engines.open_weights.families import detect_family, text_encoder_
 from castframe.engines.router import route_engine
 from castframe.services import Services
 from tests.conftest import Api, body_for, make_settings, open_api
-from tests.support.images import astronaut, astronaut_png, data_uri, edit_pair
+from tests.support.images import astronaut_png, data_uri, edit_pair
 from tests.support.polling import wait_until
+from tests.support.requests import engine_request
 from tests.support.tiny_pipelines import tiny_flux2_klein
 
 
@@ -34,23 +35,9 @@ def engine(klein_dir: Path) -> object:
 
 
 def request(**overrides: object) -> EngineRequest:
-    aspect = str(overrides.pop("aspect_ratio", "1:1"))
-    width, height = ASPECT_SIZES[aspect]
-    values: dict[str, object] = {
-        "prompt": "a knight in a misty forest",
-        "negative_prompt": None,
-        "style_type": "AUTO",
-        "magic_prompt_option": "Off",
-        "rendering_speed": "turbo",
-        "seed": 5,
-        "num_images": 1,
-        "width": width,
-        "height": height,
-        "aspect_ratio": aspect,
-        "reference": astronaut(),
-    }
-    values.update(overrides)
-    return EngineRequest(**values)  # type: ignore[arg-type]
+    return engine_request(
+        **{"prompt": "a knight in a misty forest", "style_type": "AUTO", "seed": 5, **overrides}
+    )
 
 
 def test_family_detection_and_clear_errors(klein_dir: Path, tmp_path: Path) -> None:

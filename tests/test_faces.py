@@ -11,12 +11,13 @@ import pytest
 from skimage import data
 
 from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import EngineRequest, NullHooks
+from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 from castframe.faces import consistency, face_model
 from castframe.faces.identity import FaceModel
 from tests.conftest import Api, body_for, open_api
 from tests.support.images import astronaut, astronaut_png, data_uri, no_face_image, png_bytes
+from tests.support.requests import engine_request
 
 ENGINE = SandboxEngine()
 
@@ -36,17 +37,10 @@ def model() -> FaceModel:
 
 
 def render(reference: np.ndarray, style: str, aspect: str, seed: int = 9) -> np.ndarray:
-    width, height = ASPECT_SIZES[aspect]
-    request = EngineRequest(
+    request = engine_request(
         prompt="walking through a city street at night",
-        negative_prompt=None,
         style_type=style,
-        magic_prompt_option="Off",
-        rendering_speed="turbo",
         seed=seed,
-        num_images=1,
-        width=width,
-        height=height,
         aspect_ratio=aspect,
         reference=reference,
     )

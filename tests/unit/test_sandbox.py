@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
+from castframe.engines.base import JobCanceled, NullHooks
 from castframe.engines.prompt import expand_prompt
 from castframe.engines.sandbox import SandboxEngine
 from castframe.engines.sandbox.scene import parse_scene
@@ -16,28 +16,12 @@ from castframe.engines.sandbox.style import resolve_style
 from castframe.engines.sandbox.subject import detect_face, extract_subject
 from castframe.media.images import encode_png
 from tests.support.images import astronaut, edit_pair, no_face_image
+from tests.support.requests import engine_request
 
 ENGINE = SandboxEngine()
 
 
-def request(**overrides: Any) -> EngineRequest:
-    aspect = overrides.pop("aspect_ratio", "1:1")
-    width, height = ASPECT_SIZES[aspect]
-    values: dict[str, Any] = {
-        "prompt": "a woman walking in a city street at night",
-        "negative_prompt": None,
-        "style_type": "REALISTIC",
-        "magic_prompt_option": "Off",
-        "rendering_speed": "turbo",
-        "seed": 11,
-        "num_images": 1,
-        "width": width,
-        "height": height,
-        "aspect_ratio": aspect,
-        "reference": astronaut(),
-    }
-    values.update(overrides)
-    return EngineRequest(**values)
+request = engine_request
 
 
 def render(**overrides: Any) -> np.ndarray:
