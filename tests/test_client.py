@@ -93,6 +93,24 @@ def test_generate_body_puts_options_where_the_api_expects_them() -> None:
     }
 
 
+class ThroughTestClient(httpx.BaseTransport):
+    """An httpx transport that sends every request through the app's TestClient.
+
+    (Starlette's TestClient may be built on httpx2; its own transport cannot be handed to an
+    httpx client, so requests are re-issued and answers copied.)"""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.api.client.request(
+            request.method, str(request.url), headers=dict(request.headers), content=request.read()
+        )
+        return httpx.Response(
+            answer.status_code, headers=list(answer.headers.items()), content=answer.content
+        )
+
+
 class Flaky(httpx.BaseTransport):
     """Wraps a real transport: the first N submissions get a 503 after being processed."""
 
@@ -118,7 +136,7 @@ class Flaky(httpx.BaseTransport):
 
 def test_sdk_retries_with_the_same_idempotency_key(api_sqlite: Api, tmp_path: Path) -> None:
     key = api_sqlite.key(credits=1000)
-    flaky = Flaky(api_sqlite.client._transport, failures=2)  # type: ignore[attr-defined]
+    flaky = Flaky(ThroughTestClient(api_sqlite), failures=2)
     with Castframe(api_key=key, base_url="http://testserver", transport=flaky) as cf:
         ref = tmp_path / "me.png"
         ref.write_bytes(astronaut_png())
@@ -143,8 +161,9 @@ def test_sdk_accepts_pil_and_bytes_and_downloads(
     api_sqlite: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = api_sqlite.key()
-    transport = api_sqlite.client._transport  # type: ignore[attr-defined]
-    with Castframe(api_key=key, base_url="http://testserver", transport=transport) as cf:
+    with Castframe(
+        api_key=key, base_url="http://testserver", transport=ThroughTestClient(api_sqlite)
+    ) as cf:
         from_pil = cf.generate("in a cafe", Image.fromarray(astronaut()), rendering_speed="turbo")
         from_bytes = cf.generate("in a cafe", astronaut_png(), wait=False, rendering_speed="turbo")
         assert from_pil.status == "COMPLETED"
