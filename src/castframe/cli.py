@@ -273,7 +273,7 @@ def dev_key() -> None:
             key_file.chmod(0o600)
     base = settings.resolved_public_url
     typer.echo(f"""
-Castframe is starting at {base}  (interactive docs: {base}/docs)
+Castframe is starting at {base}  (playground: {base}/ , API docs: {base}/docs)
 Development API key (account 'dev', {settings.dev_credits} credits, sandbox engine):
 
   export CASTFRAME_API_KEY={raw}
