@@ -6,13 +6,15 @@ import base64
 import io
 import os
 import random
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from castframe.client.models import CastframeError
+from castframe.client.models import CastframeError, Job
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -110,3 +112,38 @@ def generate_body(
 
 def new_idempotency_key() -> str:
     return str(uuid.uuid4())
+
+
+def list_params(status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in {"status": status, "limit": limit, "cursor": cursor}.items()
+        if v is not None
+    }
+
+
+class Poller:
+    """The wait loop's decisions, shared by both clients: report changes, back off
+    (0.25 s growing to 2 s), stop when the job ends, give up after ``timeout``."""
+
+    def __init__(
+        self, job_id: str, timeout: float, on_progress: Callable[[Job], None] | None
+    ) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.on_progress = on_progress
+        self.deadline = time.monotonic() + timeout
+        self.delay = 0.25
+        self.last: tuple[str, int] | None = None
+
+    def observe(self, job: Job) -> float | None:
+        """None when ``job`` has finished, else seconds to sleep; TimeoutError past the deadline."""
+        if self.on_progress and (job.status, job.progress) != self.last:
+            self.on_progress(job)
+        self.last = (job.status, job.progress)
+        if job.done:
+            return None
+        if time.monotonic() + self.delay > self.deadline:
+            raise TimeoutError(f"job {self.job_id} still {job.status} after {self.timeout:g}s")
+        delay, self.delay = self.delay, min(self.delay * 1.5, 2.0)
+        return delay

@@ -11,10 +11,12 @@ import httpx
 
 from castframe.client.common import (
     RETRY_STATUSES,
+    Poller,
     error_from,
     generate_body,
     image_bytes,
     is_local_file,
+    list_params,
     new_idempotency_key,
     retry_delay,
     settings_from_env,
@@ -120,11 +122,7 @@ class Castframe:
     def list_jobs(
         self, status: str | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
-        params = {
-            k: v
-            for k, v in {"status": status, "limit": limit, "cursor": cursor}.items()
-            if v is not None
-        }
+        params = list_params(status, limit, cursor)
         data = self.request("GET", "/v2/jobs", params=params).json()
         return [Job.from_json(item) for item in data["jobs"]], data.get("nextCursor")
 
@@ -135,20 +133,13 @@ class Castframe:
         self, job_id: str, timeout: float = 300.0, on_progress: Callable[[Job], None] | None = None
     ) -> Job:
         """Poll with backoff (0.25 s growing to 2 s) until the job ends; TimeoutError if not."""
-        deadline = time.monotonic() + timeout
-        delay = 0.25
-        last: tuple[str, int] | None = None
+        poller = Poller(job_id, timeout, on_progress)
         while True:
             job = self.get_job(job_id)
-            if on_progress and (job.status, job.progress) != last:
-                on_progress(job)
-            last = (job.status, job.progress)
-            if job.done:
+            delay = poller.observe(job)
+            if delay is None:
                 return job
-            if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g}s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
 
     def account(self) -> dict[str, Any]:
         data: dict[str, Any] = self.request("GET", "/v2/account").json()
