@@ -61,10 +61,12 @@ def test_job_that_keeps_killing_workers_fails_as_worker_lost(api_no_worker: Api)
     [job_id] = _submit(api, key, "https://example.com/a.png")
     for attempt in range(3):
         with api.services.db.write() as conn:
+            assert queue.requeue_expired(conn, max_attempts=3) == (1 if attempt else 0)
             claimed = queue.claim(conn, f"dead-{attempt}", lease_seconds=0.2, max_attempts=3)
         assert claimed is not None
         time.sleep(0.25)
     with api.services.db.write() as conn:
+        assert queue.requeue_expired(conn, max_attempts=3) == 0  # out of attempts
         assert queue.claim(conn, "w", lease_seconds=1, max_attempts=3) is None
         assert queue.reap_abandoned(conn, max_attempts=3) == 1
     job = api.get_job(key, job_id)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,12 +11,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from castframe import __version__, logs
+from castframe import __version__
 from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
 from castframe.api.errors import install_error_handlers
+from castframe.api.middleware import RequestContextMiddleware
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
-from castframe.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, QueueCollector
+from castframe.metrics import REGISTRY, QueueCollector
 from castframe.services import Services
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -59,26 +58,7 @@ def create_app(
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
-        token = logs.request_id.set(request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            logs.request_id.reset(token)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(request.method, template).observe(time.perf_counter() - started)
-        response.headers["X-Request-Id"] = request_id
-        for name, value in (getattr(request.state, "rate_headers", None) or {}).items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(RequestContextMiddleware)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

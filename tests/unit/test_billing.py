@@ -14,7 +14,7 @@ from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.config import Settings
 from castframe.dispatch import queue
 from castframe.errors import ApiError
-from castframe.jobs import accounts, ledger, service
+from castframe.jobs import accounts, admission, ledger, service
 from castframe.jobs.accounts import Principal
 from castframe.jobs.ledger import Balance, balance_from_entries, split_charge
 from castframe.media.storage import LocalStorage
@@ -72,6 +72,9 @@ def test_partial_delivery_charges_only_delivered_images(
     assert split_charge(price, requested, delivered) == expected
 
 
+ACTIVE_LIMIT = 4
+
+
 class World:
     """One account on a fresh SQLite database, driven through the real domain functions."""
 
@@ -79,7 +82,7 @@ class World:
         self.settings = Settings(
             data_dir=root,
             database_url=f"sqlite:///{root / 'b.db'}",
-            max_active_jobs=1000,
+            max_active_jobs=ACTIVE_LIMIT,
             secret_key="k",
         )
         self.db = Database(self.settings.resolved_database_url)
@@ -116,7 +119,7 @@ class World:
                     service.insert(conn, self.principal, submission, self.settings)["id"]
                 )
         except ApiError as error:
-            assert error.code == "insufficient_credits"
+            assert error.code in ("insufficient_credits", "too_many_active_jobs")
 
     def _claim(self, index: int, worker: str) -> dict[str, object] | None:
         if not self.jobs:
@@ -159,23 +162,27 @@ class World:
                 assert error.code == "job_not_cancelable"
 
     def crash_and_retry(self, index: int) -> None:
-        """A worker finishes, 'crashes' before noticing, and the retry finishes again."""
+        """w1 stalls past its lease, w2 takes the job over; both try to finish it."""
         job = self._claim(index, "w1")
         if job:
             with self.db.write() as conn:
-                queue.complete(conn, dict(job), "w1", {"images": []}, 1)
+                # What queue.claim does to an expired lease: the job is now w2's.
+                conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(lease_owner="w2"))
             with self.db.write() as conn:
-                # The job is taken over by a second worker, which also completes it.
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job["id"])
-                    .values(status="PROCESSING", lease_owner="w2")
-                )
-                queue.complete(conn, {**job, "lease_owner": "w2"}, "w2", {"images": []}, 1)
+                assert not queue.complete(conn, dict(job), "w1", {"images": []}, 1)
+            with self.db.write() as conn:
+                assert queue.complete(conn, {**job, "lease_owner": "w2"}, "w2", {"images": []}, 1)
+            with self.db.write() as conn:  # the stalled w1 wakes up again, and fails this time
+                assert not queue.fail(conn, dict(job), "w1", "engine_error", "late")
 
     def check(self) -> None:
         with self.db.read() as conn:
             balance = ledger.account_balance(conn, self.principal.account_id)
+            from_entries = ledger.ledger_balance(conn, self.principal.account_id)
+            slots = admission.active_jobs(conn, self.principal.account_id)
+            unfinished = conn.execute(
+                sa.select(sa.func.count()).where(jobs.c.status.in_(("QUEUED", "PROCESSING")))
+            ).scalar()
             captures = int(
                 conn.execute(
                     sa.select(sa.func.coalesce(sa.func.sum(ledger.ledger.c.amount), 0)).where(
@@ -193,6 +200,8 @@ class World:
                     jobs.c.status.in_(("QUEUED", "PROCESSING"))
                 )
             ).scalar()
+        assert balance == from_entries  # the account row's totals never drift from the ledger
+        assert slots == unfinished <= ACTIVE_LIMIT
         assert balance.balance == self.topups - captures
         assert balance.balance >= 0
         assert balance.available >= 0

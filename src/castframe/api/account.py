@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from castframe.api.deps import authenticate, get_services
 from castframe.errors import ApiError
+from castframe.jobs import admission
 from castframe.jobs import ledger as ledger_mod
 from castframe.jobs.accounts import Principal, get_account, rotate_webhook_secret, webhook_secrets
-from castframe.jobs.service import active_job_count
 from castframe.jobs.usage import usage_rows
 from castframe.jobs.views import iso
 from castframe.store.tables import ledger
@@ -59,7 +59,7 @@ def account(request: Request, principal: Principal = Depends(authenticate)) -> d
     services = get_services(request)
     with services.db.read() as conn:
         balance = ledger_mod.account_balance(conn, principal.account_id)
-        active = active_job_count(conn, principal.account_id)
+        active = admission.active_jobs(conn, principal.account_id)
     return {
         "id": principal.account_id,
         "name": principal.account_name,

@@ -1,6 +1,8 @@
 """Wake-ups: tell idle workers (and webhook senders) that there is new work.
 
-In one process a ``threading.Event`` is enough. On PostgreSQL, writers also run
+In one process a condition variable wakes one idle thread per announcement (waking all of
+them would make every idle thread of every worker run a claim for each new job: a thundering
+herd that costs more than the jobs). On PostgreSQL, writers also run
 ``pg_notify`` inside the transaction that creates the work (delivered at commit), and every
 process listens on a dedicated connection, so a queued job is picked up within milliseconds by
 a worker on another machine. A slow poll in each loop stays as the safety net for anything a
@@ -22,21 +24,41 @@ WEBHOOKS_CHANNEL = "castframe_webhooks"
 
 
 class Notifier:
+    """Wake one waiting thread per ``notify``; ``notify_all`` wakes every one (shutdown).
+
+    A wake-up sent while no thread waits is kept (one at most), so a thread that is about to
+    wait after finding nothing still sees work announced a moment before.
+    """
+
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._condition = threading.Condition()
+        self._pending = False
 
     def notify(self) -> None:
-        self._event.set()
+        with self._condition:
+            self._pending = True
+            self._condition.notify()
+
+    def notify_all(self) -> None:
+        with self._condition:
+            self._pending = True
+            self._condition.notify_all()
 
     def wait(self, timeout: float) -> None:
-        if self._event.wait(timeout):
-            self._event.clear()
+        """Return on a wake-up (consuming it) or after ``timeout`` seconds."""
+        with self._condition:
+            if not self._pending:
+                self._condition.wait(timeout)
+            self._pending = False
 
 
 def publish(conn: sa.Connection, channel: str) -> None:
     """Announce new work to other processes; a no-op on SQLite (one process polls)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+        conn.execute(_NOTIFY, {"channel": channel})
+
+
+_NOTIFY = sa.text("SELECT pg_notify(:channel, '')")
 
 
 class PostgresListener:

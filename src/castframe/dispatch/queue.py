@@ -2,12 +2,13 @@
 
 Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING``: atomic on SQLite
 (one writer at a time) and on PostgreSQL (``FOR UPDATE SKIP LOCKED`` in the sub-select, so
-concurrent workers never wait on each other's rows). The pick is fair across accounts: jobs of
-the account with the fewest running jobs first, then oldest first, so one account's burst of a
-thousand jobs cannot starve another account's single job.
+concurrent workers never wait on each other's rows). The pick is fair across accounts: the
+lowest due ``queue_key``, which admission spaces out per account (jobs/admission.py), so one
+account's burst of a thousand jobs cannot starve another account's single job.
 
 Every finishing write is guarded by ``lease_owner``: a worker that lost its lease (it stalled
-past the expiry and another worker took the job) cannot overwrite the job or charge again.
+past the expiry, and ``requeue_expired`` gave the job back to the queue) cannot overwrite the
+job or charge again.
 """
 
 from __future__ import annotations
@@ -18,20 +19,43 @@ from typing import Any
 import sqlalchemy as sa
 
 from castframe.dispatch.notify import JOBS_CHANNEL, publish
-from castframe.jobs import ledger, states
+from castframe.jobs import admission, ledger, states
 from castframe.store.tables import jobs
 from castframe.webhooks import outbox
 
 
-def _claimable(table: Any, now: float, max_attempts: int) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(table.c.status == states.QUEUED, table.c.run_after <= now),
-        sa.and_(
-            table.c.status == states.PROCESSING,
-            table.c.lease_expires_at < now,
-            table.c.attempts < max_attempts,
-        ),
+def _build_claim(postgres: bool) -> sa.Update:
+    """The claim statement, built once per dialect; every value is a parameter.
+
+    The lowest due key of the fair queue (jobs/admission.py) through ``ix_jobs_claim``: a
+    claim reads a handful of index entries however deep the backlog is.
+    """
+    now = sa.bindparam("now", type_=sa.Float)
+    candidate = jobs.alias("candidate")
+    pick = (
+        sa.select(candidate.c.id)
+        .where(candidate.c.status == states.QUEUED, candidate.c.run_after <= now)
+        .order_by(candidate.c.queue_key)
+        .limit(1)
     )
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        jobs.update()
+        .where(jobs.c.id == pick.scalar_subquery(), jobs.c.status == states.QUEUED)
+        .values(
+            status=states.PROCESSING,
+            lease_owner=sa.bindparam("worker_id", type_=sa.String),
+            lease_expires_at=sa.bindparam("lease_until", type_=sa.Float),
+            attempts=jobs.c.attempts + 1,
+            progress=1,
+            started_at=sa.func.coalesce(jobs.c.started_at, now),
+        )
+        .returning(*jobs.c)
+    )
+
+
+_CLAIM = {"postgresql": _build_claim(postgres=True), "sqlite": _build_claim(postgres=False)}
 
 
 def claim(
@@ -41,41 +65,24 @@ def claim(
     max_attempts: int,
     now: float | None = None,
 ) -> dict[str, Any] | None:
-    """Take the next due job (fairly across accounts) with a lease, or None."""
+    """Take the next due job (fairly across accounts) with a lease, or None.
+
+    Jobs whose worker died come back through ``requeue_expired``.
+    """
     now = time.time() if now is None else now
-    candidate = jobs.alias("candidate")
-    running = jobs.alias("running")
-    busy = (
-        sa.select(sa.func.count())
-        .where(
-            running.c.account_id == candidate.c.account_id,
-            running.c.status == states.PROCESSING,
-            running.c.lease_expires_at >= now,
+    statement = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    row = (
+        conn.execute(
+            statement,
+            {
+                "now": now,
+                "worker_id": worker_id,
+                "lease_until": now + lease_seconds,
+            },
         )
-        .scalar_subquery()
+        .mappings()
+        .first()
     )
-    pick = (
-        sa.select(candidate.c.id)
-        .where(_claimable(candidate, now, max_attempts))
-        .order_by(busy, candidate.c.created_at, candidate.c.id)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True, of=candidate)
-    statement = (
-        jobs.update()
-        .where(jobs.c.id == pick.scalar_subquery(), _claimable(jobs, now, max_attempts))
-        .values(
-            status=states.PROCESSING,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease_seconds,
-            attempts=jobs.c.attempts + 1,
-            progress=1,
-            started_at=sa.func.coalesce(jobs.c.started_at, now),
-        )
-        .returning(*jobs.c)
-    )
-    row = conn.execute(statement).mappings().first()
     return dict(row) if row else None
 
 
@@ -105,19 +112,29 @@ def report_progress(conn: sa.Connection, job: dict[str, Any], worker_id: str, pe
     return cancel_requested(conn, job["id"])
 
 
+_CANCEL_REQUESTED = sa.select(jobs.c.cancel_requested).where(jobs.c.id == sa.bindparam("job_id"))
+
+
 def cancel_requested(conn: sa.Connection, job_id: str) -> bool:
-    value = conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
-    return bool(value)
+    return bool(conn.execute(_CANCEL_REQUESTED, {"job_id": job_id}).scalar())
+
+
+# The lease owner's finishing write; the SET clause comes from the parameters' keys, so the
+# compiled form is cached per kind of finish (complete, fail, requeue).
+_FINISH = jobs.update().where(
+    jobs.c.id == sa.bindparam("job_id"),
+    jobs.c.lease_owner == sa.bindparam("owner"),
+    jobs.c.status == states.PROCESSING,
+)
 
 
 def _finish(
     conn: sa.Connection, job: dict[str, Any], worker_id: str, values: dict[str, Any]
 ) -> bool:
-    guard = sa.and_(
-        jobs.c.id == job["id"], jobs.c.lease_owner == worker_id, jobs.c.status == states.PROCESSING
-    )
     result = conn.execute(
-        jobs.update().where(guard).values(lease_owner=None, lease_expires_at=None, **values)
+        _FINISH,
+        {"job_id": job["id"], "owner": worker_id, "lease_owner": None, "lease_expires_at": None}
+        | values,
     )
     if result.rowcount != 1:
         return False
@@ -128,8 +145,13 @@ def _finish(
 def complete(
     conn: sa.Connection, job: dict[str, Any], worker_id: str, result: dict[str, Any], delivered: int
 ) -> bool:
-    """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically."""
-    now = time.time()
+    """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
+
+    The account's row is written last (slot and ledger totals), so its lock, which the
+    account's submissions also need, is held only until the commit that follows.
+    """
+    requested = int(job["params"]["num_images"])
+    charged = ledger.split_charge(int(job["price"]), requested, delivered)[0]
     if not _finish(
         conn,
         job,
@@ -138,19 +160,27 @@ def complete(
             "status": states.COMPLETED,
             "progress": 100,
             "result": result,
-            "completed_at": now,
+            "completed_at": time.time(),
             "error_message": None,
+            "charged": charged,
+            "delivered": delivered,
         },
     ):
         return False
-    requested = int(job["params"]["num_images"])
-    charged = ledger.settle(conn, job["account_id"], job["id"], job["price"], requested, delivered)
-    conn.execute(
-        jobs.update().where(jobs.c.id == job["id"]).values(charged=charged, delivered=delivered)
-    )
-    job.update(charged=charged, delivered=delivered)
     outbox.enqueue(conn, job, "completed")
+    settled = _close_account_side(conn, job, requested, delivered)
+    if settled != charged:  # settled before (cannot happen past the lease guard): keep the truth
+        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(charged=settled))
+        job["charged"] = settled
     return True
+
+
+def _close_account_side(
+    conn: sa.Connection, job: dict[str, Any], requested: int, delivered: int
+) -> int:
+    """A job just became terminal: give back its slot and settle its hold; returns the charge."""
+    admission.job_finished(conn, job["account_id"])
+    return ledger.settle(conn, job["account_id"], job["id"], job["price"], requested, delivered)
 
 
 def fail(
@@ -181,8 +211,8 @@ def fail(
         job.update(values)
     elif not _finish(conn, job, worker_id, values):
         return False
-    ledger.settle(conn, job["account_id"], job["id"], job["price"], 1, 0)
     outbox.enqueue(conn, job, "failed")
+    _close_account_side(conn, job, 1, 0)
     return True
 
 
@@ -202,6 +232,35 @@ def requeue(
             "error_message": reason,
         },
     )
+
+
+def requeue_expired(conn: sa.Connection, max_attempts: int, now: float | None = None) -> int:
+    """Put jobs whose lease expired (their worker died or stalled) back in the queue.
+
+    They keep their queue key, so they are claimed before younger work. Jobs out of attempts
+    are left to ``reap_abandoned``. The stalled worker, if it wakes up, no longer owns the
+    lease and cannot finish or charge.
+    """
+    now = time.time() if now is None else now
+    requeued = conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.status == states.PROCESSING,
+            jobs.c.lease_expires_at < now,
+            jobs.c.attempts < max_attempts,
+        )
+        .values(
+            status=states.QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            run_after=now,
+            progress=0,
+            error_message="its worker stopped responding; retrying",
+        )
+    ).rowcount
+    if requeued:
+        publish(conn, JOBS_CHANNEL)
+    return int(requeued or 0)
 
 
 def reap_abandoned(conn: sa.Connection, max_attempts: int, now: float | None = None) -> int:

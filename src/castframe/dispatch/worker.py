@@ -114,7 +114,7 @@ class Worker:
     def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let running jobs finish within ``grace``, then give them back."""
         self._stopping.set()
-        self.notifier.notify()
+        self.notifier.notify_all()
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -141,13 +141,18 @@ class Worker:
             if job is None:
                 self.notifier.wait(self.settings.poll_interval)
                 continue
+            # There may be more where this came from: let one more idle slot look.
+            self.notifier.notify()
             self.run_job(job)
 
     def _claim(self) -> dict[str, Any] | None:
         now = time.monotonic()
         with self.db.write() as conn:
             if now - self._last_reap > self.settings.poll_interval:
+                # Maintenance, at most once per poll interval: dead workers' jobs go back to
+                # the queue, or fail once they have used up their attempts.
                 self._last_reap = now
+                queue.requeue_expired(conn, self.settings.max_attempts)
                 if queue.reap_abandoned(conn, self.settings.max_attempts):
                     self.webhook_notifier.notify()
             job = queue.claim(
@@ -187,7 +192,8 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(job["id"], None)
-            self.webhook_notifier.notify()
+            if job.get("webhook_url"):  # the finish wrote a delivery into the outbox
+                self.webhook_notifier.notify()
             status = job["status"]
             if status in states.TERMINAL:
                 JOBS_FINISHED.labels(job["model"], job["engine"], status).inc()
@@ -199,7 +205,9 @@ class Worker:
             logs.job_id.reset(token)
 
     def _run(self, job: dict[str, Any]) -> None:
-        hooks = JobHooks(self, job)
+        # The claim has just read cancel_requested: the first database check can wait.
+        now = time.monotonic()
+        hooks = JobHooks(self, job, _last_check=now, _canceled=bool(job.get("cancel_requested")))
         try:
             hooks.check_canceled()
             request = self._engine_request(job)

@@ -113,17 +113,17 @@ def create_key(
     return raw, row
 
 
+# Built once: every authenticated request runs it.
+_KEY_LOOKUP = (
+    sa.select(api_keys, accounts.c.name.label("account_name"), accounts.c.max_active_jobs)
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.key_hash == sa.bindparam("key_hash"))
+)
+
+
 def resolve_key(conn: sa.Connection, raw_key: str) -> tuple[str, Principal | None]:
     """('ok', principal), ('unknown', None) or ('inactive', None)."""
-    row = (
-        conn.execute(
-            sa.select(api_keys, accounts.c.name.label("account_name"), accounts.c.max_active_jobs)
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.key_hash == hash_key(raw_key))
-        )
-        .mappings()
-        .first()
-    )
+    row = conn.execute(_KEY_LOOKUP, {"key_hash": hash_key(raw_key)}).mappings().first()
     if row is None or row["revoked_at"] is not None:
         return "unknown", None
     if not row["active"]:

@@ -9,6 +9,11 @@ Entry kinds and their effect (amounts are positive integers):
 balance = topups + adjustments - captures; held = holds - captures - releases;
 available = balance - held. A unique (job_id, kind) constraint makes a second capture or
 release of one job impossible, whatever a crashed and retried worker does.
+
+The account row carries the same two sums (``credits_balance``, ``credits_held``), moved by
+``add_entry`` in the entry's own transaction, so reading a balance is one row, not a scan of
+every entry the account ever had. ``ledger_balance`` recomputes them from the entries, for
+audits and for the tests that hold the two equal.
 """
 
 from __future__ import annotations
@@ -19,9 +24,24 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from castframe.store.tables import ledger
+from castframe.store.tables import accounts, ledger
 
 KINDS = ("topup", "adjustment", "hold", "capture", "release")
+
+# Built once (values are parameters): these run several times for every job.
+_INSERT_ENTRY = ledger.insert()
+_MOVE_TOTALS = (
+    accounts.update()
+    .where(accounts.c.id == sa.bindparam("account"))
+    .values(
+        credits_balance=accounts.c.credits_balance
+        + sa.bindparam("balance_delta", type_=sa.BigInteger),
+        credits_held=accounts.c.credits_held + sa.bindparam("held_delta", type_=sa.BigInteger),
+    )
+)
+_JOB_ENTRIES = sa.select(ledger.c.kind, ledger.c.amount).where(
+    ledger.c.job_id == sa.bindparam("job_id")
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,19 @@ def balance_from_totals(totals: dict[str, int]) -> Balance:
     return Balance(balance=balance, held=held)
 
 
+def entry_deltas(kind: str, amount: int) -> tuple[int, int]:
+    """Pure: how one entry moves (balance, held)."""
+    if kind in ("topup", "adjustment"):
+        return amount, 0
+    if kind == "hold":
+        return 0, amount
+    if kind == "capture":
+        return -amount, -amount
+    if kind == "release":
+        return 0, -amount
+    raise ValueError(f"unknown ledger kind {kind!r}")
+
+
 def balance_from_entries(entries: Iterable[tuple[str, int]]) -> Balance:
     totals: dict[str, int] = {}
     for kind, amount in entries:
@@ -57,6 +90,19 @@ def split_charge(price: int, requested: int, delivered: int) -> tuple[int, int]:
 
 
 def account_balance(conn: sa.Connection, account_id: str) -> Balance:
+    """The account's running totals (one row)."""
+    row = conn.execute(
+        sa.select(accounts.c.credits_balance, accounts.c.credits_held).where(
+            accounts.c.id == account_id
+        )
+    ).first()
+    if row is None:
+        return Balance(balance=0, held=0)
+    return Balance(balance=int(row[0]), held=int(row[1]))
+
+
+def ledger_balance(conn: sa.Connection, account_id: str) -> Balance:
+    """The balance recomputed from every entry (slow; for audits and tests)."""
     rows = conn.execute(
         sa.select(ledger.c.kind, sa.func.coalesce(sa.func.sum(ledger.c.amount), 0))
         .where(ledger.c.account_id == account_id)
@@ -73,24 +119,26 @@ def add_entry(
     job_id: str | None = None,
     note: str | None = None,
 ) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown ledger kind {kind!r}")
+    balance_delta, held_delta = entry_deltas(kind, amount)
     conn.execute(
-        ledger.insert().values(
-            account_id=account_id,
-            job_id=job_id,
-            kind=kind,
-            amount=amount,
-            created_at=time.time(),
-            note=note,
-        )
+        _INSERT_ENTRY,
+        {
+            "account_id": account_id,
+            "job_id": job_id,
+            "kind": kind,
+            "amount": amount,
+            "created_at": time.time(),
+            "note": note,
+        },
+    )
+    conn.execute(
+        _MOVE_TOTALS,
+        {"account": account_id, "balance_delta": balance_delta, "held_delta": held_delta},
     )
 
 
 def job_entries(conn: sa.Connection, job_id: str) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(ledger.c.kind, ledger.c.amount).where(ledger.c.job_id == job_id)
-    ).all()
+    rows = conn.execute(_JOB_ENTRIES, {"job_id": job_id}).all()
     return {kind: int(amount) for kind, amount in rows}
 
 

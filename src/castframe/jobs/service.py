@@ -24,15 +24,18 @@ from castframe.config import Settings
 from castframe.dispatch.notify import JOBS_CHANNEL, publish
 from castframe.engines.router import check_params, route_engine
 from castframe.errors import ApiError, field_error
-from castframe.jobs import ledger, states
+from castframe.jobs import admission, ledger, states
 from castframe.jobs.accounts import Principal
 from castframe.jobs.characters import get_character
 from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload, insert_upload, new_upload
 from castframe.media.fetch import FetchError, check_url_syntax
 from castframe.media.images import ImageRejected, decode_image, parse_data_uri
 from castframe.media.storage import Storage
-from castframe.store.tables import accounts, jobs
+from castframe.store.tables import jobs
 from castframe.webhooks import outbox
+
+INSERT_JOB = jobs.insert()
+"""Built once: values come as parameters, so SQLAlchemy reuses one compiled statement."""
 
 
 @dataclass
@@ -163,27 +166,13 @@ def _resolve_image_source(
     return source
 
 
-def active_job_count(conn: sa.Connection, account_id: str) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(jobs)
-            .where(jobs.c.account_id == account_id, jobs.c.status.in_(states.ACTIVE))
-        ).scalar()
-        or 0
-    )
-
-
-def lock_account(conn: sa.Connection, account_id: str) -> None:
-    """Serialise balance checks per account (PostgreSQL row lock; SQLite already serialises)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
-
-
 def insert(
     conn: sa.Connection, principal: Principal, submission: Submission, settings: Settings
 ) -> dict[str, Any]:
-    """Write the job and its hold; raises 402/429 ApiErrors before writing anything."""
+    """Write the job, take its active-job slot and hold its price.
+
+    Raises 402/429 ApiErrors (the caller's transaction then rolls back what was written).
+    """
     character_id = submission.params.get("character_id")
     if character_id:
         character = get_character(conn, principal.account_id, character_id)
@@ -197,30 +186,14 @@ def insert(
     for path, upload_id in submission.upload_refs:
         if get_upload(conn, principal.account_id, upload_id) is None:
             raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
-    lock_account(conn, principal.account_id)
-    limit = principal.max_active_jobs or settings.max_active_jobs
-    active = active_job_count(conn, principal.account_id)
-    if active >= limit:
-        raise ApiError(
-            "too_many_active_jobs",
-            f"the account has {active} unfinished jobs; the limit is {limit}",
-            headers={"Retry-After": "5"},
-        )
-    if submission.price > 0:
-        balance = ledger.account_balance(conn, principal.account_id)
-        if balance.available < submission.price:
-            raise ApiError(
-                "insufficient_credits",
-                f"this job costs {submission.price} credits; {balance.available} are available",
-                extra={
-                    "cost": submission.price,
-                    "balance": balance.balance,
-                    "available": balance.available,
-                },
-            )
     for row in submission.new_uploads:
         insert_upload(conn, row)
     now = time.time()
+    publish(conn, JOBS_CHANNEL)  # delivered at commit
+    # Admission locks the account row until the commit (see jobs/admission.py): only the job
+    # and its hold are written after it.
+    limit = principal.max_active_jobs or settings.max_active_jobs
+    queue_key = admission.admit(conn, principal.account_id, submission.price, limit, now)
     job: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "account_id": principal.account_id,
@@ -250,9 +223,9 @@ def insert(
         "webhook_events": submission.webhook_events,
         "webhook_status": None,
         "webhook_key_hash": principal.key_hash,
+        "queue_key": queue_key,
     }
-    conn.execute(jobs.insert().values(**job))
-    publish(conn, JOBS_CHANNEL)
+    conn.execute(INSERT_JOB, job)
     if submission.price > 0:
         ledger.add_entry(conn, principal.account_id, "hold", submission.price, job["id"])
     return job
@@ -353,8 +326,9 @@ def cancel_job(
         )
         if updated.rowcount == 1:
             job.update(values)
-            ledger.settle(conn, job["account_id"], job_id, job["price"], 1, 0)
             outbox.enqueue(conn, job, "failed")
+            admission.job_finished(conn, job["account_id"])
+            ledger.settle(conn, job["account_id"], job_id, job["price"], 1, 0)
             return job, False
         job = get_job(conn, principal, job_id)  # a worker claimed it meanwhile
     conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))

@@ -39,13 +39,16 @@ def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
 
 def get_upload(conn: sa.Connection, account_id: str, upload_id: str) -> dict[str, Any] | None:
     row = (
-        conn.execute(
-            sa.select(uploads).where(uploads.c.id == upload_id, uploads.c.account_id == account_id)
-        )
+        conn.execute(_GET_UPLOAD, {"upload_id": upload_id, "account_id": account_id})
         .mappings()
         .first()
     )
     return dict(row) if row else None
+
+
+_GET_UPLOAD = sa.select(uploads).where(
+    uploads.c.id == sa.bindparam("upload_id"), uploads.c.account_id == sa.bindparam("account_id")
+)
 
 
 def upload_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,14 @@ accounts = sa.Table(
     sa.Column("webhook_secret", sa.String(100), nullable=False),
     sa.Column("previous_webhook_secret", sa.String(100), nullable=True),
     sa.Column("previous_secret_expires_at", sa.Float, nullable=True),
+    # Running totals, moved in the same transaction as the ledger rows and job transitions
+    # they summarise (jobs/ledger.py, jobs/admission.py): submission checks them in one
+    # conditional UPDATE instead of summing a ledger that grows forever.
+    sa.Column("credits_balance", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("credits_held", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("active_jobs", sa.Integer, nullable=False, server_default="0"),
+    # Fair queuing: the virtual time of the account's latest queued job (jobs/admission.py).
+    sa.Column("queue_clock", sa.Float, nullable=False, server_default="0"),
 )
 
 api_keys = sa.Table(
@@ -69,7 +77,11 @@ jobs = sa.Table(
     sa.Column("webhook_events", sa.JSON, nullable=True),
     sa.Column("webhook_status", sa.String(16), nullable=True),
     sa.Column("webhook_key_hash", sa.String(64), nullable=True),
+    # The job's place in the fair queue (its account's virtual clock at admission): workers
+    # claim the lowest due key through ix_jobs_claim, O(log n) however deep the backlog.
+    sa.Column("queue_key", sa.Float, nullable=False, server_default="0"),
     sa.Index("ix_jobs_queue", "status", "run_after"),
+    sa.Index("ix_jobs_claim", "status", "queue_key"),
     sa.Index("ix_jobs_account_created", "account_id", "mode", "created_at"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),
 )
