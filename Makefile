@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-[0-9]*
 	touch $(STAMP)
 
-# The test suite also exercises the diffusers engine on tiny CPU models. torch is pinned to
-# the CPU build on this machine's disk before anything could ask pip for a newer one.
+# The test suite also exercises the diffusers engine on tiny CPU models of both families.
+# Qwen-Image-Edit's processor needs torchvision, and the only torch/torchvision pair that
+# imports together here is torch 2.14.1 + torchvision 0.29.1 (PyPI's torchvision does not load
+# beside the CPU-only torch 2.13.0). Both lie on this machine's disk; pinning them exactly,
+# before anything else, means pip never resolves (or downloads) any other torch.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,faces,diffusers]'
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev,faces,diffusers,qwen]'
 	rm -f $(VENV)/.installed-test-*
 	touch $(TEST_STAMP)
 

@@ -6,7 +6,7 @@ the seconds per image, cold start (build + first call) and peak GPU memory, with
 each speed-up (regional torch.compile, channels_last VAE, first-block cache where supported).
 
     python benchmarks/gpu_engine.py --configs DIR     # DIR: a pipeline's folder of configs
-    python benchmarks/gpu_engine.py --tiny            # smoke run on CPU with the tiny test model
+    python benchmarks/gpu_engine.py --tiny [qwen-image-edit]   # CPU smoke run, tiny test model
 
 DIR is what `huggingface-cli download <repo> --include "*.json" "tokenizer/*"` gives for
 black-forest-labs/FLUX.2-klein-4B or Qwen/Qwen-Image-Edit-2511: configs only, no weights. Real
@@ -62,7 +62,8 @@ def random_pipeline(configs: Path, device: str, dtype: torch.dtype) -> Any:
     return pipeline_class(**parts, **extra)
 
 
-def measure(engine: Any, speed: str, runs: int, size: int) -> float:
+def measure(engine: Any, speed: str, runs: int, size: int, images: int = 1) -> float:
+    """Median seconds per image over ``runs`` jobs of ``images`` images each."""
     from skimage import data
 
     from castframe.engines.base import EngineRequest, NullHooks
@@ -76,7 +77,7 @@ def measure(engine: Any, speed: str, runs: int, size: int) -> float:
             magic_prompt_option="Off",
             rendering_speed=speed,
             seed=seed,
-            num_images=1,
+            num_images=images,
             width=size,
             height=size,
             aspect_ratio="1:1",
@@ -88,14 +89,20 @@ def measure(engine: Any, speed: str, runs: int, size: int) -> float:
         engine.generate(request, NullHooks())
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+        times.append((time.perf_counter() - started) / images)
     return statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", type=Path)
-    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument(
+        "--tiny",
+        nargs="?",
+        const="flux2-klein",
+        choices=["flux2-klein", "qwen-image-edit"],
+        help="smoke run on the CPU with a tiny test model of this family",
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps
@@ -106,9 +113,14 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            from tests.support.tiny_pipelines import tiny_flux2_klein
+            from tests.support import tiny_pipelines
 
-            model_dir = tiny_flux2_klein(Path(tmp) / "tiny")
+            build = (
+                tiny_pipelines.tiny_flux2_klein
+                if args.tiny == "flux2-klein"
+                else tiny_pipelines.tiny_qwen_image_edit
+            )
+            model_dir = build(Path(tmp) / "tiny")
         else:
             if not args.configs:
                 raise SystemExit("--configs DIR is required for real-size timings")
@@ -121,24 +133,27 @@ def main() -> None:
         device = "cuda" if cuda else "cpu"
         print(
             f"device: {torch.cuda.get_device_name() if cuda else 'cpu'}; model: "
-            f"{'tiny test model' if args.tiny else args.configs}"
+            f"{f'tiny {args.tiny} test model' if args.tiny else args.configs}"
         )
+        size = 256 if args.tiny else 1024
         baseline: dict[str, float] = {}
         for label, speedups in (
             ("eager", SpeedUps()),
             ("channels_last VAE", SpeedUps(channels_last_vae=True)),
             ("first-block cache", SpeedUps(first_block_cache=True)),
             ("regional compile", SpeedUps(compile=True)),
+            ("batched images x4", SpeedUps(batch_images=True)),
         ):
+            images = 4 if speedups.batch_images else 1
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
             engine = DiffusersEngine(str(model_dir), device=device, speedups=speedups)
-            cold = measure(engine, "turbo", 1, 1024) + (time.perf_counter() - started)
+            cold = measure(engine, "turbo", 1, size) + (time.perf_counter() - started)
             row = []
             for speed in ("turbo", "default", "quality"):
-                seconds = measure(engine, speed, args.runs, 1024)
+                seconds = measure(engine, speed, args.runs, size, images)
                 ratio = seconds / baseline[speed] if speed in baseline else 1.0
                 baseline.setdefault(speed, seconds)
                 row.append(f"{speed} {seconds:6.2f}s (x{ratio:.2f})")

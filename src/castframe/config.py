@@ -113,6 +113,16 @@ class Settings(BaseSettings):
         default=False, description="First-block cache (skips near-identical steps)."
     )
     diffusers_channels_last: bool = Field(default=False, description="channels_last VAE.")
+    diffusers_lora: str = Field(
+        default="",
+        description="Local LoRA weights fused at start (e.g. Qwen-Image-Lightning): switches "
+        "the family to its few-step preset.",
+    )
+    diffusers_batch_images: bool = Field(
+        default=False,
+        description="Run a job's images in one batched pipeline call (faster on a GPU; "
+        "progress then counts steps of the whole batch).",
+    )
     ideogram_api_key: str = Field(default="", description="Ideogram API key (enables `ideogram`).")
     ideogram_base_url: str = Field(
         default="https://api.ideogram.ai", description="Ideogram API base URL."

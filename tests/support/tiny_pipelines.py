@@ -114,3 +114,123 @@ def tiny_flux2_klein(path: Path) -> Path:
     )
     pipeline.save_pretrained(path)
     return path
+
+
+def tiny_qwen_image_edit(path: Path) -> Path:
+    """Qwen-Image-Edit-2509/2511: QwenImage transformer, Qwen2.5-VL text encoder (with its
+    vision tower: the reference image is read by it), Qwen-Image VAE, and the Qwen2-VL
+    processor (whose video half needs torchvision, as in real use).
+
+    The VAE downsamples 8x like the real one: the pipeline always encodes the reference at
+    about one megapixel, so a 4x VAE would make its mid-block attention the slowest part.
+    """
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPlusPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = byte_level_tokenizer()
+    token = tokenizer.convert_tokens_to_ids  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    latent = 4
+    vae = AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=latent,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * latent,
+        latents_std=[1.0] * latent,
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(
+        Qwen2_5_VLConfig(
+            text_config={
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default"},
+                "rope_theta": 1_000_000.0,
+                "vocab_size": len(tokenizer),  # type: ignore[arg-type]
+            },
+            vision_config={
+                "depth": 1,
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_heads": 2,
+                "out_hidden_size": 16,
+            },
+            hidden_size=16,
+            vocab_size=len(tokenizer),  # type: ignore[arg-type]
+            vision_start_token_id=token("<|vision_start|>"),
+            vision_end_token_id=token("<|vision_end|>"),
+            vision_token_id=token("<|image_pad|>"),
+            image_token_id=token("<|image_pad|>"),
+            video_token_id=token("<|video_pad|>"),
+        )
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    pipeline = QwenImageEditPlusPipeline(
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        processor=processor,
+    )
+    pipeline.save_pretrained(path)
+    return path
+
+
+def tiny_lora(pipeline_dir: Path, path: Path) -> Path:
+    """A random LoRA on the attention projections of a saved tiny pipeline's transformer,
+    saved the way diffusers saves trained ones (``pytorch_lora_weights.safetensors``).
+
+    Its up-projections are random rather than zero, so fusing it really changes the weights.
+    """
+    import diffusers
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(1)
+    pipeline = DiffusionPipeline.from_pretrained(pipeline_dir)
+    transformer = pipeline.transformer
+    transformer.add_adapter(
+        LoraConfig(
+            r=2,
+            lora_alpha=2,
+            target_modules=["to_q", "to_k", "to_v"],
+            init_lora_weights=False,
+        )
+    )
+    pipeline_class = getattr(diffusers, type(pipeline).__name__)
+    pipeline_class.save_lora_weights(
+        path, transformer_lora_layers=get_peft_model_state_dict(transformer)
+    )
+    return path / "pytorch_lora_weights.safetensors"

@@ -113,7 +113,9 @@ class EngineRegistry:
                     compile=settings.diffusers_compile,
                     first_block_cache=settings.diffusers_first_block_cache,
                     channels_last_vae=settings.diffusers_channels_last,
+                    batch_images=settings.diffusers_batch_images,
                 ),
+                lora=settings.diffusers_lora,
             )
         if ":" in name:
             engine: Engine = load_plugin(name)(settings)

@@ -20,6 +20,7 @@ from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, 
 from castframe.engines.open_weights.families import (
     Family,
     detect_family,
+    missing_requirements,
     styled_prompt,
     text_encoder_layers,
 )
@@ -34,18 +35,30 @@ class SpeedUps:
     compile: bool = False
     first_block_cache: bool = False
     channels_last_vae: bool = False
+    batch_images: bool = False
+    """A job's images in one pipeline call (each still with its own seeded generator)."""
 
 
 class DiffusersEngine:
     name = "diffusers"
 
     def __init__(
-        self, model_dir: str, device: str = "auto", speedups: SpeedUps | None = None
+        self,
+        model_dir: str,
+        device: str = "auto",
+        speedups: SpeedUps | None = None,
+        lora: str = "",
     ) -> None:
         import torch
         from diffusers import DiffusionPipeline
 
         self.family: Family = detect_family(model_dir)
+        missing = missing_requirements(self.family)
+        if missing:
+            raise ValueError(
+                f"{self.family.name} pipelines need {', '.join(missing)}: install it next to "
+                f"torch (matching its version), e.g. pip install {' '.join(missing)}"
+            )
         self.speedups = speedups or SpeedUps()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,6 +70,9 @@ class DiffusersEngine:
         self.pipeline: Any = DiffusionPipeline.from_pretrained(model_dir, dtype=dtype)
         self.pipeline.to(device)
         self.pipeline.set_progress_bar_config(disable=True)
+        self.few_step = False
+        if lora:
+            self._fuse_lora(lora)
         self.editor: Any = None
         if self.family.edit_class:
             import diffusers
@@ -66,6 +82,27 @@ class DiffusersEngine:
             self.editor.set_progress_bar_config(disable=True)
         self._apply_speedups()
         self._lock = threading.Lock()  # one GPU, one job at a time in this process
+
+    def _fuse_lora(self, path: str) -> None:
+        """Load a local LoRA (a .safetensors file or a directory) and fuse it into the weights.
+
+        Fused once at start, so it costs nothing per step; the edit pipeline, derived from
+        this one afterwards, shares the fused weights. A step-distilled LoRA (Lightning)
+        switches the family to its few-step preset.
+        """
+        from pathlib import Path
+
+        lora = Path(path)
+        if not lora.exists():
+            raise ValueError(f"CASTFRAME_DIFFUSERS_LORA: {path} does not exist")
+        if lora.is_file():
+            self.pipeline.load_lora_weights(str(lora.parent), weight_name=lora.name)
+        else:
+            self.pipeline.load_lora_weights(str(lora))
+        self.pipeline.fuse_lora()
+        self.pipeline.unload_lora_weights()  # the fused weights stay; the adapter goes
+        self.few_step = self.family.few_step_steps is not None
+        log.info("fused LoRA %s (few-step preset: %s)", path, self.few_step)
 
     def _apply_speedups(self) -> None:
         transformer = self.pipeline.transformer
@@ -101,37 +138,53 @@ class DiffusersEngine:
 
         editing = request.edit_image is not None and request.edit_mask is not None
         reference = Image.fromarray(request.reference)
-        base = self.family.call_kwargs(request.rendering_speed, request.negative_prompt)
+        base = self.family.call_kwargs(
+            request.rendering_speed, request.negative_prompt, few_step=self.few_step
+        )
         steps = int(base["num_inference_steps"])
-        total = steps * request.num_images
-        images: list[GeneratedImage] = []
+        seeds = [(request.seed + index) % 2_147_483_648 for index in range(request.num_images)]
+        prompts = [expand_prompt(request.prompt, request.magic_prompt_option, s) for s in seeds]
+        # One pipeline call per image (per-image progress), or, when they share one prompt
+        # (magic prompt gives each image its own), one call for all of them, each image still
+        # from its own seeded generator.
+        batched = (
+            self.speedups.batch_images
+            and not editing
+            and request.num_images > 1
+            and len(set(prompts)) == 1
+        )
+        groups = [list(range(len(seeds)))] if batched else [[i] for i in range(len(seeds))]
+        calls_total = steps * len(groups)
+        pixels: list[np.ndarray] = []
         with self._lock:
-            for index in range(request.num_images):
+            for number, group in enumerate(groups):
                 hooks.check_canceled()
-                seed = (request.seed + index) % 2_147_483_648
-                prompt = expand_prompt(request.prompt, request.magic_prompt_option, seed)
-                done_before = index * steps
+                done_before = number * steps
 
                 def on_step(
                     _pipe: Any, step: int, _t: Any, kwargs: dict[str, Any], done: int = done_before
                 ) -> dict[str, Any]:
-                    hooks.progress(5 + int(90 * (done + step + 1) / total))
+                    hooks.progress(5 + int(90 * (done + step + 1) / calls_total))
                     hooks.check_canceled()
                     return kwargs
 
+                generators = [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in group]
+                styled = [styled_prompt(prompts[i], request.style_type) for i in group]
                 call: dict[str, Any] = {
                     **base,
                     **self._extra_kwargs(),
-                    "prompt": styled_prompt(prompt, request.style_type),
-                    "generator": torch.Generator(device="cpu").manual_seed(seed),
+                    "prompt": styled[0],
+                    "generator": generators if batched else generators[0],
                     "callback_on_step_end": on_step,
                     "output_type": "np",
                 }
+                if batched:
+                    call["num_images_per_prompt"] = len(group)
                 try:
                     if editing:
-                        output = self._edit(request, reference, call)
+                        pixels.append(self._edit(request, reference, call))
                     else:
-                        output = self._generate(request, reference, call)
+                        pixels.extend(self._generate(request, reference, call))
                 except torch.cuda.OutOfMemoryError as exc:
                     torch.cuda.empty_cache()
                     raise JobFailure(
@@ -139,27 +192,30 @@ class DiffusersEngine:
                         "the GPU ran out of memory on this "
                         "request; try fewer images or a smaller size",
                     ) from exc
-                pixels = (np.clip(output.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
-                images.append(
-                    GeneratedImage(
-                        pixels=pixels, seed=seed, prompt=prompt, metadata={"steps": steps}
-                    )
-                )
+        images = [
+            GeneratedImage(pixels=image, seed=seed, prompt=prompt, metadata={"steps": steps})
+            for image, seed, prompt in zip(pixels, seeds, prompts, strict=True)
+        ]
         return EngineResult(
             images=images,
             metadata={
                 "engine": self.name,
                 "family": self.family.name,
                 "device": self.device,
-                "negativePromptHonoured": bool(request.negative_prompt and self.family.true_cfg),
+                "fewStep": self.few_step,
+                "negativePromptHonoured": "negative_prompt" in base,
             },
         )
 
-    def _generate(self, request: EngineRequest, reference: Any, call: dict[str, Any]) -> Any:
-        image = [reference] if self.family.name == "qwen-image-edit" else reference
-        return self.pipeline(image=image, height=request.height, width=request.width, **call)
+    def _generate(
+        self, request: EngineRequest, reference: Any, call: dict[str, Any]
+    ) -> list[np.ndarray]:
+        # A list means several references for one prompt in Qwen's pipeline.
+        image: Any = [reference] if self.family.name == "qwen-image-edit" else reference
+        output = self.pipeline(image=image, height=request.height, width=request.width, **call)
+        return [to_uint8(item) for item in output.images]
 
-    def _edit(self, request: EngineRequest, reference: Any, call: dict[str, Any]) -> Any:
+    def _edit(self, request: EngineRequest, reference: Any, call: dict[str, Any]) -> np.ndarray:
         from PIL import Image
 
         assert request.edit_image is not None and request.edit_mask is not None
@@ -173,10 +229,18 @@ class DiffusersEngine:
         output = self.editor(
             image=image, mask_image=mask, height=height, width=width, **extra, **call
         )
-        # Keep the unmasked pixels exactly as given, like the other engines.
-        result = (np.clip(output.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+        # Qwen's inpainting works at about one megapixel whatever the size asked: bring it back.
+        result = to_uint8(output.images[0])
         if result.shape[:2] != (height, width):
-            result = np.asarray(Image.fromarray(result).resize((width, height)))
-        kept = np.where(request.edit_mask[..., None], result, request.edit_image)
-        output.images[0] = kept.astype(np.float32) / 255.0
-        return output
+            result = np.asarray(
+                Image.fromarray(result).resize((width, height), Image.Resampling.LANCZOS)
+            )
+        # Keep the unmasked pixels exactly as given, like the other engines.
+        kept: np.ndarray = np.where(request.edit_mask[..., None], result, request.edit_image)
+        return kept.astype(np.uint8)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A pipeline's float image in [0, 1] as 8-bit RGB."""
+    pixels: np.ndarray = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return pixels

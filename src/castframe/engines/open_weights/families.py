@@ -35,8 +35,18 @@ class Family:
     """diffusers 0.42's first-block-cache hook fails on FLUX.2's transformer (its blocks
     return lists); families without support ignore the setting with a warning."""
     licence: str
+    requires: tuple[str, ...] = ()
+    """Python packages the family's pipeline imports beyond diffusers and transformers."""
+    few_step_steps: dict[str, int] | None = None
+    """Steps per speed with a step-distilled LoRA fused (Lightning); None: unchanged."""
 
-    def call_kwargs(self, speed: str, negative_prompt: str | None) -> dict[str, Any]:
+    def call_kwargs(
+        self, speed: str, negative_prompt: str | None, few_step: bool = False
+    ) -> dict[str, Any]:
+        """Pipeline arguments for a speed; ``few_step`` when a distilled LoRA is fused
+        (distilled guidance: no true CFG, so no negative prompt)."""
+        if few_step and self.few_step_steps:
+            return {"num_inference_steps": self.few_step_steps[speed]}
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps[speed]}
         if self.true_cfg and negative_prompt:
             kwargs["negative_prompt"] = negative_prompt
@@ -67,6 +77,10 @@ QWEN_IMAGE_EDIT = Family(
     true_cfg=True,
     supports_first_block_cache=True,
     licence="Qwen-Image-Edit-2509/2511: Apache-2.0",
+    # Its Qwen2-VL processor carries a video processor that transformers builds with torchvision.
+    requires=("torchvision",),
+    # Qwen-Image-Lightning ships 4-step and 8-step LoRAs.
+    few_step_steps={"turbo": 4, "default": 8, "quality": 8},
 )
 FAMILIES = (FLUX2_KLEIN, QWEN_IMAGE_EDIT)
 
@@ -85,6 +99,13 @@ def detect_family(model_dir: str | Path) -> Family:
             return family
     supported = ", ".join(c for f in FAMILIES for c in f.pipeline_classes)
     raise ValueError(f"unsupported pipeline {class_name!r} in {model_dir}; supported: {supported}")
+
+
+def missing_requirements(family: Family) -> list[str]:
+    """The family's extra packages that cannot be found in this environment."""
+    import importlib.util
+
+    return [name for name in family.requires if importlib.util.find_spec(name) is None]
 
 
 def styled_prompt(prompt: str, style_type: str) -> str:
