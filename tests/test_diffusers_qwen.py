@@ -142,7 +142,11 @@ def test_a_lightning_style_lora_is_fused_and_switches_to_few_steps(
 def test_batched_images_match_one_by_one(qwen: object, qwen_dir: Path) -> None:
     from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps
 
-    batched = DiffusersEngine(str(qwen_dir), device="cpu", speedups=SpeedUps(batch_images=True))
+    batched = DiffusersEngine(
+        str(qwen_dir),
+        device="cpu",
+        speedups=SpeedUps(batch_images=True, channels_last_vae=True, first_block_cache=True),
+    )
     recorder = Recorder()
     together = batched.generate(small(seed=21, num_images=2, negative_prompt=None), recorder)
     assert len(recorder.values) == 20  # one call: progress counts the batch's steps once

@@ -145,7 +145,7 @@ def tiny_qwen_image_edit(path: Path) -> Path:
         patch_size=2,
         in_channels=16,
         out_channels=4,
-        num_layers=1,
+        num_layers=2,  # first-block cache needs a first block and the rest
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=16,

@@ -109,7 +109,13 @@ class DiffusersEngine:
         if self.speedups.channels_last_vae:
             import torch
 
-            self.pipeline.vae.to(memory_format=torch.channels_last)
+            # Per convolution: Qwen-Image's VAE is a video VAE whose Conv3d weights take the
+            # 3-D layout (and which mixes in tensors of other ranks).
+            for module in self.pipeline.vae.modules():
+                if isinstance(module, torch.nn.Conv3d):
+                    module.to(memory_format=torch.channels_last_3d)
+                elif isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
         cache = self.speedups.first_block_cache and self.family.supports_first_block_cache
         if self.speedups.first_block_cache and not cache:
             log.warning("first-block cache is not supported for %s; ignoring it", self.family.name)
