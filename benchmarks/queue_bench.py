@@ -7,7 +7,10 @@ With an engine of fixed, tiny cost (benchmarks/fixed_engine.py), in one run:
 2. jobs per second through the whole path (HTTP submit to two API processes, claim, complete,
    capture) on PostgreSQL with 1, 2 and 4 worker processes, printed with the ratio to 1 worker.
 
-    python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100]
+    python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100] [--workers 1 2 4]
+                                     [--inline]
+
+CASTFRAME_KEY_CACHE_SECONDS in the environment is passed to the API processes (default 0).
 
 (Named queue_bench.py, not queue.py: a queue.py here would shadow the standard library's
 `queue` module for every script in this folder.)
@@ -70,6 +73,7 @@ class Stack:
                 "CASTFRAME_MAX_ACTIVE_JOBS": "100000",
                 "CASTFRAME_SECRET_KEY": "bench",
                 "CASTFRAME_LOG_FORMAT": "text",
+                "CASTFRAME_KEY_CACHE_SECONDS": os.environ.get("CASTFRAME_KEY_CACHE_SECONDS", "0"),
                 "PYTHONPATH": str(ROOT),
             }
         )

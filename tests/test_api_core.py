@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from castframe.errors import ERROR_CODES
-from tests.conftest import Api, body_for
+from tests.conftest import Api, body_for, open_api
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, data_uri, decode, png_bytes
 
@@ -417,6 +418,28 @@ def test_auth_errors(api_no_worker: Api) -> None:
         accounts.revoke_key(conn, row["id"])
     revoked = client.get("/v2/jobs", headers={"X-API-Key": key})
     assert (revoked.status_code, revoked.json()["code"]) == (401, "invalid_api_key")
+
+
+def test_key_cache_bounds_how_long_a_revoked_key_keeps_working(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from castframe.jobs import accounts
+
+    with open_api(tmp_path, sqlite_url, run_worker=False, key_cache_seconds=0.5) as api:
+        key, fresh = api.key(), api.key("fresh")
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
+        with api.services.db.write() as conn:
+            row = accounts.find_key(conn, key)
+            assert row is not None
+            accounts.revoke_key(conn, row["id"])
+        # Revoked in the database, but this process looked it up a moment ago.
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": fresh}).status_code == 200
+        time.sleep(0.6)
+        expired = api.client.get("/v2/jobs", headers={"X-API-Key": key})
+        assert (expired.status_code, expired.json()["code"]) == (401, "invalid_api_key")
+        # Failures are never cached: the next lookup still reads the database.
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 401
 
 
 def test_accounts_are_isolated(api_no_worker: Api) -> None:

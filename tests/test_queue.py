@@ -127,3 +127,22 @@ def test_drain_gives_running_jobs_back(api_no_worker: Api, http_server: Loopback
     assert job["status"] in ("QUEUED", "COMPLETED")
     api.services.start_worker(concurrency=1)
     assert api.wait(key, job_id)["status"] == "COMPLETED"
+
+
+def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
+    api_no_worker: Api,
+) -> None:
+    api = api_no_worker
+    key = api.key(credits=100)
+    [job_id] = _submit(api, key, "https://example.com/a.png")
+    with api.services.db.write() as conn:
+        job = queue.claim(conn, "w", lease_seconds=30, max_attempts=3)
+    assert job is not None
+    api.client.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
+    with api.services.db.write() as conn:
+        assert not queue.complete(conn, dict(job), "w", {"images": []}, 1)
+        assert queue.cancel_requested(conn, job_id)
+        assert queue.fail(conn, dict(job), "w", "canceled", "canceled", status="CANCELED")
+    final = api.get_job(key, job_id)
+    assert final["status"] == "CANCELED"
+    assert final["creditCost"] == 0

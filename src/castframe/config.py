@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Submissions per second per key (token refill)."
     )
     rate_limit_burst: int = Field(default=20, ge=1, description="Token bucket size per key.")
+    key_cache_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Reuse an API-key lookup for this long in each API process (0 = never); "
+        "a revoked key works there for at most this long.",
+    )
     max_active_jobs: int = Field(
         default=50, ge=1, description="Unfinished jobs an account may have at once."
     )

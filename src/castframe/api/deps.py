@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from castframe.api.keycache import KeyCache
 from castframe.errors import ApiError
 from castframe.jobs.accounts import Principal, resolve_key
 from castframe.services import Services
@@ -31,12 +32,16 @@ def authenticate(request: Request) -> Principal:
     if not raw:
         raise ApiError("missing_api_key", "API key is required")
     services = get_services(request)
-    with services.db.read() as conn:
-        status, principal = resolve_key(conn, raw)
-    if status == "inactive":
-        raise ApiError("api_key_inactive", "API key is inactive")
+    cache: KeyCache = request.app.state.key_cache
+    principal = cache.get(raw)
     if principal is None:
-        raise ApiError("invalid_api_key", "Invalid API key")
+        with services.db.read() as conn:
+            status, principal = resolve_key(conn, raw)
+        if status == "inactive":
+            raise ApiError("api_key_inactive", "API key is inactive")
+        if principal is None:
+            raise ApiError("invalid_api_key", "Invalid API key")
+        cache.put(raw, principal)
     request.state.principal = principal
     limiter = request.app.state.rate_limiter
     decision = limiter.check(

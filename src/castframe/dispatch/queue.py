@@ -128,11 +128,19 @@ _FINISH = jobs.update().where(
 )
 
 
+# Completing also requires that nobody asked to cancel: the check costs no extra statement.
+_COMPLETE = _FINISH.where(jobs.c.cancel_requested == sa.false())
+
+
 def _finish(
-    conn: sa.Connection, job: dict[str, Any], worker_id: str, values: dict[str, Any]
+    conn: sa.Connection,
+    job: dict[str, Any],
+    worker_id: str,
+    values: dict[str, Any],
+    statement: sa.Update = _FINISH,
 ) -> bool:
     result = conn.execute(
-        _FINISH,
+        statement,
         {"job_id": job["id"], "owner": worker_id, "lease_owner": None, "lease_expires_at": None}
         | values,
     )
@@ -147,7 +155,8 @@ def complete(
 ) -> bool:
     """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
 
-    The account's row is written last (slot and ledger totals), so its lock, which the
+    False (and nothing written) if the lease was lost or a cancellation was asked for; the
+    caller tells the two apart with ``cancel_requested``. The account's row is written last (slot and ledger totals), so its lock, which the
     account's submissions also need, is held only until the commit that follows.
     """
     requested = int(job["params"]["num_images"])
@@ -165,6 +174,7 @@ def complete(
             "charged": charged,
             "delivered": delivered,
         },
+        _COMPLETE,
     ):
         return False
     outbox.enqueue(conn, job, "completed")

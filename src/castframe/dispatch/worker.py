@@ -218,10 +218,11 @@ class Worker:
             scores = self._consistency(job, request, result)
             stored = self._store_outputs(job, result, scores)
             with self.db.write() as conn:
-                if queue.cancel_requested(conn, job["id"]):
+                completed = queue.complete(conn, job, self.worker_id, stored, len(result.images))
+                if not completed and queue.cancel_requested(conn, job["id"]):
                     raise JobCanceled()
-                if not queue.complete(conn, job, self.worker_id, stored, len(result.images)):
-                    log.warning("job %s: lease lost before completion; result dropped", job["id"])
+            if not completed:
+                log.warning("job %s: lease lost before completion; result dropped", job["id"])
         except JobCanceled:
             with self.db.write() as conn:
                 queue.fail(
