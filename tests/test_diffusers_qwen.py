@@ -69,7 +69,19 @@ def test_cancel_between_steps(qwen: object) -> None:
     assert len(stopper.values) < QWEN_IMAGE_EDIT.steps["turbo"]
 
 
-def test_edit_with_a_mask_keeps_unmasked_pixels(qwen: object) -> None:
+def test_edit_with_a_mask_keeps_unmasked_pixels(
+    qwen: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scene and the character both reach the pipeline; the mask decides what changes."""
+    seen: list[object] = []
+    pipeline = qwen.pipeline  # type: ignore[attr-defined]
+    original = type(pipeline).__call__
+
+    def recording(self: object, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs["image"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipeline), "__call__", recording)
     scene, mask = edit_pair(320, 240)
     keep = mask[..., 0] > 127
     result = qwen.generate(  # type: ignore[attr-defined]
@@ -77,9 +89,13 @@ def test_edit_with_a_mask_keeps_unmasked_pixels(qwen: object) -> None:
         NullHooks(),
     )
     out = result.images[0].pixels
-    assert out.shape == scene.shape  # the pipeline works at ~1 MP; the engine brings it back
+    assert out.shape == scene.shape
     assert np.array_equal(out[keep], scene[keep])
     assert not np.array_equal(out[~keep], scene[~keep])
+    [images] = seen
+    assert isinstance(images, list) and len(images) == 2  # [scene, character reference]
+    assert np.array_equal(np.asarray(images[0]), scene)
+    assert np.array_equal(np.asarray(images[1]), engine_request().reference)
 
 
 def test_missing_torchvision_is_a_clear_startup_error(
@@ -129,7 +145,6 @@ def test_a_lightning_style_lora_is_fused_and_switches_to_few_steps(
     fused_weight = fast.pipeline.transformer.transformer_blocks[0].attn.to_q.weight
     assert fused_weight.shape == base_weight.shape
     assert not torch.equal(fused_weight, base_weight)  # the LoRA is in the weights
-    assert fast.editor.transformer is fast.pipeline.transformer  # edits use it too
     recorder = Recorder()
     result = fast.generate(small(seed=4, rendering_speed="default"), recorder)
     assert len(recorder.values) == 8  # Lightning preset: default = 8 steps, not 40

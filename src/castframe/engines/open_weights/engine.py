@@ -229,13 +229,22 @@ class DiffusersEngine:
         # diffusers' masks are white = repaint; Castframe's (and Ideogram's) black = repaint.
         mask = Image.fromarray(np.where(request.edit_mask, 255, 0).astype(np.uint8))
         height, width = request.edit_image.shape[:2]
-        if self.editor is None:
-            raise JobFailure("engine_error", f"{self.family.name} has no inpainting pipeline")
-        extra = {"image_reference": reference} if self.family.name == "flux2-klein" else {}
-        output = self.editor(
-            image=image, mask_image=mask, height=height, width=width, **extra, **call
-        )
-        # Qwen's inpainting works at about one megapixel whatever the size asked: bring it back.
+        if self.family.edit_with_references:
+            # Qwen-Image-Edit-Plus edits with several images: the scene first, then the
+            # character it must place; the mask is applied below, when composing the result.
+            output = self.pipeline(image=[image, reference], height=height, width=width, **call)
+        elif self.editor is not None:
+            output = self.editor(
+                image=image,
+                mask_image=mask,
+                image_reference=reference,
+                height=height,
+                width=width,
+                **call,
+            )
+        else:
+            raise JobFailure("engine_error", f"{self.family.name} has no edit pipeline")
+        # Pipelines may round the size to their latent grid: bring it back.
         result = to_uint8(output.images[0])
         if result.shape[:2] != (height, width):
             result = np.asarray(

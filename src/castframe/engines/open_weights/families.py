@@ -37,6 +37,9 @@ class Family:
     licence: str
     requires: tuple[str, ...] = ()
     """Python packages the family's pipeline imports beyond diffusers and transformers."""
+    edit_with_references: bool = False
+    """Edits run the main pipeline on [scene, reference] and the mask is applied when
+    composing the result (the family's own inpainting pipeline cannot see the character)."""
     few_step_steps: dict[str, int] | None = None
     """Steps per speed with a step-distilled LoRA fused (Lightning); None: unchanged."""
 
@@ -67,18 +70,16 @@ FLUX2_KLEIN = Family(
 QWEN_IMAGE_EDIT = Family(
     name="qwen-image-edit",
     generate_class="QwenImageEditPlusPipeline",
-    edit_class="QwenImageEditInpaintPipeline",
-    pipeline_classes=(
-        "QwenImageEditPlusPipeline",
-        "QwenImageEditPipeline",
-        "QwenImageEditInpaintPipeline",
-    ),
+    edit_class=None,
+    # Plus (2509/2511) only: the multi-image pipeline is what puts a character into a scene.
+    pipeline_classes=("QwenImageEditPlusPipeline",),
     steps={"turbo": 20, "default": 40, "quality": 50},
     true_cfg=True,
     supports_first_block_cache=True,
     licence="Qwen-Image-Edit-2509/2511: Apache-2.0",
     # Its Qwen2-VL processor carries a video processor that transformers builds with torchvision.
     requires=("torchvision",),
+    edit_with_references=True,
     # Qwen-Image-Lightning ships 4-step and 8-step LoRAs.
     few_step_steps={"turbo": 4, "default": 8, "quality": 8},
 )
