@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
 from castframe.engines.open_weights.families import detect_family, text_encoder_layers
 from castframe.engines.router import route_engine
 from castframe.services import Services
-from tests.conftest import Api, body_for, make_settings, open_api
+from tests.conftest import Api, body_for, make_api, make_settings
 from tests.support.images import astronaut_png, data_uri, edit_pair
 from tests.support.polling import wait_until
 from tests.support.requests import engine_request
@@ -127,23 +128,32 @@ def test_edit_keeps_unmasked_pixels(engine: object) -> None:
     assert not np.array_equal(out[~keep], scene[~keep])
 
 
-@pytest.fixture
-def diffusers_api(tmp_path: Path, sqlite_url: str, klein_dir: Path) -> Iterator[Api]:
-    with open_api(
+def api_with_model(tmp_path: Path, database_url: str, model_dir: Path) -> Iterator[Api]:
+    """The app with its embedded worker running live jobs on the model in ``model_dir``."""
+    yield from make_api(
         tmp_path,
-        sqlite_url,
-        diffusers_model=str(klein_dir),
+        database_url,
+        diffusers_model=str(model_dir),
         diffusers_device="cpu",
         faces_enabled=False,
-    ) as api:
-        yield api
+    )
+
+
+def wide_job(api: Api, key: str) -> dict[str, Any]:
+    """A 16:9 job with the astronaut as reference, submitted and waited for."""
+    return api.submit_and_wait(
+        key, body_for(data_uri(astronaut_png()), seed=3, top={"aspect_ratio": "16:9"})
+    )
+
+
+@pytest.fixture
+def diffusers_api(tmp_path: Path, sqlite_url: str, klein_dir: Path) -> Iterator[Api]:
+    yield from api_with_model(tmp_path, sqlite_url, klein_dir)
 
 
 def test_jobs_through_the_api_and_worker(diffusers_api: Api) -> None:
     key = diffusers_api.key()
-    job = diffusers_api.submit_and_wait(
-        key, body_for(data_uri(astronaut_png()), seed=3, top={"aspect_ratio": "16:9"})
-    )
+    job = wide_job(diffusers_api, key)
     assert job["status"] == "COMPLETED", job
     assert job["engine"] == "diffusers"
     image = job["result"]["images"][0]

@@ -16,11 +16,11 @@ import torch
 
 from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
 from castframe.engines.open_weights.families import QWEN_IMAGE_EDIT, missing_requirements
-from tests.conftest import Api, body_for, open_api
-from tests.support.images import astronaut_png, data_uri, edit_pair
+from tests.conftest import Api
+from tests.support.images import edit_pair
 from tests.support.requests import engine_request
 from tests.support.tiny_pipelines import tiny_lora, tiny_qwen_image_edit
-from tests.test_diffusers import Recorder
+from tests.test_diffusers import Recorder, api_with_model, wide_job
 
 
 @pytest.fixture(scope="session")
@@ -111,21 +111,11 @@ def test_missing_torchvision_is_a_clear_startup_error(
 
 @pytest.fixture
 def qwen_api(tmp_path: Path, sqlite_url: str, qwen_dir: Path) -> Iterator[Api]:
-    with open_api(
-        tmp_path,
-        sqlite_url,
-        diffusers_model=str(qwen_dir),
-        diffusers_device="cpu",
-        faces_enabled=False,
-    ) as api:
-        yield api
+    yield from api_with_model(tmp_path, sqlite_url, qwen_dir)
 
 
 def test_a_job_through_the_api_and_worker(qwen_api: Api) -> None:
-    key = qwen_api.key()
-    job = qwen_api.submit_and_wait(
-        key, body_for(data_uri(astronaut_png()), seed=3, top={"aspect_ratio": "16:9"})
-    )
+    job = wide_job(qwen_api, qwen_api.key())
     assert job["status"] == "COMPLETED", job
     assert job["engine"] == "diffusers"
     assert job["result"]["metadata"]["family"] == "qwen-image-edit"

@@ -32,10 +32,10 @@ def test_job_of_a_dead_worker_is_taken_over_after_lease_expiry(
     key = api.key(credits=100)
     [job_id] = _submit(api, key, ref)
     with api.services.db.write() as conn:
-        claimed = queue.claim(conn, "dead-worker", lease_seconds=0.5, max_attempts=3)
+        claimed = queue.claim(conn, "dead-worker", lease_seconds=0.5)
     assert claimed is not None and claimed["id"] == job_id
     with api.services.db.write() as conn:  # still leased: nobody else may take it
-        assert queue.claim(conn, "other", lease_seconds=5, max_attempts=3) is None
+        assert queue.claim(conn, "other", lease_seconds=5) is None
     assert api.get_job(key, job_id)["status"] == "PROCESSING"
     time.sleep(0.6)
     api.services.start_worker()
@@ -62,12 +62,12 @@ def test_job_that_keeps_killing_workers_fails_as_worker_lost(api_no_worker: Api)
     for attempt in range(3):
         with api.services.db.write() as conn:
             assert queue.requeue_expired(conn, max_attempts=3) == (1 if attempt else 0)
-            claimed = queue.claim(conn, f"dead-{attempt}", lease_seconds=0.2, max_attempts=3)
+            claimed = queue.claim(conn, f"dead-{attempt}", lease_seconds=0.2)
         assert claimed is not None
         time.sleep(0.25)
     with api.services.db.write() as conn:
         assert queue.requeue_expired(conn, max_attempts=3) == 0  # out of attempts
-        assert queue.claim(conn, "w", lease_seconds=1, max_attempts=3) is None
+        assert queue.claim(conn, "w", lease_seconds=1) is None
         assert queue.reap_abandoned(conn, max_attempts=3) == 1
     job = api.get_job(key, job_id)
     assert job["status"] == "FAILED"
@@ -84,7 +84,7 @@ def test_claims_are_fair_across_accounts(api_no_worker: Api) -> None:
     claimed = []
     with api.services.db.write() as conn:
         for worker in range(3):
-            job = queue.claim(conn, f"w{worker}", lease_seconds=30, max_attempts=3)
+            job = queue.claim(conn, f"w{worker}", lease_seconds=30)
             assert job is not None
             claimed.append(job["id"])
     # Oldest-first would give busy's first three jobs; fairness serves quiet's single job
@@ -136,7 +136,7 @@ def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
     key = api.key(credits=100)
     [job_id] = _submit(api, key, "https://example.com/a.png")
     with api.services.db.write() as conn:
-        job = queue.claim(conn, "w", lease_seconds=30, max_attempts=3)
+        job = queue.claim(conn, "w", lease_seconds=30)
     assert job is not None
     api.client.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
     with api.services.db.write() as conn:

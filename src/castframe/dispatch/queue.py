@@ -62,7 +62,6 @@ def claim(
     conn: sa.Connection,
     worker_id: str,
     lease_seconds: float,
-    max_attempts: int,
     now: float | None = None,
 ) -> dict[str, Any] | None:
     """Take the next due job (fairly across accounts) with a lease, or None.

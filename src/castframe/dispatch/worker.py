@@ -3,7 +3,7 @@
 It owns everything an engine must not: the database, storage, billing and webhooks. One
 ``Worker`` runs inside ``castframe serve`` (embedded) or alone under ``castframe worker``.
 A heartbeat thread extends the leases of running jobs; a job whose worker dies is claimed
-again once its lease expires (``dispatch.queue.claim``).
+again once its lease expires (``dispatch.queue.requeue_expired``).
 """
 
 from __future__ import annotations
@@ -155,9 +155,7 @@ class Worker:
                 queue.requeue_expired(conn, self.settings.max_attempts)
                 if queue.reap_abandoned(conn, self.settings.max_attempts):
                     self.webhook_notifier.notify()
-            job = queue.claim(
-                conn, self.worker_id, self.settings.lease_seconds, self.settings.max_attempts
-            )
+            job = queue.claim(conn, self.worker_id, self.settings.lease_seconds)
         if job is not None:
             with self._lock:
                 self._running[job["id"]] = job

@@ -1,9 +1,9 @@
 """``DiffusersEngine``: runs a local diffusers pipeline inside ``castframe worker``.
 
 The pipeline is loaded once (bf16 on CUDA, float32 on CPU) from a local directory. Each
-image is its own call with its own ``torch.Generator`` seeded with seed + index, so images are
-reproducible one by one; progress is reported per denoising step and cancellation is checked
-between steps. CUDA out-of-memory frees the cache and fails the job (``out_of_memory``) instead
+image has its own ``torch.Generator`` seeded with seed + index, so images are reproducible one
+by one, whether they run one call each or (``batch_images``) in one call; progress is reported
+per denoising step and cancellation is checked between steps. CUDA out-of-memory frees the cache and fails the job (``out_of_memory``) instead
 of killing the worker.
 """
 
@@ -128,7 +128,7 @@ class DiffusersEngine:
             transformer.compile_repeated_blocks(fullgraph=not cache)
 
     def _extra_kwargs(self) -> dict[str, Any]:
-        if self.family.name != "flux2-klein":
+        if not self.family.stacks_text_encoder_layers:
             return {}
         config = self.pipeline.text_encoder.config
         layers = text_encoder_layers(
@@ -216,8 +216,7 @@ class DiffusersEngine:
     def _generate(
         self, request: EngineRequest, reference: Any, call: dict[str, Any]
     ) -> list[np.ndarray]:
-        # A list means several references for one prompt in Qwen's pipeline.
-        image: Any = [reference] if self.family.name == "qwen-image-edit" else reference
+        image: Any = [reference] if self.family.reference_as_list else reference
         output = self.pipeline(image=image, height=request.height, width=request.width, **call)
         return [to_uint8(item) for item in output.images]
 

@@ -37,6 +37,10 @@ class Family:
     licence: str
     requires: tuple[str, ...] = ()
     """Python packages the family's pipeline imports beyond diffusers and transformers."""
+    reference_as_list: bool = False
+    """The pipeline's ``image`` is a list of references for one prompt."""
+    stacks_text_encoder_layers: bool = False
+    """The pipeline takes ``text_encoder_out_layers`` (FLUX.2: hidden states of several layers)."""
     edit_with_references: bool = False
     """Edits run the main pipeline on [scene, reference] and the mask is applied when
     composing the result (the family's own inpainting pipeline cannot see the character)."""
@@ -65,6 +69,7 @@ FLUX2_KLEIN = Family(
     steps={"turbo": 4, "default": 4, "quality": 8},
     true_cfg=False,
     supports_first_block_cache=False,
+    stacks_text_encoder_layers=True,
     licence="FLUX.2 [klein] 4B: Apache-2.0 (the 9B variants are non-commercial)",
 )
 QWEN_IMAGE_EDIT = Family(
@@ -79,6 +84,7 @@ QWEN_IMAGE_EDIT = Family(
     licence="Qwen-Image-Edit-2509/2511: Apache-2.0",
     # Its Qwen2-VL processor carries a video processor that transformers builds with torchvision.
     requires=("torchvision",),
+    reference_as_list=True,
     edit_with_references=True,
     # Qwen-Image-Lightning ships 4-step and 8-step LoRAs.
     few_step_steps={"turbo": 4, "default": 8, "quality": 8},
