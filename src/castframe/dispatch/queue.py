@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from castframe.dispatch.notify import JOBS_CHANNEL, publish
-from castframe.jobs import admission, ledger, states
+from castframe.jobs import ledger, states
 from castframe.store.tables import jobs
 from castframe.webhooks import outbox
 
@@ -155,8 +155,9 @@ def complete(
     """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
 
     False (and nothing written) if the lease was lost or a cancellation was asked for; the
-    caller tells the two apart with ``cancel_requested``. The account's row is written last (slot and ledger totals), so its lock, which the
-    account's submissions also need, is held only until the commit that follows.
+    caller tells the two apart with ``cancel_requested``. The account's row is written at the end
+    (``ledger.settle``: slot and credit totals in one UPDATE), so its lock, which the account's
+    submissions also need, is held only until the commit that follows.
     """
     requested = int(job["params"]["num_images"])
     charged = ledger.split_charge(int(job["price"]), requested, delivered)[0]
@@ -177,19 +178,8 @@ def complete(
     ):
         return False
     outbox.enqueue(conn, job, "completed")
-    settled = _close_account_side(conn, job, requested, delivered)
-    if settled != charged:  # settled before (cannot happen past the lease guard): keep the truth
-        conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(charged=settled))
-        job["charged"] = settled
+    ledger.settle(conn, job["account_id"], job["id"], job["price"], requested, delivered)
     return True
-
-
-def _close_account_side(
-    conn: sa.Connection, job: dict[str, Any], requested: int, delivered: int
-) -> int:
-    """A job just became terminal: give back its slot and settle its hold; returns the charge."""
-    admission.job_finished(conn, job["account_id"])
-    return ledger.settle(conn, job["account_id"], job["id"], job["price"], requested, delivered)
 
 
 def fail(
@@ -221,7 +211,7 @@ def fail(
     elif not _finish(conn, job, worker_id, values):
         return False
     outbox.enqueue(conn, job, "failed")
-    _close_account_side(conn, job, 1, 0)
+    ledger.settle(conn, job["account_id"], job["id"], job["price"], 1, 0)
     return True
 
 

@@ -6,7 +6,8 @@ the available credits and takes the slot; the row lock it takes is what serialis
 account's concurrent submissions, and because it is the last thing a submission writes before
 its commit, that lock is held for one statement and the commit, not for the whole
 transaction. Every transition of a job to a terminal state gives its slot back
-(``job_finished``), in the transaction that makes the transition.
+(``ledger.settle``, which moves the credit totals in the same UPDATE), in the transaction that
+makes the transition.
 
 The same statement places the job in a fair queue (start-time fair queuing): each account
 keeps a virtual clock, and a new job's key is ``max(now, clock + FAIR_SHARE_SECONDS)``. A
@@ -39,6 +40,7 @@ _TAKE_SLOT = (
     )
     .values(
         active_jobs=accounts.c.active_jobs + 1,
+        credits_held=accounts.c.credits_held + sa.bindparam("price", type_=sa.BigInteger),
         queue_clock=sa.case((_NEXT_CLOCK > _NOW, _NEXT_CLOCK), else_=_NOW),
     )
     .returning(accounts.c.queue_clock)
@@ -46,11 +48,6 @@ _TAKE_SLOT = (
 _TAKE_SLOT_AND_CHECK_CREDITS = _TAKE_SLOT.where(
     accounts.c.credits_balance - accounts.c.credits_held
     >= sa.bindparam("price", type_=sa.BigInteger)
-)
-_GIVE_SLOT_BACK = (
-    accounts.update()
-    .where(accounts.c.id == sa.bindparam("account"))
-    .values(active_jobs=accounts.c.active_jobs - 1)
 )
 
 
@@ -60,8 +57,8 @@ def admit(
     """Take one active-job slot if the limit and the available credits allow; else raise.
 
     Returns the job's key in the fair queue. Raises ``too_many_active_jobs`` (429) or
-    ``insufficient_credits`` (402) with the numbers that decided it. The credits themselves
-    are held by the caller's ``hold`` ledger entry.
+    ``insufficient_credits`` (402) with the numbers that decided it. The same UPDATE holds the
+    price (``credits_held``); the caller writes the matching ``hold`` entry (``record_hold``).
     """
     # A free (test-mode) job is admitted even on a negative balance.
     statement = _TAKE_SLOT_AND_CHECK_CREDITS if price > 0 else _TAKE_SLOT
@@ -91,11 +88,6 @@ def admit(
         f"this job costs {price} credits; {balance - held} are available",
         extra={"cost": price, "balance": balance, "available": balance - held},
     )
-
-
-def job_finished(conn: sa.Connection, account_id: str) -> None:
-    """Give back the slot of a job that has just become terminal (same transaction)."""
-    conn.execute(_GIVE_SLOT_BACK, {"account": account_id})
 
 
 def active_jobs(conn: sa.Connection, account_id: str) -> int:

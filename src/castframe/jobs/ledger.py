@@ -10,9 +10,10 @@ balance = topups + adjustments - captures; held = holds - captures - releases;
 available = balance - held. A unique (job_id, kind) constraint makes a second capture or
 release of one job impossible, whatever a crashed and retried worker does.
 
-The account row carries the same two sums (``credits_balance``, ``credits_held``), moved by
-``add_entry`` in the entry's own transaction, so reading a balance is one row, not a scan of
-every entry the account ever had. ``ledger_balance`` recomputes them from the entries, for
+The account row carries the same two sums (``credits_balance``, ``credits_held``), moved in
+the entry's own transaction (by ``add_entry``; for a job's hold, by admission's UPDATE; for its
+capture and release, by ``settle``), so reading a balance is one row, not a scan of every entry
+the account ever had. ``ledger_balance`` recomputes them from the entries, for
 audits and for the tests that hold the two equal.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,6 +39,16 @@ _MOVE_TOTALS = (
         credits_balance=accounts.c.credits_balance
         + sa.bindparam("balance_delta", type_=sa.BigInteger),
         credits_held=accounts.c.credits_held + sa.bindparam("held_delta", type_=sa.BigInteger),
+    )
+)
+# A job's end: its capture leaves the balance, its whole hold leaves ``held``, its slot frees.
+_SETTLE_AND_FREE_SLOT = (
+    accounts.update()
+    .where(accounts.c.id == sa.bindparam("account"))
+    .values(
+        credits_balance=accounts.c.credits_balance - sa.bindparam("capture", type_=sa.BigInteger),
+        credits_held=accounts.c.credits_held - sa.bindparam("price", type_=sa.BigInteger),
+        active_jobs=accounts.c.active_jobs - 1,
     )
 )
 _JOB_ENTRIES = sa.select(ledger.c.kind, ledger.c.amount).where(
@@ -142,20 +154,46 @@ def job_entries(conn: sa.Connection, job_id: str) -> dict[str, int]:
     return {kind: int(amount) for kind, amount in rows}
 
 
+def record_hold(conn: sa.Connection, account_id: str, job_id: str, price: int) -> None:
+    """Write a job's ``hold`` entry whose totals admission's own UPDATE has already moved."""
+    conn.execute(_INSERT_ENTRY, _entry(account_id, job_id, "hold", price, time.time()))
+
+
 def settle(
     conn: sa.Connection, account_id: str, job_id: str, price: int, requested: int, delivered: int
 ) -> int:
-    """Close a job's hold: capture what was delivered, release the rest. Idempotent.
+    """Close a job: capture what was delivered, release the rest, give back its slot.
 
-    Returns the credits charged. Does nothing (and returns what was charged before) if the
-    job was already settled, so a retried finish can never charge twice.
+    Returns the credits charged. Runs once per job, in the transaction of the job's one
+    transition to a terminal state (each is a conditional UPDATE of the job row, so exactly one
+    succeeds); the unique (job_id, kind) constraint refuses a second capture regardless. The
+    account row's totals and its active-job count (admission's) move in one UPDATE: every
+    statement on that row is lock time that the account's submissions wait on.
     """
-    existing = job_entries(conn, job_id)
-    if "hold" not in existing or "capture" in existing or "release" in existing:
-        return existing.get("capture", 0)
-    capture, release = split_charge(existing["hold"], requested, delivered)
-    if capture:
-        add_entry(conn, account_id, "capture", capture, job_id)
-    if release:
-        add_entry(conn, account_id, "release", release, job_id)
+    capture, release = split_charge(price, requested, delivered) if price > 0 else (0, 0)
+    now = time.time()
+    entries = [
+        _entry(account_id, job_id, kind, amount, now)
+        for kind, amount in (("capture", capture), ("release", release))
+        if amount
+    ]
+    # The account row first: the entries' foreign-key checks then find it already locked by
+    # this transaction, instead of adding a share lock that concurrent settlements of the same
+    # account would merge into a multixact (costly for every later reader of the row).
+    conn.execute(
+        _SETTLE_AND_FREE_SLOT, {"account": account_id, "capture": capture, "price": max(price, 0)}
+    )
+    if entries:
+        conn.execute(_INSERT_ENTRY, entries)
     return capture
+
+
+def _entry(account_id: str, job_id: str, kind: str, amount: int, now: float) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "job_id": job_id,
+        "kind": kind,
+        "amount": amount,
+        "created_at": now,
+        "note": None,
+    }

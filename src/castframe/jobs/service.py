@@ -227,7 +227,7 @@ def insert(
     }
     conn.execute(INSERT_JOB, job)
     if submission.price > 0:
-        ledger.add_entry(conn, principal.account_id, "hold", submission.price, job["id"])
+        ledger.record_hold(conn, principal.account_id, job["id"], submission.price)
     return job
 
 
@@ -327,7 +327,6 @@ def cancel_job(
         if updated.rowcount == 1:
             job.update(values)
             outbox.enqueue(conn, job, "failed")
-            admission.job_finished(conn, job["account_id"])
             ledger.settle(conn, job["account_id"], job_id, job["price"], 1, 0)
             return job, False
         job = get_job(conn, principal, job_id)  # a worker claimed it meanwhile
