@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
+from castframe.errors import ApiError
+from castframe.jobs import accounts
+from castframe.jobs.accounts import Principal
+from castframe.jobs.service import Submission, insert_many, prepare
 from castframe.store.tables import idempotency_keys, jobs
 from tests.conftest import Api, body_for
 from tests.support.http import LoopbackServer
@@ -202,3 +207,71 @@ def test_active_job_cap(api_no_worker: Api) -> None:
     assert (third.status_code, third.json()["code"]) == (429, "too_many_active_jobs")
     other = api_no_worker.key("other")
     assert api_no_worker.generate(other, body_for(REF)).status_code == 202
+
+
+def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: Api) -> None:
+    """``insert_many`` (the group commit's transaction): a refusal writes nothing of its own
+    and does not disturb its neighbours."""
+    services = api_no_worker.services
+    poor, rich = api_no_worker.key("poor", credits=25), api_no_worker.key("rich")
+    with services.db.read() as conn:
+        poor_principal = accounts.resolve_key(conn, poor)[1]
+        rich_principal = accounts.resolve_key(conn, rich)[1]
+    assert poor_principal is not None and rich_principal is not None
+
+    def pending(principal: Principal, reference: str = REF) -> tuple[Principal, Submission]:
+        submission = prepare(body_for(reference), principal, services.settings, services.storage)
+        return principal, submission
+
+    batch = [
+        pending(poor_principal),
+        pending(rich_principal),
+        pending(poor_principal),
+        pending(poor_principal),  # 25 credits pay for two turbo jobs of 10
+        pending(rich_principal, "upload://upl_0000000000000000000000ff"),
+        pending(rich_principal),
+    ]
+    with services.db.write() as conn:
+        outcomes = insert_many(conn, batch, services.settings)
+    codes = [o.code if isinstance(o, ApiError) else "accepted" for o in outcomes]
+    assert codes == [
+        "accepted",
+        "accepted",
+        "accepted",
+        "insufficient_credits",
+        "upload_not_found",
+        "accepted",
+    ]
+    assert count_jobs(api_no_worker) == 4
+    for key, held in ((poor, 20), (rich, 20)):
+        account = api_no_worker.client.get("/v2/account", headers={"X-API-Key": key}).json()
+        assert (account["held"], account["activeJobs"]) == (held, 2)
+    # Each accepted job is the caller's own, queued, with its own fair-queue place.
+    accepted = [o for o in outcomes if not isinstance(o, ApiError)]
+    assert len({job["id"] for job in accepted}) == 4
+    poor_keys = [
+        outcome["queue_key"]
+        for outcome, (principal, _submission) in zip(outcomes, batch, strict=True)
+        if principal is poor_principal and not isinstance(outcome, ApiError)
+    ]
+    assert poor_keys[1] - poor_keys[0] == pytest.approx(1.0)
+
+
+def test_concurrent_submissions_are_each_answered_and_billed_once(api_no_worker: Api) -> None:
+    """Through the API's group commit: 16 overlapping submissions from an account that can pay
+    for 5 get exactly 5 acceptances and 11 clean 402s, with every accepted job held once."""
+    key = api_no_worker.key("burst", credits=50)
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(
+            pool.map(
+                lambda i: api_no_worker.generate(key, body_for(REF, prompt=f"scene {i}")),
+                range(16),
+            )
+        )
+    statuses = sorted(reply.status_code for reply in replies)
+    assert statuses == [202] * 5 + [402] * 11
+    assert {r.json()["code"] for r in replies if r.status_code == 402} == {"insufficient_credits"}
+    ids = {r.json()["jobId"] for r in replies if r.status_code == 202}
+    assert len(ids) == 5 == count_jobs(api_no_worker)
+    account = api_no_worker.client.get("/v2/account", headers={"X-API-Key": key}).json()
+    assert (account["held"], account["available"], account["activeJobs"]) == (50, 0, 5)

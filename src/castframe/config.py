@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(
         default=50, ge=1, description="Unfinished jobs an account may have at once."
     )
+    submit_batch_max: int = Field(
+        default=64,
+        ge=1,
+        description="Most concurrent submissions one API process writes in one transaction "
+        "(group commit: nothing waits for a batch to fill); 1 writes each on its own.",
+    )
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )

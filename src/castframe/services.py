@@ -9,6 +9,7 @@ from castframe.config import Settings
 from castframe.dispatch.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, Notifier, PostgresListener
 from castframe.dispatch.worker import Worker
 from castframe.engines.router import EngineRegistry, live_engine, validate_engine_settings
+from castframe.jobs.submitter import Submitter
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
@@ -28,6 +29,10 @@ class Services:
     worker: Worker | None = None
     sender: WebhookSender | None = None
     listener: PostgresListener | None = None
+    submitter: Submitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitter = Submitter(self.db, self.settings, self.job_notifier)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Services:

@@ -102,7 +102,7 @@ class World:
             ledger.add_entry(conn, self.principal.account_id, "topup", amount)
         self.topups += amount
 
-    def submit(self, speed: str, count: int) -> None:
+    def _submission(self, speed: str, count: int) -> service.Submission:
         body = {
             "prompt": "p",
             "model": "ideogram-character",
@@ -112,7 +112,10 @@ class World:
                 "rendering_speed": speed,
             },
         }
-        submission = service.prepare(body, self.principal, self.settings, self.storage)
+        return service.prepare(body, self.principal, self.settings, self.storage)
+
+    def submit(self, speed: str, count: int) -> None:
+        submission = self._submission(speed, count)
         try:
             with self.db.write() as conn:
                 self.jobs.append(
@@ -120,6 +123,17 @@ class World:
                 )
         except ApiError as error:
             assert error.code in ("insufficient_credits", "too_many_active_jobs")
+
+    def submit_batch(self, jobs: list[tuple[str, int]]) -> None:
+        """Several submissions in one transaction, as the API's group commit writes them."""
+        pending = [(self.principal, self._submission(speed, count)) for speed, count in jobs]
+        with self.db.write() as conn:
+            outcomes = service.insert_many(conn, pending, self.settings)
+        for outcome in outcomes:
+            if isinstance(outcome, ApiError):
+                assert outcome.code in ("insufficient_credits", "too_many_active_jobs")
+            else:
+                self.jobs.append(outcome["id"])
 
     def _claim(self, index: int, worker: str) -> dict[str, object] | None:
         if not self.jobs:
@@ -213,6 +227,14 @@ operation = st.one_of(
     st.tuples(st.just("topup"), st.integers(1, 80)),
     st.tuples(
         st.just("submit"), st.sampled_from(["turbo", "default", "quality"]), st.integers(1, 4)
+    ),
+    st.tuples(
+        st.just("submit_batch"),
+        st.lists(
+            st.tuples(st.sampled_from(["turbo", "default", "quality"]), st.integers(1, 4)),
+            min_size=1,
+            max_size=6,
+        ),
     ),
     st.tuples(st.just("complete"), st.integers(0, 50), st.integers(0, 4)),
     st.tuples(st.just("fail"), st.integers(0, 50)),

@@ -16,7 +16,8 @@ from castframe.catalog.ideogram_character import IdeogramCharacterRequest
 from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import get_job, insert, prepare
+from castframe.jobs.service import get_job, prepare
+from castframe.jobs.submitter import accepted_body
 from castframe.jobs.views import job_view
 from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
@@ -102,16 +103,12 @@ def read_job_view(services: Services, principal: Principal, job_id: str) -> dict
 
 
 def submit(services: Services, principal: Principal, body: Any, key: str | None) -> str:
-    """Prepare and insert the job; the idempotency record is completed in the same transaction."""
+    """Prepare and insert the job; the idempotency record is completed in the same transaction
+    (with other submissions of this moment: jobs/submitter.py)."""
     submission = prepare(body, principal, services.settings, services.storage)
-    with services.db.write() as conn:
-        job = insert(conn, principal, submission, services.settings)
-        response_body = json.dumps({"jobId": job["id"], "status": job["status"]})
-        if key:
-            idempotency.complete(conn, principal.account_id, key, 202, response_body)
-    services.job_notifier.notify()
+    job = services.submitter.submit(principal, submission, key)
     JOBS_SUBMITTED.labels(job["model"], job["engine"], job["mode"]).inc()
-    return response_body
+    return accepted_body(job)
 
 
 @router.post(

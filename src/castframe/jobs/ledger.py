@@ -11,7 +11,7 @@ available = balance - held. A unique (job_id, kind) constraint makes a second ca
 release of one job impossible, whatever a crashed and retried worker does.
 
 The account row carries the same two sums (``credits_balance``, ``credits_held``), moved in
-the entry's own transaction (by ``add_entry``; for a job's hold, by admission's UPDATE; for its
+the entry's own transaction (by ``add_entry``; for a job's hold, by admission's UPDATE (``record_holds``); for its
 capture and release, by ``settle``), so reading a balance is one row, not a scan of every entry
 the account ever had. ``ledger_balance`` recomputes them from the entries, for
 audits and for the tests that hold the two equal.
@@ -20,7 +20,7 @@ audits and for the tests that hold the two equal.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,9 +154,13 @@ def job_entries(conn: sa.Connection, job_id: str) -> dict[str, int]:
     return {kind: int(amount) for kind, amount in rows}
 
 
-def record_hold(conn: sa.Connection, account_id: str, job_id: str, price: int) -> None:
-    """Write a job's ``hold`` entry whose totals admission's own UPDATE has already moved."""
-    conn.execute(_INSERT_ENTRY, _entry(account_id, job_id, "hold", price, time.time()))
+def record_holds(conn: sa.Connection, holds: Sequence[tuple[str, str, int]]) -> None:
+    """Write jobs' ``hold`` entries, (account, job, price) each, in one statement; admission's
+    own UPDATE has already moved the totals."""
+    now = time.time()
+    conn.execute(
+        _INSERT_ENTRY, [_entry(account, job, "hold", price, now) for account, job, price in holds]
+    )
 
 
 def settle(

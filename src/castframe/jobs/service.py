@@ -12,6 +12,7 @@ import binascii
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from castframe.errors import ApiError, field_error
 from castframe.jobs import admission, ledger, states
 from castframe.jobs.accounts import Principal
 from castframe.jobs.characters import get_character
-from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload, insert_upload, new_upload
+from castframe.jobs.uploads import UPLOAD_SCHEME, existing_uploads, insert_uploads, new_upload
 from castframe.media.fetch import FetchError, check_url_syntax
 from castframe.media.images import ImageRejected, decode_image, parse_data_uri
 from castframe.media.storage import Storage
@@ -171,8 +172,65 @@ def insert(
 ) -> dict[str, Any]:
     """Write the job, take its active-job slot and hold its price.
 
-    Raises 402/429 ApiErrors (the caller's transaction then rolls back what was written).
+    Raises 404/402/429 ApiErrors (the caller's transaction then rolls back what was written).
     """
+    check_references(conn, principal, submission, _uploads_of(conn, [(principal, submission)]))
+    publish(conn, JOBS_CHANNEL)  # delivered at commit
+    job = admit(conn, principal, submission, settings)
+    # Admission locks the account row until the commit (see jobs/admission.py): only the job
+    # and its hold are written after it.
+    write_jobs(conn, [(submission, job)])
+    return job
+
+
+def insert_many(
+    conn: sa.Connection, pending: Sequence[tuple[Principal, Submission]], settings: Settings
+) -> list[dict[str, Any] | ApiError]:
+    """``insert`` for many submissions in one transaction (see store/group_commit.py).
+
+    Returns each one's job or the ApiError that refused it; a refused submission has written
+    nothing, because every check and the admission come before the first write. Accounts are
+    admitted in a fixed order (by id; each account's submissions in arrival order), so two
+    batches that lock the same account rows cannot deadlock.
+    """
+    outcomes: list[dict[str, Any] | ApiError | None] = [None] * len(pending)
+    known = _uploads_of(conn, pending)
+    admitted: list[tuple[Submission, dict[str, Any]]] = []
+    publish(conn, JOBS_CHANNEL)
+    order = sorted(range(len(pending)), key=lambda index: pending[index][0].account_id)
+    for index in order:
+        principal, submission = pending[index]
+        try:
+            check_references(conn, principal, submission, known)
+            job = admit(conn, principal, submission, settings)
+        except ApiError as refused:
+            outcomes[index] = refused
+            continue
+        outcomes[index] = job
+        admitted.append((submission, job))
+    write_jobs(conn, admitted)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _uploads_of(
+    conn: sa.Connection, pending: Sequence[tuple[Principal, Submission]]
+) -> set[tuple[str, str]]:
+    """(account, upload id) of the uploads these submissions name that exist: one query."""
+    wanted = {
+        (principal.account_id, upload_id)
+        for principal, submission in pending
+        for _path, upload_id in submission.upload_refs
+    }
+    return existing_uploads(conn, wanted) if wanted else set()
+
+
+def check_references(
+    conn: sa.Connection,
+    principal: Principal,
+    submission: Submission,
+    known_uploads: set[tuple[str, str]],
+) -> None:
+    """The saved character and the uploads a submission names must be the caller's (404s)."""
     character_id = submission.params.get("character_id")
     if character_id:
         character = get_character(conn, principal.account_id, character_id)
@@ -184,17 +242,18 @@ def insert(
             )
         submission.params["character_reference_image"] = UPLOAD_SCHEME + character["upload_id"]
     for path, upload_id in submission.upload_refs:
-        if get_upload(conn, principal.account_id, upload_id) is None:
+        if (principal.account_id, upload_id) not in known_uploads:
             raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
-    for row in submission.new_uploads:
-        insert_upload(conn, row)
+
+
+def admit(
+    conn: sa.Connection, principal: Principal, submission: Submission, settings: Settings
+) -> dict[str, Any]:
+    """Take the job's slot and hold its price (402/429 if not); returns the job row to write."""
     now = time.time()
-    publish(conn, JOBS_CHANNEL)  # delivered at commit
-    # Admission locks the account row until the commit (see jobs/admission.py): only the job
-    # and its hold are written after it.
     limit = principal.max_active_jobs or settings.max_active_jobs
     queue_key = admission.admit(conn, principal.account_id, submission.price, limit, now)
-    job: dict[str, Any] = {
+    return {
         "id": str(uuid.uuid4()),
         "account_id": principal.account_id,
         "api_key_id": principal.key_id,
@@ -225,10 +284,19 @@ def insert(
         "webhook_key_hash": principal.key_hash,
         "queue_key": queue_key,
     }
-    conn.execute(INSERT_JOB, job)
-    if submission.price > 0:
-        ledger.record_hold(conn, principal.account_id, job["id"], submission.price)
-    return job
+
+
+def write_jobs(conn: sa.Connection, admitted: Sequence[tuple[Submission, dict[str, Any]]]) -> None:
+    """Admitted jobs' rows: their new uploads, the jobs, their holds (a statement per table)."""
+    if not admitted:
+        return
+    uploads = [row for submission, _job in admitted for row in submission.new_uploads]
+    if uploads:
+        insert_uploads(conn, uploads)
+    conn.execute(INSERT_JOB, [job for _submission, job in admitted])
+    holds = [(job["account_id"], job["id"], job["price"]) for _s, job in admitted if job["price"]]
+    if holds:
+        ledger.record_holds(conn, holds)
 
 
 def get_job(conn: sa.Connection, principal: Principal, job_id: str) -> dict[str, Any]:

@@ -34,7 +34,27 @@ def new_upload(storage: Storage, account_id: str, image: DecodedImage) -> dict[s
 
 
 def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
-    conn.execute(uploads.insert().values(**row))
+    insert_uploads(conn, [row])
+
+
+def insert_uploads(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(_INSERT_UPLOAD, rows)
+
+
+_INSERT_UPLOAD = uploads.insert()
+
+
+def existing_uploads(conn: sa.Connection, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (account, upload id) pairs exist, in one query."""
+    rows = conn.execute(
+        _UPLOADS_AMONG, {"ids": sorted({upload_id for _account, upload_id in wanted})}
+    ).all()
+    return {(str(account), str(upload_id)) for upload_id, account in rows} & wanted
+
+
+_UPLOADS_AMONG = sa.select(uploads.c.id, uploads.c.account_id).where(
+    uploads.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def get_upload(conn: sa.Connection, account_id: str, upload_id: str) -> dict[str, Any] | None:

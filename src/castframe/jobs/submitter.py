@@ -1,0 +1,79 @@
+"""Getting accepted submissions into the database: one transaction for those that overlap.
+
+``POST /v2/images/generate`` validates on its own (``service.prepare``); what is left is a
+few tiny statements per job, and under load the transaction around them costs as much as they
+do. The submitter writes concurrent submissions of this process through one group commit
+(store/group_commit.py): each caller still gets its own job, its own 402/404/429, and its own
+idempotency record, written in the same transaction as its job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from castframe.config import Settings
+from castframe.dispatch.notify import Notifier
+from castframe.errors import ApiError
+from castframe.jobs import idempotency
+from castframe.jobs.accounts import Principal
+from castframe.jobs.service import Submission, insert, insert_many
+from castframe.store.db import Database
+from castframe.store.group_commit import GroupCommit
+
+
+def accepted_body(job: dict[str, Any]) -> str:
+    """The 202 body of an accepted submission (also what an idempotent replay returns)."""
+    return json.dumps({"jobId": job["id"], "status": job["status"]})
+
+
+@dataclass(frozen=True)
+class _Pending:
+    principal: Principal
+    submission: Submission
+    idempotency_key: str | None
+
+
+class Submitter:
+    def __init__(self, db: Database, settings: Settings, job_notifier: Notifier) -> None:
+        self.db = db
+        self.settings = settings
+        self.job_notifier = job_notifier
+        self.group: GroupCommit[_Pending, dict[str, Any]] = GroupCommit(
+            self._write_batch, self._write_one, max_batch=settings.submit_batch_max
+        )
+
+    def submit(
+        self, principal: Principal, submission: Submission, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        """Write the job (with others waiting at the same moment); raises its ApiError."""
+        return self.group.submit(_Pending(principal, submission, idempotency_key))
+
+    def _write_batch(self, batch: Sequence[_Pending]) -> list[dict[str, Any] | ApiError]:
+        with self.db.write() as conn:
+            outcomes = insert_many(
+                conn, [(item.principal, item.submission) for item in batch], self.settings
+            )
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if item.idempotency_key and isinstance(outcome, dict):
+                    idempotency.complete(
+                        conn,
+                        item.principal.account_id,
+                        item.idempotency_key,
+                        202,
+                        accepted_body(outcome),
+                    )
+        self.job_notifier.notify()
+        return outcomes
+
+    def _write_one(self, item: _Pending) -> dict[str, Any]:
+        with self.db.write() as conn:
+            job = insert(conn, item.principal, item.submission, self.settings)
+            if item.idempotency_key:
+                idempotency.complete(
+                    conn, item.principal.account_id, item.idempotency_key, 202, accepted_body(job)
+                )
+        self.job_notifier.notify()
+        return job

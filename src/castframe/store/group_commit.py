@@ -1,0 +1,94 @@
+"""Group commit: many threads' small writes share one transaction.
+
+Under load, a job's own work in the database is a handful of tiny statements; the transaction
+around them (begin, commit, the round trips, the wake-up announcement) costs as much again.
+``GroupCommit`` lets the threads that are waiting to write at the same moment share one: the
+first caller to find no flush in progress becomes the leader and writes everything queued so
+far through ``write_batch``; the others wait for their own results. Nothing waits for a batch
+to fill, so a lone caller is written at once (latency is unchanged when idle) and batches grow
+only as far as callers actually overlap.
+
+``write_batch`` returns one outcome per item: a value, or an exception that belongs to that
+item alone (a refused submission). If the batch itself fails (the transaction raised), every
+item is written again on its own through ``write_one``, so one poisoned item can neither fail
+its neighbours nor be silently lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Waiter(Generic[Item]):
+    item: Item
+    done: bool = False
+    value: object = None
+    error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    def __init__(
+        self,
+        write_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
+        write_one: Callable[[Item], Result],
+        max_batch: int = 64,
+    ) -> None:
+        self._write_batch = write_batch
+        self._write_one = write_one
+        self._max_batch = max_batch
+        self._condition = threading.Condition()
+        self._queued: list[_Waiter[Item]] = []
+        self._flushing = False
+        self.batches = 0
+        """Batches written so far (for tests and metrics)."""
+
+    def submit(self, item: Item) -> Result:
+        """Write ``item`` (with whatever else is waiting) and return its result, or raise."""
+        waiter = _Waiter(item)
+        with self._condition:
+            self._queued.append(waiter)
+            while not waiter.done:
+                if self._flushing:
+                    self._condition.wait()
+                    continue
+                self._flushing = True
+                batch = self._queued[: self._max_batch]
+                del self._queued[: self._max_batch]
+                self._condition.release()
+                try:
+                    self._flush(batch)
+                finally:
+                    self._condition.acquire()
+                    self._flushing = False
+                    self._condition.notify_all()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value  # type: ignore[return-value]
+
+    def _flush(self, batch: list[_Waiter[Item]]) -> None:
+        self.batches += 1
+        try:
+            outcomes = self._write_batch([waiter.item for waiter in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError("write_batch returned the wrong number of outcomes")
+        except Exception:
+            outcomes = [self._write_alone(waiter.item) for waiter in batch]
+        for waiter, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                waiter.error = outcome
+            else:
+                waiter.value = outcome
+            waiter.done = True
+
+    def _write_alone(self, item: Item) -> Result | BaseException:
+        try:
+            return self._write_one(item)
+        except Exception as exc:  # the item's own failure goes back to its own caller
+            return exc

@@ -1,0 +1,157 @@
+"""Group commit: callers that overlap share a batch, and each gets its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from castframe.store.group_commit import GroupCommit
+
+
+class Refused(Exception):
+    pass
+
+
+class Recorder:
+    """A write_batch that records its batches and can hold the first one open."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.alone: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+
+    def write_batch(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        self.entered.set()
+        self.release.wait(10)
+        if 13 in items:
+            raise RuntimeError("the transaction failed")
+        return [Refused(f"no {item}") if item < 0 else item * 10 for item in items]
+
+    def write_one(self, item: int) -> int:
+        self.alone.append(item)
+        if item == 13:
+            raise Refused("13 is poisoned")
+        return item * 10
+
+
+def run_concurrently(group: GroupCommit[int, int], items: list[int]) -> dict[int, object]:
+    results: dict[int, object] = {}
+
+    def call(item: int) -> None:
+        try:
+            results[item] = group.submit(item)
+        except Exception as exc:
+            results[item] = exc
+
+    threads = [threading.Thread(target=call, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_a_lone_caller_is_written_at_once() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.write_batch, recorder.write_one)
+    assert group.submit(4) == 40
+    assert recorder.batches == [[4]]
+
+
+def test_callers_that_arrive_during_a_flush_share_the_next_batch() -> None:
+    recorder = Recorder(hold_first=True)
+    group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one)
+    first = threading.Thread(target=group.submit, args=(1,))
+    first.start()
+    assert recorder.entered.wait(5)
+    # While batch [1] is being written, five more callers queue up behind it.
+    waiting = run_in_background(group, [2, 3, 4, 5, 6])
+    wait_until(lambda: len(group._queued) == 5)
+    recorder.release.set()
+    first.join(5)
+    results = waiting()
+    assert results == {2: 20, 3: 30, 4: 40, 5: 50, 6: 60}
+    assert recorder.batches[0] == [1]
+    assert sorted(recorder.batches[1]) == [2, 3, 4, 5, 6]
+    assert group.batches == 2
+
+
+def test_batches_are_capped() -> None:
+    recorder = Recorder(hold_first=True)
+    group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one, 2)
+    first = threading.Thread(target=group.submit, args=(1,))
+    first.start()
+    assert recorder.entered.wait(5)
+    waiting = run_in_background(group, [2, 3, 4, 5, 6])
+    wait_until(lambda: len(group._queued) == 5)
+    recorder.release.set()
+    first.join(5)
+    assert waiting() == {2: 20, 3: 30, 4: 40, 5: 50, 6: 60}
+    assert all(len(batch) <= 2 for batch in recorder.batches)
+
+
+def test_an_items_own_refusal_reaches_only_its_caller() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.write_batch, recorder.write_one)
+    results = run_concurrently(group, [1, -2, 3])
+    assert results[1] == 10 and results[3] == 30
+    assert isinstance(results[-2], Refused)
+    assert recorder.alone == []  # refusals are outcomes, not batch failures
+
+
+def test_a_failed_batch_is_written_item_by_item() -> None:
+    recorder = Recorder(hold_first=True)
+    group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one)
+    first = threading.Thread(target=group.submit, args=(1,))
+    first.start()
+    assert recorder.entered.wait(5)
+    waiting = run_in_background(group, [12, 13, 14])
+    wait_until(lambda: len(group._queued) == 3)
+    recorder.release.set()
+    first.join(5)
+    results = waiting()
+    # The batch with the poisoned 13 failed as a whole; each item was then written alone, so
+    # 12 and 14 still succeed and only 13's caller sees its error.
+    assert results[12] == 120 and results[14] == 140
+    assert isinstance(results[13], Refused)
+    assert sorted(recorder.alone) == [12, 13, 14]
+
+
+def test_a_write_batch_that_miscounts_falls_back_too() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: [], lambda item: item + 1)
+    assert group.submit(1) == 2
+
+
+def run_in_background(
+    group: GroupCommit[int, int], items: list[int]
+) -> Callable[[], dict[int, object]]:
+    """Start callers in the background; returns a function that waits for their results."""
+    results: dict[int, object] = {}
+    done = threading.Event()
+
+    def runner() -> None:
+        results.update(run_concurrently(group, items))
+        done.set()
+
+    threading.Thread(target=runner).start()
+
+    def join() -> dict[int, object]:
+        assert done.wait(10)
+        return results
+
+    return join
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached")
+        time.sleep(0.001)
