@@ -10,7 +10,8 @@ With an engine of fixed, tiny cost (benchmarks/fixed_engine.py), in one run:
     python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100] [--workers 1 2 4]
                                      [--inline]
 
-CASTFRAME_KEY_CACHE_SECONDS in the environment is passed to the API processes (default 0).
+CASTFRAME_KEY_CACHE_SECONDS and CASTFRAME_SUBMIT_BATCH_MAX in the environment are passed to the
+API processes (unset: the server's defaults, a 5 s key cache on PostgreSQL and batches of 64).
 
 (Named queue_bench.py, not queue.py: a queue.py here would shadow the standard library's
 `queue` module for every script in this folder.)
@@ -73,10 +74,12 @@ class Stack:
                 "CASTFRAME_MAX_ACTIVE_JOBS": "100000",
                 "CASTFRAME_SECRET_KEY": "bench",
                 "CASTFRAME_LOG_FORMAT": "text",
-                "CASTFRAME_KEY_CACHE_SECONDS": os.environ.get("CASTFRAME_KEY_CACHE_SECONDS", "0"),
                 "PYTHONPATH": str(ROOT),
             }
         )
+        for name in ("CASTFRAME_KEY_CACHE_SECONDS", "CASTFRAME_SUBMIT_BATCH_MAX"):
+            if name in os.environ:
+                self.env[name] = os.environ[name]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def run(self, *args: str) -> str:
@@ -169,6 +172,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def wait_until_idle(pids: list[int], timeout: float = 60.0) -> None:
+    """Until these processes have finished starting (imports, connections): their CPU stops
+    moving. Otherwise their start-up would be counted as, and compete with, the work."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = cpu_seconds(pids)
+        if after - before < 0.05 * max(1, len(pids)):
+            return
+        before = after
+    raise SystemExit("processes did not settle")
+
+
 def postgres_pids() -> list[int]:
     """The local PostgreSQL server's processes (its backends do the database's share)."""
     pids = []
@@ -254,10 +271,10 @@ def throughput(url: str, workers: int, count: int, root: Path, inline: bool) -> 
             stack.spawn("worker", "--concurrency", "4")
         reference = TINY_PNG_URI if inline else upload_reference(apis[0], key)
         bodies = [json.dumps(body(index, reference)).encode() for index in range(count)]
-        time.sleep(2.0)
         load = LoadGenerator(apis, {"X-API-Key": key}, connections=32)
         api_pids = [proc.pid for proc in stack.procs[:2]]
         worker_pids = [proc.pid for proc in stack.procs[2:]]
+        wait_until_idle(api_pids + worker_pids)
         pg_pids = postgres_pids()
         cpu_before = [cpu_seconds(api_pids), cpu_seconds(worker_pids), cpu_seconds(pg_pids)]
         load_before = time.process_time()
@@ -343,7 +360,7 @@ def main() -> None:
                     base = stack.server("--no-worker") if separate else stack.server()
                     if separate:
                         stack.spawn("worker", "--concurrency", "1")
-                        time.sleep(2.0)
+                    wait_until_idle([proc.pid for proc in stack.procs])
                     values = dispatch_latency(stack, base, key, args.latency_jobs, url)
                 finally:
                     stack.stop()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from castframe.errors import ERROR_CODES
-from tests.conftest import Api, body_for, open_api
+from castframe.jobs.accounts import hash_key
+from castframe.store.tables import api_keys
+from tests.conftest import Api, body_for, open_api, truncate_all
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, data_uri, decode, png_bytes
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
@@ -420,18 +427,36 @@ def test_auth_errors(api_no_worker: Api) -> None:
     assert (revoked.status_code, revoked.json()["code"]) == (401, "invalid_api_key")
 
 
-def test_key_cache_bounds_how_long_a_revoked_key_keeps_working(
+def test_a_key_revoked_in_this_process_stops_working_at_once(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     from castframe.jobs import accounts
 
-    with open_api(tmp_path, sqlite_url, run_worker=False, key_cache_seconds=0.5) as api:
-        key, fresh = api.key(), api.key("fresh")
+    with open_api(tmp_path, sqlite_url, run_worker=False, key_cache_seconds=60) as api:
+        key = api.key()
         assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
         with api.services.db.write() as conn:
             row = accounts.find_key(conn, key)
             assert row is not None
             accounts.revoke_key(conn, row["id"])
+        # Cached a moment ago for a minute, but the change was made here: forgotten at once.
+        revoked = api.client.get("/v2/jobs", headers={"X-API-Key": key})
+        assert (revoked.status_code, revoked.json()["code"]) == (401, "invalid_api_key")
+
+
+def test_key_cache_bounds_how_long_a_key_changed_elsewhere_keeps_working(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """On SQLite nothing announces another process's change: the TTL bounds it."""
+    with open_api(tmp_path, sqlite_url, run_worker=False, key_cache_seconds=0.5) as api:
+        key, fresh = api.key(), api.key("fresh")
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
+        with api.services.db.write() as conn:  # what another process's revocation writes
+            conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.key_hash == hash_key(key))
+                .values(revoked_at=time.time())
+            )
         # Revoked in the database, but this process looked it up a moment ago.
         assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
         assert api.client.get("/v2/jobs", headers={"X-API-Key": fresh}).status_code == 200
@@ -440,6 +465,31 @@ def test_key_cache_bounds_how_long_a_revoked_key_keeps_working(
         assert (expired.status_code, expired.json()["code"]) == (401, "invalid_api_key")
         # Failures are never cached: the next lookup still reads the database.
         assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_a_key_revoked_by_the_cli_stops_working_everywhere_within_moments(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """On PostgreSQL the CLI's revocation (another process) clears every API's cache."""
+    truncate_all(postgres_url)
+    with open_api(tmp_path, postgres_url, run_worker=False, key_cache_seconds=600) as api:
+        key = api.key()
+        # The listener is up once its first (re)connect has run its handlers.
+        wait_until(lambda: api.services.listener is not None, timeout=10)
+        time.sleep(0.5)
+        assert api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 200
+        subprocess.run(
+            [sys.executable, "-m", "castframe.cli", "keys", "revoke", key],
+            env={**os.environ, "CASTFRAME_DATABASE_URL": postgres_url},
+            check=True,
+            capture_output=True,
+        )
+        started = time.monotonic()
+        wait_until(
+            lambda: api.client.get("/v2/jobs", headers={"X-API-Key": key}).status_code == 401,
+            timeout=10,
+        )
+        assert time.monotonic() - started < 5  # the notification, not the 600 s TTL
 
 
 def test_accounts_are_isolated(api_no_worker: Api) -> None:

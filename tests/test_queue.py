@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
@@ -146,3 +148,44 @@ def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
     final = api.get_job(key, job_id)
     assert final["status"] == "CANCELED"
     assert final["creditCost"] == 0
+
+
+def test_claim_many_takes_a_fair_batch_once(api_no_worker: Api) -> None:
+    api = api_no_worker
+    busy, quiet = api.key("busy"), api.key("quiet")
+    busy_ids = _submit(api, busy, "https://example.com/a.png", 4)
+    [quiet_id] = _submit(api, quiet, "https://example.com/a.png")
+    with api.services.db.write() as conn:
+        first = queue.claim_many(conn, "w1", lease_seconds=30, limit=3)
+    # Fair-queue order: busy's first job, then quiet's single job before busy's backlog.
+    assert [job["id"] for job in first] == [busy_ids[0], quiet_id, busy_ids[1]]
+    assert {(job["status"], job["lease_owner"], job["attempts"]) for job in first} == {
+        ("PROCESSING", "w1", 1)
+    }
+    with api.services.db.write() as conn:
+        second = queue.claim_many(conn, "w2", lease_seconds=30, limit=10)
+        assert queue.claim_many(conn, "w3", lease_seconds=30, limit=10) == []
+    assert [job["id"] for job in second] == busy_ids[2:]
+
+
+def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
+    """Four claimers at once (SKIP LOCKED on PostgreSQL, the write lock on SQLite)."""
+    api = api_no_worker
+    key = api.key()
+    ids = _submit(api, key, "https://example.com/a.png", 24)
+    start = threading.Barrier(4)
+
+    def claimer(name: str) -> list[str]:
+        taken: list[str] = []
+        start.wait()
+        while True:
+            with api.services.db.write() as conn:
+                batch = queue.claim_many(conn, name, lease_seconds=30, limit=4)
+            if not batch:
+                return taken
+            taken.extend(job["id"] for job in batch)
+
+    with ThreadPoolExecutor(4) as pool:
+        shares = list(pool.map(claimer, ["a", "b", "c", "d"]))
+    claimed = [job_id for share in shares for job_id in share]
+    assert sorted(claimed) == sorted(ids)  # every job exactly once

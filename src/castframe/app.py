@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from castframe import __version__
 from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
 from castframe.api.errors import install_error_handlers
-from castframe.api.keycache import KeyCache
 from castframe.api.middleware import RequestContextMiddleware
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
@@ -45,7 +44,7 @@ def create_app(
         if with_worker:
             built.start_worker()
         built.start_sender()
-        built.start_listener(jobs=with_worker, webhooks=True)
+        built.start_listener(jobs=with_worker, webhooks=True, keys=True)
         try:
             yield
         finally:
@@ -55,7 +54,6 @@ def create_app(
         title="Castframe", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     install_error_handlers(app)
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):
         app.include_router(module.router)

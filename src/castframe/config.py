@@ -77,11 +77,12 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Submissions per second per key (token refill)."
     )
     rate_limit_burst: int = Field(default=20, ge=1, description="Token bucket size per key.")
-    key_cache_seconds: float = Field(
-        default=0.0,
+    key_cache_seconds: float | None = Field(
+        default=None,
         ge=0,
-        description="Reuse an API-key lookup for this long in each API process (0 = never); "
-        "a revoked key works there for at most this long.",
+        description="Reuse an API-key lookup for this long in each API process (0 = never). "
+        "Unset: 5 on PostgreSQL, where a key change clears every process's cache at once; 0 "
+        "on SQLite, where a change made by another process (the CLI) would only show after it.",
     )
     max_active_jobs: int = Field(
         default=50, ge=1, description="Unfinished jobs an account may have at once."
@@ -166,6 +167,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'castframe.db').resolve()}"
+
+    @property
+    def resolved_key_cache_seconds(self) -> float:
+        if self.key_cache_seconds is not None:
+            return self.key_cache_seconds
+        return 5.0 if self.resolved_database_url.startswith("postgres") else 0.0
 
     @property
     def resolved_public_url(self) -> str:

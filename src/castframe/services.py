@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from castframe.config import Settings
-from castframe.dispatch.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, Notifier, PostgresListener
+from castframe.dispatch.notify import (
+    JOBS_CHANNEL,
+    KEYS_CHANNEL,
+    WEBHOOKS_CHANNEL,
+    Notifier,
+    PostgresListener,
+)
 from castframe.dispatch.worker import Worker
 from castframe.engines.router import EngineRegistry, live_engine, validate_engine_settings
+from castframe.jobs.keycache import KeyCache
 from castframe.jobs.submitter import Submitter
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
@@ -30,9 +38,11 @@ class Services:
     sender: WebhookSender | None = None
     listener: PostgresListener | None = None
     submitter: Submitter = field(init=False)
+    key_cache: KeyCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.submitter = Submitter(self.db, self.settings, self.job_notifier)
+        self.key_cache = KeyCache(self.settings.resolved_key_cache_seconds)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Services:
@@ -48,15 +58,18 @@ class Services:
             )
         return cls(settings=settings, db=db, storage=storage, engines=EngineRegistry(settings))
 
-    def start_listener(self, jobs: bool, webhooks: bool) -> None:
-        """On PostgreSQL, wake this process's worker/sender on other processes' NOTIFYs."""
-        if not self.db.is_postgres or not (jobs or webhooks):
+    def start_listener(self, jobs: bool, webhooks: bool, keys: bool = False) -> None:
+        """On PostgreSQL, act on other processes' NOTIFYs: wake this process's worker or
+        sender, drop its cached key lookups."""
+        if not self.db.is_postgres or not (jobs or webhooks or keys):
             return
-        routes = {}
+        routes: dict[str, Callable[[], None]] = {}
         if jobs:
-            routes[JOBS_CHANNEL] = self.job_notifier
+            routes[JOBS_CHANNEL] = self.job_notifier.notify
         if webhooks:
-            routes[WEBHOOKS_CHANNEL] = self.webhook_notifier
+            routes[WEBHOOKS_CHANNEL] = self.webhook_notifier.notify
+        if keys:
+            routes[KEYS_CHANNEL] = self.key_cache.clear
         self.listener = PostgresListener(self.db.url, routes)
         self.listener.start()
 

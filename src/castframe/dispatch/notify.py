@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -21,6 +22,8 @@ log = logging.getLogger("castframe.notify")
 
 JOBS_CHANNEL = "castframe_jobs"
 WEBHOOKS_CHANNEL = "castframe_webhooks"
+KEYS_CHANNEL = "castframe_keys"
+"""API keys or their accounts changed: API processes drop their cached key lookups."""
 
 
 class Notifier:
@@ -62,9 +65,14 @@ _NOTIFY = sa.text("SELECT pg_notify(:channel, '')")
 
 
 class PostgresListener:
-    """``LISTEN`` on channels and turn notifications into local wake-ups; reconnects forever."""
+    """``LISTEN`` on channels and call each channel's handler; reconnects forever.
 
-    def __init__(self, dsn: str, routes: dict[str, Notifier]) -> None:
+    Every handler also runs once each time the connection is (re)established: whatever was
+    announced while nobody listened is then treated as announced (a spurious wake-up, a cache
+    dropped once), never as missed.
+    """
+
+    def __init__(self, dsn: str, routes: dict[str, Callable[[], None]]) -> None:
         self.dsn = dsn.replace("postgresql+psycopg://", "postgresql://", 1)
         self.routes = routes
         self._stopping = threading.Event()
@@ -87,11 +95,13 @@ class PostgresListener:
                     for channel in self.routes:
                         conn.execute(f"LISTEN {channel}")
                     backoff = 0.5
+                    for handler in self.routes.values():
+                        handler()
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            notifier = self.routes.get(note.channel)
-                            if notifier:
-                                notifier.notify()
+                            routed = self.routes.get(note.channel)
+                            if routed is not None:
+                                routed()
             except Exception as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 time.sleep(backoff)

@@ -14,6 +14,7 @@ job or charge again.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,8 +28,11 @@ from castframe.webhooks import outbox
 def _build_claim(postgres: bool) -> sa.Update:
     """The claim statement, built once per dialect; every value is a parameter.
 
-    The lowest due key of the fair queue (jobs/admission.py) through ``ix_jobs_claim``: a
-    claim reads a handful of index entries however deep the backlog is.
+    The lowest due keys of the fair queue (jobs/admission.py) through ``ix_jobs_claim``: a
+    claim reads a handful of index entries however deep the backlog is. On PostgreSQL the pick
+    is a materialised CTE, run exactly once: as an ``IN (subquery)`` the planner may make it
+    the inner side of a semi-join and rerun its ``LIMIT ... FOR UPDATE SKIP LOCKED`` per outer
+    row, which picks wrong rows.
     """
     now = sa.bindparam("now", type_=sa.Float)
     candidate = jobs.alias("candidate")
@@ -36,13 +40,16 @@ def _build_claim(postgres: bool) -> sa.Update:
         sa.select(candidate.c.id)
         .where(candidate.c.status == states.QUEUED, candidate.c.run_after <= now)
         .order_by(candidate.c.queue_key)
-        .limit(1)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     if postgres:
-        pick = pick.with_for_update(skip_locked=True)
+        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        chosen = jobs.c.id == picked.c.id
+    else:
+        chosen = jobs.c.id.in_(pick.scalar_subquery())
     return (
         jobs.update()
-        .where(jobs.c.id == pick.scalar_subquery(), jobs.c.status == states.QUEUED)
+        .where(chosen, jobs.c.status == states.QUEUED)
         .values(
             status=states.PROCESSING,
             lease_owner=sa.bindparam("worker_id", type_=sa.String),
@@ -64,25 +71,38 @@ def claim(
     lease_seconds: float,
     now: float | None = None,
 ) -> dict[str, Any] | None:
-    """Take the next due job (fairly across accounts) with a lease, or None.
+    """Take the next due job (fairly across accounts) with a lease, or None."""
+    claimed = claim_many(conn, worker_id, lease_seconds, 1, now)
+    return claimed[0] if claimed else None
+
+
+def claim_many(
+    conn: sa.Connection,
+    worker_id: str,
+    lease_seconds: float,
+    limit: int,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Take up to ``limit`` due jobs, in fair-queue order, with a lease: one statement.
 
     Jobs whose worker died come back through ``requeue_expired``.
     """
     now = time.time() if now is None else now
     statement = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    row = (
+    rows = (
         conn.execute(
             statement,
             {
                 "now": now,
                 "worker_id": worker_id,
                 "lease_until": now + lease_seconds,
+                "limit": max(1, limit),
             },
         )
         .mappings()
-        .first()
+        .all()
     )
-    return dict(row) if row else None
+    return sorted((dict(row) for row in rows), key=lambda job: float(job["queue_key"]))
 
 
 def extend_leases(
@@ -155,31 +175,48 @@ def complete(
     """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
 
     False (and nothing written) if the lease was lost or a cancellation was asked for; the
-    caller tells the two apart with ``cancel_requested``. The account's row is written at the end
-    (``ledger.settle``: slot and credit totals in one UPDATE), so its lock, which the account's
-    submissions also need, is held only until the commit that follows.
+    caller tells the two apart with ``cancel_requested``.
     """
-    requested = int(job["params"]["num_images"])
-    charged = ledger.split_charge(int(job["price"]), requested, delivered)[0]
-    if not _finish(
-        conn,
-        job,
-        worker_id,
-        {
+    return complete_many(conn, worker_id, [(job, result, delivered)])[0]
+
+
+def complete_many(
+    conn: sa.Connection,
+    worker_id: str,
+    finished: Sequence[tuple[dict[str, Any], dict[str, Any], int]],
+) -> list[bool]:
+    """``complete`` for several (job, result, delivered) in one transaction; one bool each.
+
+    Job rows are written first (in id order), the accounts' rows last (``ledger.settle_many``:
+    one UPDATE per account, in id order), so the account locks, which submissions also need,
+    are held only until the commit that follows, and concurrent batches cannot deadlock.
+    """
+    outcomes = [False] * len(finished)
+    closings: list[ledger.Closing] = []
+    now = time.time()
+    for index in sorted(range(len(finished)), key=lambda i: str(finished[i][0]["id"])):
+        job, result, delivered = finished[index]
+        requested = int(job["params"]["num_images"])
+        charged = ledger.split_charge(int(job["price"]), requested, delivered)[0]
+        values = {
             "status": states.COMPLETED,
             "progress": 100,
             "result": result,
-            "completed_at": time.time(),
+            "completed_at": now,
             "error_message": None,
             "charged": charged,
             "delivered": delivered,
-        },
-        _COMPLETE,
-    ):
-        return False
-    outbox.enqueue(conn, job, "completed")
-    ledger.settle(conn, job["account_id"], job["id"], job["price"], requested, delivered)
-    return True
+        }
+        if _finish(conn, job, worker_id, values, _COMPLETE):
+            outcomes[index] = True
+            outbox.enqueue(conn, job, "completed")
+            closings.append(
+                ledger.Closing(
+                    job["account_id"], job["id"], int(job["price"]), requested, delivered
+                )
+            )
+    ledger.settle_many(conn, closings)
+    return outcomes
 
 
 def fail(
@@ -211,7 +248,7 @@ def fail(
     elif not _finish(conn, job, worker_id, values):
         return False
     outbox.enqueue(conn, job, "failed")
-    ledger.settle(conn, job["account_id"], job["id"], job["price"], 1, 0)
+    ledger.settle(conn, job["account_id"], job["id"], int(job["price"]), 1, 0)
     return True
 
 

@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,21 @@ from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store.db import Database
+from castframe.store.group_commit import GroupCommit
 
 log = logging.getLogger("castframe.worker")
 
 PROGRESS_WRITE_INTERVAL = 0.25
 CANCEL_CHECK_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job whose engine is done and whose outputs are stored, waiting to be completed."""
+
+    job: dict[str, Any]
+    result: dict[str, Any]
+    delivered: int
 
 
 @dataclass
@@ -93,8 +105,14 @@ class Worker:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, dict[str, Any]] = {}
+        """Every job this worker holds a lease on: running, or claimed and waiting for a slot."""
+        self._ready: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
         self._last_reap = 0.0
+        self.completions: GroupCommit[Finished, str] = GroupCommit(
+            self._complete_batch, self._complete_one, max_batch=self.concurrency
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,18 +152,43 @@ class Worker:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                job = self._claim()
+                job = self._next_job()
             except Exception:
                 log.exception("claiming a job failed; retrying shortly")
                 job = None
             if job is None:
                 self.notifier.wait(self.settings.poll_interval)
                 continue
-            # There may be more where this came from: let one more idle slot look.
-            self.notifier.notify()
             self.run_job(job)
 
-    def _claim(self) -> dict[str, Any] | None:
+    def _next_job(self) -> dict[str, Any] | None:
+        """A job claimed earlier for an idle slot, or a fresh batch for all the idle slots.
+
+        After a claim, idle slots are woken for the rest of the batch, plus one more only if
+        the batch came back full (the queue may hold more): a slot woken for nothing would
+        spend a claim transaction finding that out, for every job, under a steady trickle.
+        """
+        with self._lock:
+            if self._ready:
+                return self._ready.popleft()
+        # One claimer at a time, so a batch is sized by the slots that are really free.
+        with self._claim_lock:
+            with self._lock:
+                if self._ready:
+                    return self._ready.popleft()
+                free = self.concurrency - len(self._running)
+            if free <= 0:
+                return None
+            claimed = self._claim(free)
+            with self._lock:
+                for job in claimed:
+                    self._running[job["id"]] = job
+                self._ready.extend(claimed[1:])
+        for _ in range(len(claimed) - 1 + (len(claimed) == free)):
+            self.notifier.notify()
+        return claimed[0] if claimed else None
+
+    def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = time.monotonic()
         with self.db.write() as conn:
             if now - self._last_reap > self.settings.poll_interval:
@@ -155,11 +198,7 @@ class Worker:
                 queue.requeue_expired(conn, self.settings.max_attempts)
                 if queue.reap_abandoned(conn, self.settings.max_attempts):
                     self.webhook_notifier.notify()
-            job = queue.claim(conn, self.worker_id, self.settings.lease_seconds)
-        if job is not None:
-            with self._lock:
-                self._running[job["id"]] = job
-        return job
+            return queue.claim_many(conn, self.worker_id, self.settings.lease_seconds, limit)
 
     def _heartbeat(self) -> None:
         interval = self.settings.lease_seconds / 3
@@ -215,11 +254,10 @@ class Worker:
                 result = engine.generate(request, hooks)
             scores = self._consistency(job, request, result)
             stored = self._store_outputs(job, result, scores)
-            with self.db.write() as conn:
-                completed = queue.complete(conn, job, self.worker_id, stored, len(result.images))
-                if not completed and queue.cancel_requested(conn, job["id"]):
-                    raise JobCanceled()
-            if not completed:
+            outcome = self.completions.submit(Finished(job, stored, len(result.images)))
+            if outcome == "canceled":
+                raise JobCanceled()
+            if outcome == "lost":
                 log.warning("job %s: lease lost before completion; result dropped", job["id"])
         except JobCanceled:
             with self.db.write() as conn:
@@ -240,6 +278,26 @@ class Worker:
         except Exception as exc:
             log.exception("job %s: engine error", job["id"])
             self._handle_failure(job, JobFailure("engine_error", f"{type(exc).__name__}: {exc}"))
+
+    def _complete_batch(self, batch: Sequence[Finished]) -> list[str]:
+        """Complete the jobs that finished at the same moment in one transaction (group commit,
+        store/group_commit.py); each is "completed", "canceled" (asked for meanwhile: nothing
+        written) or "lost" (its lease expired and it went back to the queue)."""
+        with self.db.write() as conn:
+            completed = queue.complete_many(
+                conn, self.worker_id, [(item.job, item.result, item.delivered) for item in batch]
+            )
+            return [
+                "completed"
+                if done
+                else "canceled"
+                if queue.cancel_requested(conn, item.job["id"])
+                else "lost"
+                for item, done in zip(batch, completed, strict=True)
+            ]
+
+    def _complete_one(self, item: Finished) -> str:
+        return self._complete_batch([item])[0]
 
     def _handle_failure(self, job: dict[str, Any], failure: JobFailure) -> None:
         with self.db.write() as conn:

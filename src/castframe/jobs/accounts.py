@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.dispatch.notify import KEYS_CHANNEL, publish
 from castframe.jobs import ledger
 from castframe.store.tables import accounts, api_keys
 
@@ -154,10 +155,31 @@ def find_key(conn: sa.Connection, key_ref: str) -> dict[str, Any] | None:
 
 def revoke_key(conn: sa.Connection, key_id: str) -> None:
     conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=time.time()))
+    keys_changed(conn)
 
 
 def set_key_active(conn: sa.Connection, key_id: str, active: bool) -> None:
     conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(active=active))
+    keys_changed(conn)
+
+
+_generation = 0
+
+
+def key_generation() -> int:
+    """Moves on every key change made in this process (jobs/keycache.py)."""
+    return _generation
+
+
+def keys_changed(conn: sa.Connection) -> None:
+    """A key or an account changed: caches of key lookups must forget them (jobs/keycache.py).
+
+    This process's caches at once; other processes' when this transaction commits (on
+    PostgreSQL; the announcement is delivered at commit).
+    """
+    global _generation
+    _generation += 1
+    publish(conn, KEYS_CHANNEL)
 
 
 def list_keys(conn: sa.Connection, account_id: str | None = None) -> list[dict[str, Any]]:

@@ -41,14 +41,14 @@ _MOVE_TOTALS = (
         credits_held=accounts.c.credits_held + sa.bindparam("held_delta", type_=sa.BigInteger),
     )
 )
-# A job's end: its capture leaves the balance, its whole hold leaves ``held``, its slot frees.
-_SETTLE_AND_FREE_SLOT = (
+# Jobs' end: their captures leave the balance, their whole holds leave ``held``, slots free.
+_SETTLE_AND_FREE_SLOTS = (
     accounts.update()
     .where(accounts.c.id == sa.bindparam("account"))
     .values(
         credits_balance=accounts.c.credits_balance - sa.bindparam("capture", type_=sa.BigInteger),
         credits_held=accounts.c.credits_held - sa.bindparam("price", type_=sa.BigInteger),
-        active_jobs=accounts.c.active_jobs - 1,
+        active_jobs=accounts.c.active_jobs - sa.bindparam("count", type_=sa.Integer),
     )
 )
 _JOB_ENTRIES = sa.select(ledger.c.kind, ledger.c.amount).where(
@@ -163,6 +163,17 @@ def record_holds(conn: sa.Connection, holds: Sequence[tuple[str, str, int]]) -> 
     )
 
 
+@dataclass(frozen=True)
+class Closing:
+    """A job that has just become terminal, for ``settle_many``."""
+
+    account_id: str
+    job_id: str
+    price: int
+    requested: int
+    delivered: int
+
+
 def settle(
     conn: sa.Connection, account_id: str, job_id: str, price: int, requested: int, delivered: int
 ) -> int:
@@ -170,26 +181,49 @@ def settle(
 
     Returns the credits charged. Runs once per job, in the transaction of the job's one
     transition to a terminal state (each is a conditional UPDATE of the job row, so exactly one
-    succeeds); the unique (job_id, kind) constraint refuses a second capture regardless. The
-    account row's totals and its active-job count (admission's) move in one UPDATE: every
-    statement on that row is lock time that the account's submissions wait on.
+    succeeds); the unique (job_id, kind) constraint refuses a second capture regardless.
     """
-    capture, release = split_charge(price, requested, delivered) if price > 0 else (0, 0)
+    return settle_many(conn, [Closing(account_id, job_id, price, requested, delivered)])[0]
+
+
+def settle_many(conn: sa.Connection, closings: Sequence[Closing]) -> list[int]:
+    """``settle`` for several jobs in one transaction; returns each one's charge.
+
+    Each account's row moves once, by the sums of its jobs (totals and active-job count, which
+    is admission's, in one UPDATE: every statement on that row is lock time that the account's
+    submissions wait on), accounts in id order so concurrent settlements cannot deadlock. The
+    rows come first: the entries' foreign-key checks then find them already locked by this
+    transaction, instead of adding share locks that concurrent settlements would merge into
+    multixacts (costly for every later reader of the row). Then all entries in one INSERT.
+    """
+    charges: list[int] = []
+    entries: list[dict[str, Any]] = []
+    moves: dict[str, list[int]] = {}
     now = time.time()
-    entries = [
-        _entry(account_id, job_id, kind, amount, now)
-        for kind, amount in (("capture", capture), ("release", release))
-        if amount
-    ]
-    # The account row first: the entries' foreign-key checks then find it already locked by
-    # this transaction, instead of adding a share lock that concurrent settlements of the same
-    # account would merge into a multixact (costly for every later reader of the row).
-    conn.execute(
-        _SETTLE_AND_FREE_SLOT, {"account": account_id, "capture": capture, "price": max(price, 0)}
-    )
+    for closing in closings:
+        price = max(closing.price, 0)
+        capture, release = (
+            split_charge(price, closing.requested, closing.delivered) if price else (0, 0)
+        )
+        charges.append(capture)
+        entries.extend(
+            _entry(closing.account_id, closing.job_id, kind, amount, now)
+            for kind, amount in (("capture", capture), ("release", release))
+            if amount
+        )
+        move = moves.setdefault(closing.account_id, [0, 0, 0])
+        move[0] += capture
+        move[1] += price
+        move[2] += 1
+    for account_id in sorted(moves):
+        capture, price, count = moves[account_id]
+        conn.execute(
+            _SETTLE_AND_FREE_SLOTS,
+            {"account": account_id, "capture": capture, "price": price, "count": count},
+        )
     if entries:
         conn.execute(_INSERT_ENTRY, entries)
-    return capture
+    return charges
 
 
 def _entry(account_id: str, job_id: str, kind: str, amount: int, now: float) -> dict[str, Any]:
