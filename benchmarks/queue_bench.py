@@ -8,7 +8,7 @@ With an engine of fixed, tiny cost (benchmarks/fixed_engine.py), in one run:
    capture) on PostgreSQL with 1, 2 and 4 worker processes, printed with the ratio to 1 worker.
 
     python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100] [--workers 1 2 4]
-                                     [--inline]
+                                     [--rounds 3] [--concurrency 4] [--apis 2] [--inline]
 
 CASTFRAME_KEY_CACHE_SECONDS and CASTFRAME_SUBMIT_BATCH_MAX in the environment are passed to the
 API processes (unset: the server's defaults, a 5 s key cache on PostgreSQL and batches of 64).
@@ -260,20 +260,28 @@ def upload_reference(base: str, key: str) -> str:
     return str(reply.json()["reference"])
 
 
-def throughput(url: str, workers: int, count: int, root: Path, inline: bool) -> float:
+def throughput(
+    url: str,
+    workers: int,
+    count: int,
+    root: Path,
+    inline: bool,
+    concurrency: int,
+    api_processes: int,
+) -> float:
     stack = Stack(url, root / f"t{workers}{'i' if inline else ''}")
     stack.run("migrate")
     reset(url)
     try:
         key = stack.run("keys", "create", "--account", "bench", "--credits", "10000000").split()[-1]
-        apis = [stack.server("--no-worker"), stack.server("--no-worker")]
+        apis = [stack.server("--no-worker") for _ in range(api_processes)]
         for _ in range(workers):
-            stack.spawn("worker", "--concurrency", "4")
+            stack.spawn("worker", "--concurrency", str(concurrency))
         reference = TINY_PNG_URI if inline else upload_reference(apis[0], key)
         bodies = [json.dumps(body(index, reference)).encode() for index in range(count)]
         load = LoadGenerator(apis, {"X-API-Key": key}, connections=32)
-        api_pids = [proc.pid for proc in stack.procs[:2]]
-        worker_pids = [proc.pid for proc in stack.procs[2:]]
+        api_pids = [proc.pid for proc in stack.procs[:api_processes]]
+        worker_pids = [proc.pid for proc in stack.procs[api_processes:]]
         wait_until_idle(api_pids + worker_pids)
         pg_pids = postgres_pids()
         cpu_before = [cpu_seconds(api_pids), cpu_seconds(worker_pids), cpu_seconds(pg_pids)]
@@ -337,6 +345,17 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=100)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument(
+        "--concurrency", type=int, default=4, help="slots per worker process (default 4)"
+    )
+    parser.add_argument("--apis", type=int, default=2, help="API processes (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="throughput runs per worker count; the median is reported (default 3: this "
+        "machine's throughput varies by a third from run to run)",
+    )
+    parser.add_argument(
         "--inline", action="store_true", help="also run with the reference inline in every job"
     )
     args = parser.parse_args()
@@ -370,18 +389,25 @@ def main() -> None:
                 )
             print(
                 f"\nthroughput on postgres, {args.jobs} jobs, HTTP submit -> claim -> "
-                "complete -> capture (2 API processes)"
+                f"complete -> capture ({args.apis} API processes, {args.concurrency} slots per worker)"
             )
             base_rate = None
             for workers in args.workers:
-                rate = throughput(pg_url, workers, args.jobs, root, inline=False)
+                rates = [
+                    throughput(pg_url, workers, args.jobs, root, False, args.concurrency, args.apis)
+                    for _round in range(args.rounds)
+                ]
+                rate = statistics.median(rates)
                 base_rate = base_rate or rate
                 print(
-                    f"  {workers} worker process(es): {rate:7.1f} jobs/s   "
+                    f"  {workers} worker process(es): {rate:7.1f} jobs/s median of "
+                    f"{', '.join(f'{r:.0f}' for r in rates)}   "
                     f"(x{rate / base_rate:.2f} of {args.workers[0]} worker(s))"
                 )
             if args.inline:
-                rate = throughput(pg_url, args.workers[-1], args.jobs, root, inline=True)
+                rate = throughput(
+                    pg_url, args.workers[-1], args.jobs, root, True, args.concurrency, args.apis
+                )
                 print(
                     f"  {args.workers[-1]} worker process(es), reference inline as a data URI "
                     f"in every job: {rate:7.1f} jobs/s"

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from castframe.dispatch import queue
+from castframe.dispatch.worker import Finished, Worker
 from castframe.jobs import ledger
 from castframe.store.tables import jobs
 from tests.conftest import Api, body_for
@@ -189,3 +190,40 @@ def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
         shares = list(pool.map(claimer, ["a", "b", "c", "d"]))
     claimed = [job_id for share in shares for job_id in share]
     assert sorted(claimed) == sorted(ids)  # every job exactly once
+
+
+def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
+    api_no_worker: Api,
+) -> None:
+    """``complete_many`` (the worker's group commit): a job canceled meanwhile and a job whose
+    lease was lost are neither completed nor charged; their neighbours are, once each."""
+    api = api_no_worker
+    key = api.key(credits=100)
+    ids = _submit(api, key, "https://example.com/a.png", 3)
+    services = api.services
+    worker = Worker(  # not started: only its completion path is used
+        services.settings,
+        services.db,
+        services.storage,
+        services.engines,
+        services.job_notifier,
+        services.webhook_notifier,
+    )
+    with api.services.db.write() as conn:
+        claimed = {job["id"]: job for job in queue.claim_many(conn, worker.worker_id, 30, 3)}
+    fine, canceled, lost = (claimed[job_id] for job_id in ids)
+    assert api.client.post(f"/v2/jobs/{canceled['id']}/cancel", headers={"X-API-Key": key})
+    with api.services.db.write() as conn:  # lost: its lease went to another worker
+        conn.execute(sa.update(jobs).where(jobs.c.id == lost["id"]).values(lease_owner="other"))
+    outcomes = worker._complete_batch(
+        [Finished(job, {"images": []}, 1) for job in (fine, canceled, lost)]
+    )
+    assert outcomes == ["completed", "canceled", "lost"]
+    with api.services.db.read() as conn:
+        assert ledger.job_entries(conn, fine["id"]) == {"hold": 10, "capture": 10}
+        assert ledger.job_entries(conn, canceled["id"]) == {"hold": 10}
+        assert ledger.job_entries(conn, lost["id"]) == {"hold": 10}
+        statuses = dict(conn.execute(sa.select(jobs.c.id, jobs.c.status)).all())
+    assert [statuses[job_id] for job_id in ids] == ["COMPLETED", "PROCESSING", "PROCESSING"]
+    account = api.client.get("/v2/account", headers={"X-API-Key": key}).json()
+    assert (account["balance"], account["held"], account["activeJobs"]) == (90, 20, 2)

@@ -155,3 +155,36 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not reached")
         time.sleep(0.001)
+
+
+def test_many_threads_each_get_their_own_result() -> None:
+    """Leadership passes from batch to batch without losing or mixing anyone's outcome."""
+    batches: list[int] = []
+
+    def write_batch(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(len(items))
+        time.sleep(0.001)
+        return [Refused(str(item)) if item % 7 == 0 else item * 2 for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(write_batch, lambda item: item * 2, max_batch=8)
+    failures: list[str] = []
+
+    def caller(start: int) -> None:
+        for item in range(start, start + 20):
+            try:
+                result = group.submit(item)
+                if item % 7 == 0 or result != item * 2:
+                    failures.append(f"{item} -> {result}")
+            except Refused as refused:
+                if item % 7 != 0 or str(refused) != str(item):
+                    failures.append(f"{item} refused")
+
+    threads = [threading.Thread(target=caller, args=(index * 100,)) for index in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert sum(batches) == 24 * 20
+    assert max(batches) <= 8 and len(batches) < 24 * 20  # they did share

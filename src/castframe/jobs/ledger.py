@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.store.db import insert_rows
 from castframe.store.tables import accounts, ledger
 
 KINDS = ("topup", "adjustment", "hold", "capture", "release")
@@ -158,8 +159,8 @@ def record_holds(conn: sa.Connection, holds: Sequence[tuple[str, str, int]]) -> 
     """Write jobs' ``hold`` entries, (account, job, price) each, in one statement; admission's
     own UPDATE has already moved the totals."""
     now = time.time()
-    conn.execute(
-        _INSERT_ENTRY, [_entry(account, job, "hold", price, now) for account, job, price in holds]
+    insert_rows(
+        conn, ledger, [_entry(account, job, "hold", price, now) for account, job, price in holds]
     )
 
 
@@ -222,7 +223,7 @@ def settle_many(conn: sa.Connection, closings: Sequence[Closing]) -> list[int]:
             {"account": account_id, "capture": capture, "price": price, "count": count},
         )
     if entries:
-        conn.execute(_INSERT_ENTRY, entries)
+        insert_rows(conn, ledger, entries)
     return charges
 
 

@@ -32,11 +32,9 @@ from castframe.jobs.uploads import UPLOAD_SCHEME, existing_uploads, insert_uploa
 from castframe.media.fetch import FetchError, check_url_syntax
 from castframe.media.images import ImageRejected, decode_image, parse_data_uri
 from castframe.media.storage import Storage
+from castframe.store.db import insert_rows
 from castframe.store.tables import jobs
 from castframe.webhooks import outbox
-
-INSERT_JOB = jobs.insert()
-"""Built once: values come as parameters, so SQLAlchemy reuses one compiled statement."""
 
 
 @dataclass
@@ -293,7 +291,7 @@ def write_jobs(conn: sa.Connection, admitted: Sequence[tuple[Submission, dict[st
     uploads = [row for submission, _job in admitted for row in submission.new_uploads]
     if uploads:
         insert_uploads(conn, uploads)
-    conn.execute(INSERT_JOB, [job for _submission, job in admitted])
+    insert_rows(conn, jobs, [job for _submission, job in admitted])
     holds = [(job["account_id"], job["id"], job["price"]) for _s, job in admitted if job["price"]]
     if holds:
         ledger.record_holds(conn, holds)

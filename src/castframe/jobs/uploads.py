@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from castframe.media.images import DecodedImage
 from castframe.media.storage import Storage
+from castframe.store.db import insert_rows
 from castframe.store.tables import uploads
 
 UPLOAD_SCHEME = "upload://"
@@ -38,10 +39,7 @@ def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
 
 
 def insert_uploads(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    conn.execute(_INSERT_UPLOAD, rows)
-
-
-_INSERT_UPLOAD = uploads.insert()
+    insert_rows(conn, uploads, rows)
 
 
 def existing_uploads(conn: sa.Connection, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:

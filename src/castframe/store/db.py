@@ -7,7 +7,7 @@ records, queue claims) serialise instead of failing with "database is locked" on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,15 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows: one as a plain INSERT, several through the driver's executemany (one
+    round trip on psycopg's pipeline; a multi-row ``VALUES`` would be compiled per row count)."""
+    if len(rows) == 1:
+        conn.execute(table.insert(), rows[0])
+    elif rows:
+        conn.execute(table.insert(), list(rows))
 
 
 def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -28,6 +28,8 @@ Result = TypeVar("Result")
 @dataclass
 class _Waiter(Generic[Item]):
     item: Item
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set when the outcome is in, or when this waiter is chosen to lead the next batch."""
     done: bool = False
     value: object = None
     error: BaseException | None = None
@@ -43,34 +45,46 @@ class GroupCommit(Generic[Item, Result]):
         self._write_batch = write_batch
         self._write_one = write_one
         self._max_batch = max_batch
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._queued: list[_Waiter[Item]] = []
         self._flushing = False
+        """A leader is writing; while it is, new callers queue. False implies an empty queue."""
         self.batches = 0
         """Batches written so far (for tests and metrics)."""
 
     def submit(self, item: Item) -> Result:
         """Write ``item`` (with whatever else is waiting) and return its result, or raise."""
         waiter = _Waiter(item)
-        with self._condition:
+        with self._lock:
             self._queued.append(waiter)
-            while not waiter.done:
-                if self._flushing:
-                    self._condition.wait()
-                    continue
-                self._flushing = True
-                batch = self._queued[: self._max_batch]
-                del self._queued[: self._max_batch]
-                self._condition.release()
-                try:
-                    self._flush(batch)
-                finally:
-                    self._condition.acquire()
-                    self._flushing = False
-                    self._condition.notify_all()
+            lead = not self._flushing
+            self._flushing = True
+        if not lead:
+            waiter.wake.wait()
+        if not waiter.done:  # leading: this waiter is at the head of the queue
+            self._lead()
         if waiter.error is not None:
             raise waiter.error
         return waiter.value  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        """Write one batch from the head of the queue, then hand leadership to the next
+        waiter in line (if any): each waiter is woken once, with its outcome or to lead."""
+        with self._lock:
+            batch = self._queued[: self._max_batch]
+            del self._queued[: self._max_batch]
+        try:
+            self._flush(batch)
+        finally:
+            with self._lock:
+                following = self._queued[0] if self._queued else None
+                self._flushing = following is not None
+            for waiter in batch:
+                if not waiter.done:  # only if the flush itself was interrupted
+                    waiter.error, waiter.done = RuntimeError("the batch was interrupted"), True
+                waiter.wake.set()
+            if following is not None:
+                following.wake.set()
 
     def _flush(self, batch: list[_Waiter[Item]]) -> None:
         self.batches += 1
