@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from castframe.jobs import accounts
 from castframe.jobs.accounts import Principal
 from castframe.jobs.service import Submission, insert_many, prepare
 from castframe.store.tables import idempotency_keys, jobs
-from tests.conftest import Api, body_for
+from tests.conftest import Api, body_for, open_api
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png
 
@@ -275,3 +276,13 @@ def test_concurrent_submissions_are_each_answered_and_billed_once(api_no_worker:
     assert len(ids) == 5 == count_jobs(api_no_worker)
     account = api_no_worker.client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["held"], account["available"], account["activeJobs"]) == (50, 0, 5)
+
+
+def test_batching_off_writes_each_submission_on_its_own(tmp_path: Path, database_url: str) -> None:
+    with open_api(tmp_path, database_url, run_worker=False, submit_batch_max=1) as api:
+        key = api.key("solo", credits=30)
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda i: api.generate(key, body_for(REF)), range(6)))
+        assert sorted(r.status_code for r in replies) == [202] * 3 + [402] * 3
+        assert api.services.submitter.group.batches == 0
+        assert count_jobs(api) == 3

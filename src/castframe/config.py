@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         description="Most concurrent submissions one API process writes in one transaction "
-        "(group commit: nothing waits for a batch to fill); 1 writes each on its own.",
+        "(group commit: nothing waits for a batch to fill); 1 writes each in its own.",
     )
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."

@@ -49,7 +49,10 @@ class Submitter:
         self, principal: Principal, submission: Submission, idempotency_key: str | None
     ) -> dict[str, Any]:
         """Write the job (with others waiting at the same moment); raises its ApiError."""
-        return self.group.submit(_Pending(principal, submission, idempotency_key))
+        pending = _Pending(principal, submission, idempotency_key)
+        if self.settings.submit_batch_max == 1:  # batching off: each its own transaction, at once
+            return self._write_one(pending)
+        return self.group.submit(pending)
 
     def _write_batch(self, batch: Sequence[_Pending]) -> list[dict[str, Any] | ApiError]:
         with self.db.write() as conn:
