@@ -102,11 +102,19 @@ def read_job_view(services: Services, principal: Principal, job_id: str) -> dict
         return job_view(get_job(conn, principal, job_id), services.url_for)
 
 
-def submit(services: Services, principal: Principal, body: Any, key: str | None) -> str:
+async def submit(
+    services: Services, principal: Principal, body: Any, key: str | None, inline_images: bool
+) -> str:
     """Prepare and insert the job; the idempotency record is completed in the same transaction
-    (with other submissions of this moment: jobs/submitter.py)."""
-    submission = prepare(body, principal, services.settings, services.storage)
-    job = services.submitter.submit(principal, submission, key)
+    (with other submissions of this moment: jobs/submitter.py). Validation runs on the event
+    loop, except for bodies with inline images, whose decoding goes to a thread."""
+    if inline_images:
+        submission = await run_in_threadpool(
+            prepare, body, principal, services.settings, services.storage
+        )
+    else:
+        submission = prepare(body, principal, services.settings, services.storage)
+    job = await services.submitter.submit_async(principal, submission, key)
     JOBS_SUBMITTED.labels(job["model"], job["engine"], job["mode"]).inc()
     return accepted_body(job)
 
@@ -120,7 +128,7 @@ def submit(services: Services, principal: Principal, body: Any, key: str | None)
 )
 async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
     services = get_services(request)
-    body, _raw = await read_json_body(request, services.settings.max_body_bytes)
+    body, raw = await read_json_body(request, services.settings.max_body_bytes)
     decision = request.app.state.rate_limiter.check(
         principal.key_id, take=True, rate=principal.rate_per_second, burst=principal.rate_burst
     )
@@ -152,7 +160,7 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
             )
     wait = parse_prefer_wait(request.headers.get("prefer"))
     try:
-        response_body = await run_in_threadpool(submit, services, principal, body, key)
+        response_body = await submit(services, principal, body, key, b'"data:' in raw)
     except BaseException:
         if key:
             await run_in_threadpool(idempotency.forget, services.db, principal.account_id, key)

@@ -9,10 +9,13 @@ idempotency record, written in the same transaction as its job.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.concurrency import run_in_threadpool
 
 from castframe.config import Settings
 from castframe.dispatch.notify import Notifier
@@ -44,15 +47,47 @@ class Submitter:
         self.group: GroupCommit[_Pending, dict[str, Any]] = GroupCommit(
             self._write_batch, self._write_one, max_batch=settings.submit_batch_max
         )
+        self._waiting: list[tuple[_Pending, asyncio.Future[dict[str, Any]]]] = []
+        """Submissions of the event loop waiting for the next batch."""
+        self._writer: asyncio.Task[None] | None = None
 
-    def submit(
+    async def submit_async(
         self, principal: Principal, submission: Submission, idempotency_key: str | None
     ) -> dict[str, Any]:
-        """Write the job (with others waiting at the same moment); raises its ApiError."""
+        """Write the job, with the submissions that wait at the same moment; raises its
+        ApiError. The coroutines that overlap share one batch, written by one thread, so a
+        submission costs the API no thread of its own."""
         pending = _Pending(principal, submission, idempotency_key)
-        if self.settings.submit_batch_max == 1:  # batching off: each its own transaction, at once
-            return self._write_one(pending)
-        return self.group.submit(pending)
+        if self.settings.submit_batch_max == 1:
+            return await run_in_threadpool(self._write_one, pending)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((pending, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_waiting())
+        return await future
+
+    async def _write_waiting(self) -> None:
+        """Write whatever is waiting, batch after batch, until nothing is."""
+        try:
+            while self._waiting:
+                batch = self._waiting[: self.settings.submit_batch_max]
+                del self._waiting[: self.settings.submit_batch_max]
+                outcomes: list[dict[str, Any] | BaseException]
+                try:
+                    outcomes = await run_in_threadpool(
+                        self.group.write, [pending for pending, _future in batch]
+                    )
+                except BaseException as exc:  # cancelled at shutdown: nobody is left hanging
+                    outcomes = [exc] * len(batch)
+                for (_pending, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._writer = None
 
     def _write_batch(self, batch: Sequence[_Pending]) -> list[dict[str, Any] | ApiError]:
         with self.db.write() as conn:

@@ -16,10 +16,13 @@ its neighbours nor be silently lost.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+log = logging.getLogger("castframe.group_commit")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -86,14 +89,21 @@ class GroupCommit(Generic[Item, Result]):
             if following is not None:
                 following.wake.set()
 
-    def _flush(self, batch: list[_Waiter[Item]]) -> None:
+    def write(self, items: Sequence[Item]) -> list[Result | BaseException]:
+        """Write these items as one batch now (falling back to one by one if the batch
+        fails); one outcome each. For callers that gather batches themselves (an event loop)."""
         self.batches += 1
         try:
-            outcomes = self._write_batch([waiter.item for waiter in batch])
-            if len(outcomes) != len(batch):
+            outcomes = list(self._write_batch(items))
+            if len(outcomes) != len(items):
                 raise RuntimeError("write_batch returned the wrong number of outcomes")
+            return outcomes
         except Exception:
-            outcomes = [self._write_alone(waiter.item) for waiter in batch]
+            log.exception("a batch of %d failed; writing each on its own", len(items))
+            return [self._write_alone(item) for item in items]
+
+    def _flush(self, batch: list[_Waiter[Item]]) -> None:
+        outcomes = self.write([waiter.item for waiter in batch])
         for waiter, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 waiter.error = outcome
