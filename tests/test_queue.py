@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -227,3 +228,33 @@ def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
     assert [statuses[job_id] for job_id in ids] == ["COMPLETED", "PROCESSING", "PROCESSING"]
     account = api.client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["balance"], account["held"], account["activeJobs"]) == (90, 20, 2)
+
+
+def test_completing_a_job_claims_the_next_for_its_slot(api_no_worker: Api) -> None:
+    """Under load a slot's job costs one worker transaction: completing it also claims the
+    job that slot runs next, which the slot then finds ready without another claim."""
+    api = api_no_worker
+    key = api.key(credits=100)
+    first_id, second_id = _submit(api, key, "https://example.com/a.png", 2)
+    services = api.services
+    worker = Worker(
+        services.settings,
+        services.db,
+        services.storage,
+        services.engines,
+        services.job_notifier,
+        services.webhook_notifier,
+        concurrency=1,
+    )
+    first = worker._next_job()
+    assert first is not None and first["id"] == first_id
+    assert worker._complete_batch([Finished(first, {"images": []}, 1)]) == ["completed"]
+    assert [job["id"] for job in worker._ready] == [second_id]
+    with services.db.read() as conn:
+        row = conn.execute(
+            sa.select(jobs.c.status, jobs.c.lease_owner).where(jobs.c.id == second_id)
+        ).one()
+    assert tuple(row) == ("PROCESSING", worker.worker_id)
+    second = worker._next_job()
+    assert second is not None and second["id"] == second_id
+    assert worker._ready == deque() and set(worker._running) == {first_id, second_id}

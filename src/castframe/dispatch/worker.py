@@ -180,13 +180,20 @@ class Worker:
             if free <= 0:
                 return None
             claimed = self._claim(free)
+            self._take_in(claimed, free, takers=1)
             with self._lock:
-                for job in claimed:
-                    self._running[job["id"]] = job
-                self._ready.extend(claimed[1:])
-        for _ in range(len(claimed) - 1 + (len(claimed) == free)):
+                return self._ready.popleft() if self._ready else None
+
+    def _take_in(self, claimed: list[dict[str, Any]], free: int, takers: int) -> None:
+        """Hold freshly claimed jobs for the slots: ``takers`` threads are about to look, so
+        idle slots are woken for the rest, plus one more if the batch came back full (the
+        queue may hold more). Called with the claim lock held."""
+        with self._lock:
+            for job in claimed:
+                self._running[job["id"]] = job
+            self._ready.extend(claimed)
+        for _ in range(max(0, len(claimed) - takers) + (0 < free == len(claimed))):
             self.notifier.notify()
-        return claimed[0] if claimed else None
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -282,19 +289,36 @@ class Worker:
     def _complete_batch(self, batch: Sequence[Finished]) -> list[str]:
         """Complete the jobs that finished at the same moment in one transaction (group commit,
         store/group_commit.py); each is "completed", "canceled" (asked for meanwhile: nothing
-        written) or "lost" (its lease expired and it went back to the queue)."""
-        with self.db.write() as conn:
-            completed = queue.complete_many(
-                conn, self.worker_id, [(item.job, item.result, item.delivered) for item in batch]
-            )
-            return [
-                "completed"
-                if done
-                else "canceled"
-                if queue.cancel_requested(conn, item.job["id"])
-                else "lost"
-                for item, done in zip(batch, completed, strict=True)
-            ]
+        written) or "lost" (its lease expired and it went back to the queue).
+
+        The same transaction claims the next jobs for the slots it frees (and any idle ones),
+        so under load a job costs one transaction in the worker, not two; their threads
+        find them ready when they look for work.
+        """
+        with self._claim_lock:
+            with self._lock:
+                free = self.concurrency - len(self._running) + len(batch)
+            claimed: list[dict[str, Any]] = []
+            with self.db.write() as conn:
+                completed = queue.complete_many(
+                    conn,
+                    self.worker_id,
+                    [(item.job, item.result, item.delivered) for item in batch],
+                )
+                outcomes = [
+                    "completed"
+                    if done
+                    else "canceled"
+                    if queue.cancel_requested(conn, item.job["id"])
+                    else "lost"
+                    for item, done in zip(batch, completed, strict=True)
+                ]
+                if free > 0 and not self._stopping.is_set():
+                    claimed = queue.claim_many(
+                        conn, self.worker_id, self.settings.lease_seconds, free
+                    )
+            self._take_in(claimed, free, takers=len(batch))
+        return outcomes
 
     def _complete_one(self, item: Finished) -> str:
         return self._complete_batch([item])[0]
