@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from castframe.dispatch import queue
 from castframe.dispatch.worker import Finished, Worker
 from castframe.jobs import ledger
+from castframe.services import Services
 from castframe.store.tables import jobs
 from tests.conftest import Api, body_for
 from tests.support.http import LoopbackServer
@@ -202,14 +203,7 @@ def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
     key = api.key(credits=100)
     ids = _submit(api, key, "https://example.com/a.png", 3)
     services = api.services
-    worker = Worker(  # not started: only its completion path is used
-        services.settings,
-        services.db,
-        services.storage,
-        services.engines,
-        services.job_notifier,
-        services.webhook_notifier,
-    )
+    worker = unstarted_worker(services)  # only its completion path is used
     with api.services.db.write() as conn:
         claimed = {job["id"]: job for job in queue.claim_many(conn, worker.worker_id, 30, 3)}
     fine, canceled, lost = (claimed[job_id] for job_id in ids)
@@ -237,15 +231,7 @@ def test_completing_a_job_claims_the_next_for_its_slot(api_no_worker: Api) -> No
     key = api.key(credits=100)
     first_id, second_id = _submit(api, key, "https://example.com/a.png", 2)
     services = api.services
-    worker = Worker(
-        services.settings,
-        services.db,
-        services.storage,
-        services.engines,
-        services.job_notifier,
-        services.webhook_notifier,
-        concurrency=1,
-    )
+    worker = unstarted_worker(services, concurrency=1)
     first = worker._next_job()
     assert first is not None and first["id"] == first_id
     assert worker._complete_batch([Finished(first, {"images": []}, 1)]) == ["completed"]
@@ -258,3 +244,16 @@ def test_completing_a_job_claims_the_next_for_its_slot(api_no_worker: Api) -> No
     second = worker._next_job()
     assert second is not None and second["id"] == second_id
     assert worker._ready == deque() and set(worker._running) == {first_id, second_id}
+
+
+def unstarted_worker(services: Services, concurrency: int | None = None) -> Worker:
+    """A worker whose methods the test calls itself: no threads claim behind its back."""
+    return Worker(
+        services.settings,
+        services.db,
+        services.storage,
+        services.engines,
+        services.job_notifier,
+        services.webhook_notifier,
+        concurrency,
+    )

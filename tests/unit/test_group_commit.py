@@ -65,18 +65,24 @@ def test_a_lone_caller_is_written_at_once() -> None:
     assert recorder.batches == [[4]]
 
 
-def test_callers_that_arrive_during_a_flush_share_the_next_batch() -> None:
-    recorder = Recorder(hold_first=True)
-    group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one)
+def behind_a_held_batch(
+    recorder: Recorder, group: GroupCommit[int, int], items: list[int]
+) -> dict[int, object]:
+    """Hold batch [1] open while ``items`` queue up behind it, then let everything run."""
     first = threading.Thread(target=group.submit, args=(1,))
     first.start()
     assert recorder.entered.wait(5)
-    # While batch [1] is being written, five more callers queue up behind it.
-    waiting = run_in_background(group, [2, 3, 4, 5, 6])
-    wait_until(lambda: len(group._queued) == 5)
+    waiting = run_in_background(group, items)
+    wait_until(lambda: len(group._queued) == len(items))
     recorder.release.set()
     first.join(5)
-    results = waiting()
+    return waiting()
+
+
+def test_callers_that_arrive_during_a_flush_share_the_next_batch() -> None:
+    recorder = Recorder(hold_first=True)
+    group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one)
+    results = behind_a_held_batch(recorder, group, [2, 3, 4, 5, 6])
     assert results == {2: 20, 3: 30, 4: 40, 5: 50, 6: 60}
     assert recorder.batches[0] == [1]
     assert sorted(recorder.batches[1]) == [2, 3, 4, 5, 6]
@@ -86,14 +92,8 @@ def test_callers_that_arrive_during_a_flush_share_the_next_batch() -> None:
 def test_batches_are_capped() -> None:
     recorder = Recorder(hold_first=True)
     group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one, 2)
-    first = threading.Thread(target=group.submit, args=(1,))
-    first.start()
-    assert recorder.entered.wait(5)
-    waiting = run_in_background(group, [2, 3, 4, 5, 6])
-    wait_until(lambda: len(group._queued) == 5)
-    recorder.release.set()
-    first.join(5)
-    assert waiting() == {2: 20, 3: 30, 4: 40, 5: 50, 6: 60}
+    results = behind_a_held_batch(recorder, group, [2, 3, 4, 5, 6])
+    assert results == {2: 20, 3: 30, 4: 40, 5: 50, 6: 60}
     assert all(len(batch) <= 2 for batch in recorder.batches)
 
 
@@ -109,14 +109,7 @@ def test_an_items_own_refusal_reaches_only_its_caller() -> None:
 def test_a_failed_batch_is_written_item_by_item() -> None:
     recorder = Recorder(hold_first=True)
     group: GroupCommit[int, int] = GroupCommit(recorder.write_batch, recorder.write_one)
-    first = threading.Thread(target=group.submit, args=(1,))
-    first.start()
-    assert recorder.entered.wait(5)
-    waiting = run_in_background(group, [12, 13, 14])
-    wait_until(lambda: len(group._queued) == 3)
-    recorder.release.set()
-    first.join(5)
-    results = waiting()
+    results = behind_a_held_batch(recorder, group, [12, 13, 14])
     # The batch with the poisoned 13 failed as a whole; each item was then written alone, so
     # 12 and 14 still succeed and only 13's caller sees its error.
     assert results[12] == 120 and results[14] == 140
