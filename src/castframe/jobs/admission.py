@@ -58,7 +58,7 @@ def admit(
 
     Returns the job's key in the fair queue. Raises ``too_many_active_jobs`` (429) or
     ``insufficient_credits`` (402) with the numbers that decided it. The same UPDATE holds the
-    price (``credits_held``); the caller writes the matching ``hold`` entry (``record_hold``).
+    price (``credits_held``); the caller writes the matching ``hold`` entry (``ledger.record_holds``).
     """
     # A free (test-mode) job is admitted even on a negative balance.
     statement = _TAKE_SLOT_AND_CHECK_CREDITS if price > 0 else _TAKE_SLOT

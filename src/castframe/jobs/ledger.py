@@ -11,10 +11,10 @@ available = balance - held. A unique (job_id, kind) constraint makes a second ca
 release of one job impossible, whatever a crashed and retried worker does.
 
 The account row carries the same two sums (``credits_balance``, ``credits_held``), moved in
-the entry's own transaction (by ``add_entry``; for a job's hold, by admission's UPDATE (``record_holds``); for its
-capture and release, by ``settle``), so reading a balance is one row, not a scan of every entry
-the account ever had. ``ledger_balance`` recomputes them from the entries, for
-audits and for the tests that hold the two equal.
+the entry's own transaction (by ``add_entry``; for a job's hold, by admission's UPDATE, whose
+entry ``record_holds`` writes; for its capture and release, by ``settle``), so reading a
+balance is one row, not a scan of every entry the account ever had. ``ledger_balance``
+recomputes them from the entries, for audits and for the tests that hold the two equal.
 """
 
 from __future__ import annotations
@@ -133,17 +133,7 @@ def add_entry(
     note: str | None = None,
 ) -> None:
     balance_delta, held_delta = entry_deltas(kind, amount)
-    conn.execute(
-        _INSERT_ENTRY,
-        {
-            "account_id": account_id,
-            "job_id": job_id,
-            "kind": kind,
-            "amount": amount,
-            "created_at": time.time(),
-            "note": note,
-        },
-    )
+    conn.execute(_INSERT_ENTRY, _entry(account_id, job_id, kind, amount, time.time(), note))
     conn.execute(
         _MOVE_TOTALS,
         {"account": account_id, "balance_delta": balance_delta, "held_delta": held_delta},
@@ -227,12 +217,19 @@ def settle_many(conn: sa.Connection, closings: Sequence[Closing]) -> list[int]:
     return charges
 
 
-def _entry(account_id: str, job_id: str, kind: str, amount: int, now: float) -> dict[str, Any]:
+def _entry(
+    account_id: str,
+    job_id: str | None,
+    kind: str,
+    amount: int,
+    now: float,
+    note: str | None = None,
+) -> dict[str, Any]:
     return {
         "account_id": account_id,
         "job_id": job_id,
         "kind": kind,
         "amount": amount,
         "created_at": now,
-        "note": None,
+        "note": note,
     }
