@@ -246,6 +246,30 @@ def test_completing_a_job_claims_the_next_for_its_slot(api_no_worker: Api) -> No
     assert worker._ready == deque() and set(worker._running) == {first_id, second_id}
 
 
+def test_a_busy_worker_still_takes_over_a_dead_workers_job(api_no_worker: Api) -> None:
+    """Under load a worker claims only while completing; that path must also put expired
+    leases back in the queue, or a dead worker's jobs would wait for the load to drop."""
+    api = api_no_worker
+    key = api.key(credits=100)
+    orphan_id, busy_id = _submit(api, key, "https://example.com/a.png", 2)
+    with api.services.db.write() as conn:
+        orphan = queue.claim(conn, "dead-worker", lease_seconds=0.2)
+    assert orphan is not None and orphan["id"] == orphan_id
+    worker = unstarted_worker(api.services, concurrency=1)
+    busy = worker._next_job()
+    assert busy is not None and busy["id"] == busy_id
+    time.sleep(0.3)  # the dead worker's lease expires
+    worker._last_reap = 0.0  # maintenance is due
+    assert worker._complete_batch([Finished(busy, {"images": []}, 1)]) == ["completed"]
+    # The same transaction requeued the orphan and claimed it for the freed slot.
+    assert [job["id"] for job in worker._ready] == [orphan_id]
+    with api.services.db.read() as conn:
+        row = conn.execute(
+            sa.select(jobs.c.lease_owner, jobs.c.attempts).where(jobs.c.id == orphan_id)
+        ).one()
+    assert tuple(row) == (worker.worker_id, 2)
+
+
 def unstarted_worker(services: Services, concurrency: int | None = None) -> Worker:
     """A worker whose methods the test calls itself: no threads claim behind its back."""
     return Worker(

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from castframe import logs
 from castframe.config import Settings
 from castframe.dispatch import queue
@@ -196,16 +198,21 @@ class Worker:
             self.notifier.notify()
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
-        now = time.monotonic()
         with self.db.write() as conn:
-            if now - self._last_reap > self.settings.poll_interval:
-                # Maintenance, at most once per poll interval: dead workers' jobs go back to
-                # the queue, or fail once they have used up their attempts.
-                self._last_reap = now
-                queue.requeue_expired(conn, self.settings.max_attempts)
-                if queue.reap_abandoned(conn, self.settings.max_attempts):
-                    self.webhook_notifier.notify()
+            self._maintain_if_due(conn)
             return queue.claim_many(conn, self.worker_id, self.settings.lease_seconds, limit)
+
+    def _maintain_if_due(self, conn: sa.Connection) -> None:
+        """At most once per poll interval, before a claim (both claims: a busy worker claims
+        only while completing): dead workers' jobs go back to the queue, or fail once they
+        have used up their attempts. Called with the claim lock held."""
+        now = time.monotonic()
+        if now - self._last_reap <= self.settings.poll_interval:
+            return
+        self._last_reap = now
+        queue.requeue_expired(conn, self.settings.max_attempts)
+        if queue.reap_abandoned(conn, self.settings.max_attempts):
+            self.webhook_notifier.notify()
 
     def _heartbeat(self) -> None:
         interval = self.settings.lease_seconds / 3
@@ -314,6 +321,7 @@ class Worker:
                     for item, done in zip(batch, completed, strict=True)
                 ]
                 if free > 0 and not self._stopping.is_set():
+                    self._maintain_if_due(conn)
                     claimed = queue.claim_many(
                         conn, self.worker_id, self.settings.lease_seconds, free
                     )
