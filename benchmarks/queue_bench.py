@@ -42,7 +42,7 @@ import psycopg
 import sqlalchemy as sa
 
 from castframe.store.db import Database
-from castframe.store.tables import jobs, ledger
+from castframe.store.tables import jobs, ledger, status_is
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = os.environ.get("CASTFRAME_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -268,6 +268,7 @@ def throughput(
     inline: bool,
     concurrency: int,
     api_processes: int,
+    warmup: int = 0,
 ) -> float:
     stack = Stack(url, root / f"t{workers}{'i' if inline else ''}")
     stack.run("migrate")
@@ -278,11 +279,20 @@ def throughput(
         for _ in range(workers):
             stack.spawn("worker", "--concurrency", str(concurrency))
         reference = TINY_PNG_URI if inline else upload_reference(apis[0], key)
-        bodies = [json.dumps(body(index, reference)).encode() for index in range(count)]
+        bodies = [json.dumps(body(index, reference)).encode() for index in range(count + warmup)]
         load = LoadGenerator(apis, {"X-API-Key": key}, connections=32)
         api_pids = [proc.pid for proc in stack.procs[:api_processes]]
         worker_pids = [proc.pid for proc in stack.procs[api_processes:]]
         wait_until_idle(api_pids + worker_pids)
+        db = Database(url)
+        if warmup:
+            # Steady state, not start-up: the pools' connections opened (and their server
+            # processes' caches filled), lazy imports done, statements prepared.
+            if load.run(bodies[count:]).count(202) != warmup:
+                raise SystemExit("warm-up submissions failed")
+            wait_for_completed(db, warmup)
+            wait_until_idle(api_pids + worker_pids)
+        bodies = bodies[:count]
         pg_pids = postgres_pids()
         cpu_before = [cpu_seconds(api_pids), cpu_seconds(worker_pids), cpu_seconds(pg_pids)]
         load_before = time.process_time()
@@ -291,15 +301,7 @@ def throughput(
         submitted = time.perf_counter() - started
         if statuses.count(202) != count:
             raise SystemExit(f"submissions failed: {sorted(set(statuses))}")
-        db = Database(url)
-        while True:
-            with db.read() as conn:
-                done = conn.execute(
-                    sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "COMPLETED")
-                ).scalar()
-            if done == count:
-                break
-            time.sleep(0.01)
+        wait_for_completed(db, warmup + count)
         elapsed = time.perf_counter() - started
         cpu_after = [cpu_seconds(api_pids), cpu_seconds(worker_pids), cpu_seconds(postgres_pids())]
         load_cpu = time.process_time() - load_before
@@ -308,8 +310,8 @@ def throughput(
                 sa.select(sa.func.count()).select_from(ledger).where(ledger.c.kind == "capture")
             ).scalar()
         db.dispose()
-        if captured != count:
-            raise SystemExit(f"{captured} captures for {count} jobs")
+        if captured != warmup + count:
+            raise SystemExit(f"{captured} captures for {warmup + count} jobs")
         print(
             f"    (all {count} submitted after {submitted:.1f}s "
             f"= {count / submitted:.0f}/s, all done and captured after {elapsed:.1f}s)"
@@ -331,6 +333,32 @@ def throughput(
         stack.stop()
 
 
+def wait_for_completed(db: Database, count: int) -> None:
+    """Until no job is queued or running (all were submitted before), then check that
+    ``count`` completed. Polled through the queue's partial indexes, so each look costs the
+    database next to nothing; counting the COMPLETED rows on every poll would read every
+    finished job a hundred times a second and compete with the system under test."""
+    pending = sa.select(
+        sa.exists().where(
+            sa.or_(
+                status_is(jobs.c.status, "QUEUED"),
+                status_is(jobs.c.status, "PROCESSING"),
+            )
+        )
+    )
+    while True:
+        with db.read() as conn:
+            if not conn.execute(pending).scalar():
+                break
+        time.sleep(0.01)
+    with db.read() as conn:
+        done = conn.execute(
+            sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "COMPLETED")
+        ).scalar()
+    if done != count:
+        raise SystemExit(f"{done} jobs completed of {count}")
+
+
 def reset(url: str) -> None:
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
@@ -348,6 +376,14 @@ def main() -> None:
         "--concurrency", type=int, default=4, help="slots per worker process (default 4)"
     )
     parser.add_argument("--apis", type=int, default=2, help="API processes (default 2)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="jobs run through each deployment before the measured ones, so the numbers are "
+        "steady state rather than start-up: connection pools filled, lazy imports done "
+        "(default 300; 0 measures from cold)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -394,7 +430,16 @@ def main() -> None:
             base_rate = None
             for workers in args.workers:
                 rates = [
-                    throughput(pg_url, workers, args.jobs, root, False, args.concurrency, args.apis)
+                    throughput(
+                        pg_url,
+                        workers,
+                        args.jobs,
+                        root,
+                        False,
+                        args.concurrency,
+                        args.apis,
+                        args.warmup,
+                    )
                     for _round in range(args.rounds)
                 ]
                 rate = statistics.median(rates)
@@ -406,7 +451,14 @@ def main() -> None:
                 )
             if args.inline:
                 rate = throughput(
-                    pg_url, args.workers[-1], args.jobs, root, True, args.concurrency, args.apis
+                    pg_url,
+                    args.workers[-1],
+                    args.jobs,
+                    root,
+                    True,
+                    args.concurrency,
+                    args.apis,
+                    args.warmup,
                 )
                 print(
                     f"  {args.workers[-1]} worker process(es), reference inline as a data URI "

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from castframe.jobs import states
 from castframe.store.db import Database
-from castframe.store.tables import jobs
+from castframe.store.tables import jobs, status_is
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -70,6 +71,22 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 
 
+# Each read through its partial index (store/tables.py), counting the index's own column
+# (never NULL in it: a queued job has its key, a running one its lease) rather than ``*``,
+# for which SQLite would pick the smallest whole-table index instead.
+QUEUE_DEPTH = {
+    states.QUEUED: sa.select(sa.func.count(jobs.c.queue_key)).where(
+        status_is(jobs.c.status, states.QUEUED)
+    ),
+    states.PROCESSING: sa.select(sa.func.count(jobs.c.lease_expires_at)).where(
+        status_is(jobs.c.status, states.PROCESSING)
+    ),
+}
+OLDEST_QUEUED = sa.select(sa.func.min(jobs.c.created_at)).where(
+    status_is(jobs.c.status, states.QUEUED)
+)
+
+
 class QueueCollector(Collector):
     """Queue depth and age of the oldest due job, read at scrape time."""
 
@@ -82,17 +99,13 @@ class QueueCollector(Collector):
             "castframe_queue_oldest_age_seconds", "Age of the oldest QUEUED job"
         )
         with self.db.read() as conn:
-            counts = conn.execute(
-                sa.select(jobs.c.status, sa.func.count())
-                .where(jobs.c.status.in_(("QUEUED", "PROCESSING")))
-                .group_by(jobs.c.status)
-            ).all()
-            first = conn.execute(
-                sa.select(sa.func.min(jobs.c.created_at)).where(jobs.c.status == "QUEUED")
-            ).scalar()
-        found: dict[str, int] = {str(status): int(count) for status, count in counts}
-        for status in ("QUEUED", "PROCESSING"):
-            depth.add_metric([status], float(found.get(status, 0)))
+            found = {
+                status: int(conn.execute(statement).scalar_one())
+                for status, statement in QUEUE_DEPTH.items()
+            }
+            first = conn.execute(OLDEST_QUEUED).scalar()
+        for status, count in found.items():
+            depth.add_metric([status], float(count))
         oldest.add_metric([], max(0.0, time.time() - float(first)) if first else 0.0)
         yield depth
         yield oldest

@@ -21,15 +21,16 @@ import sqlalchemy as sa
 
 from castframe.dispatch.notify import JOBS_CHANNEL, publish
 from castframe.jobs import ledger, states
-from castframe.store.tables import jobs
+from castframe.store.tables import jobs, status_is
 from castframe.webhooks import outbox
 
 
 def _build_claim(postgres: bool) -> sa.Update:
     """The claim statement, built once per dialect; every value is a parameter.
 
-    The lowest due keys of the fair queue (jobs/admission.py) through ``ix_jobs_claim``: a
-    claim reads a handful of index entries however deep the backlog is. On PostgreSQL the pick
+    The lowest due keys of the fair queue (jobs/admission.py) through ``ix_jobs_queued`` (a
+    partial index of the queued jobs: see store/tables.py): a claim reads a handful of index
+    entries however deep the backlog is and however many jobs ran before. On PostgreSQL the pick
     is a materialised CTE, run exactly once: as an ``IN (subquery)`` the planner may make it
     the inner side of a semi-join and rerun its ``LIMIT ... FOR UPDATE SKIP LOCKED`` per outer
     row, which picks wrong rows.
@@ -38,7 +39,7 @@ def _build_claim(postgres: bool) -> sa.Update:
     candidate = jobs.alias("candidate")
     pick = (
         sa.select(candidate.c.id)
-        .where(candidate.c.status == states.QUEUED, candidate.c.run_after <= now)
+        .where(status_is(candidate.c.status, states.QUEUED), candidate.c.run_after <= now)
         .order_by(candidate.c.queue_key)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
@@ -281,7 +282,7 @@ def requeue_expired(conn: sa.Connection, max_attempts: int, now: float | None = 
     requeued = conn.execute(
         jobs.update()
         .where(
-            jobs.c.status == states.PROCESSING,
+            status_is(jobs.c.status, states.PROCESSING),
             jobs.c.lease_expires_at < now,
             jobs.c.attempts < max_attempts,
         )
@@ -305,7 +306,7 @@ def reap_abandoned(conn: sa.Connection, max_attempts: int, now: float | None = N
     rows = (
         conn.execute(
             sa.select(jobs).where(
-                jobs.c.status == states.PROCESSING,
+                status_is(jobs.c.status, states.PROCESSING),
                 jobs.c.lease_expires_at < now,
                 jobs.c.attempts >= max_attempts,
             )

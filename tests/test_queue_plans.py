@@ -1,0 +1,86 @@
+"""The queue's statements use its partial indexes, on both databases, whatever plan is cached.
+
+A claim that stops using ``ix_jobs_queued`` still returns the right jobs, only slowly: it
+would read every job ever run. So these tests read the plans themselves. On PostgreSQL they
+force the generic plan, the one a prepared statement settles on after a few runs, where a
+status passed as a parameter could not match the indexes' ``status = '...'`` predicates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+
+from castframe.dispatch import queue
+from castframe.jobs import states
+from castframe.metrics import OLDEST_QUEUED, QUEUE_DEPTH
+from castframe.store.db import Database
+from castframe.store.migrate import upgrade
+from castframe.store.tables import jobs, status_is
+
+
+def _plan(db: Database, statement: sa.Executable, params: dict[str, Any]) -> str:
+    """The plan of ``statement`` as text: PostgreSQL's generic plan, SQLite's query plan."""
+    with db.write() as conn:
+        if db.is_postgres:
+            # Compiled with $n placeholders, so PostgreSQL itself prepares it.
+            compiled = statement.compile(dialect=PGDialect_asyncpg())
+            bound = compiled.construct_params(params)
+            values = [
+                sa.literal(bound[name]).compile(
+                    dialect=PGDialect_asyncpg(), compile_kwargs={"literal_binds": True}
+                )
+                for name in compiled.positiontup or []
+            ]
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.exec_driver_sql(f"PREPARE plan_probe AS {compiled}")
+            args = f"({', '.join(str(value) for value in values)})" if values else ""
+            rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE plan_probe{args}").all()
+            conn.exec_driver_sql("DEALLOCATE plan_probe")
+            return "\n".join(row[0] for row in rows)
+        compiled = statement.compile(dialect=sqlite_dialect())
+        bound = compiled.construct_params(params)
+        rows = conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {compiled}",
+            tuple(bound[name] for name in compiled.positiontup or []),
+        ).all()
+        return "\n".join(str(row[-1]) for row in rows)
+
+
+def _migrated(url: str) -> Database:
+    db = Database(url)
+    upgrade(db.engine)
+    return db
+
+
+def test_claims_read_the_queued_index(database_url: str) -> None:
+    db = _migrated(database_url)
+    statement = queue._CLAIM["postgresql" if db.is_postgres else "sqlite"]
+    now = time.time()
+    params = {"now": now, "worker_id": "w", "lease_until": now + 30, "limit": 4}
+    assert "ix_jobs_queued" in _plan(db, statement, params)
+    db.dispose()
+
+
+def test_takeovers_and_queue_metrics_read_the_partial_indexes(database_url: str) -> None:
+    db = _migrated(database_url)
+    expired = sa.select(jobs.c.id).where(
+        status_is(jobs.c.status, states.PROCESSING), jobs.c.lease_expires_at < sa.bindparam("now")
+    )
+    assert "ix_jobs_running" in _plan(db, expired, {"now": time.time()})
+    assert "ix_jobs_queued" in _plan(db, QUEUE_DEPTH[states.QUEUED], {})
+    assert "ix_jobs_running" in _plan(db, QUEUE_DEPTH[states.PROCESSING], {})
+    assert "ix_jobs_queued" in _plan(db, OLDEST_QUEUED, {})
+    db.dispose()
+
+
+def test_status_is_refuses_what_is_not_a_status() -> None:
+    try:
+        status_is(jobs.c.status, "QUEUED' OR '1'='1")
+    except ValueError:
+        return
+    raise AssertionError("an unknown status was put into SQL text")
