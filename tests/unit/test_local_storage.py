@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from castframe.dispatch.worker import output_key
 from castframe.media.storage import LocalStorage
 
 
@@ -31,3 +32,22 @@ def test_keys_that_could_leave_the_root_are_refused(storage: LocalStorage, key: 
     with pytest.raises(ValueError):
         storage.put(key, b"x", "image/png")
     assert storage.exists(key) is False
+
+
+def test_put_makes_missing_folders_again_after_they_are_removed(storage: LocalStorage) -> None:
+    """Writes no longer create the folder first; a folder removed meanwhile (a retention
+    job deleting an old day) is made again on the write that finds it missing."""
+    storage.put("outputs/2026-11-01/a-0-1.png", b"one", "image/png")
+    for file in (storage.root / "outputs" / "2026-11-01").iterdir():
+        file.unlink()
+    (storage.root / "outputs" / "2026-11-01").rmdir()
+    (storage.root / "outputs").rmdir()
+    storage.put("outputs/2026-11-01/b-0-1.png", b"two", "image/png")
+    assert storage.get("outputs/2026-11-01/b-0-1.png") == b"two"
+
+
+def test_output_keys_group_a_day_of_jobs_in_one_folder() -> None:
+    created = 1_795_000_000.0  # 2026-11-18 UTC
+    assert output_key("j1", created, 0, 42) == "outputs/2026-11-18/j1-0-42.png"
+    assert output_key("j2", created + 60, 1, 7) == "outputs/2026-11-18/j2-1-7.png"
+    assert output_key("j3", created + 86_400, 0, 7).startswith("outputs/2026-11-19/")

@@ -140,7 +140,7 @@ def cancel_requested(conn: sa.Connection, job_id: str) -> bool:
 
 
 # The lease owner's finishing write; the SET clause comes from the parameters' keys, so the
-# compiled form is cached per kind of finish (complete, fail, requeue).
+# compiled form is cached per kind of finish (fail, requeue).
 _FINISH = jobs.update().where(
     jobs.c.id == sa.bindparam("job_id"),
     jobs.c.lease_owner == sa.bindparam("owner"),
@@ -148,19 +148,14 @@ _FINISH = jobs.update().where(
 )
 
 
-# Completing also requires that nobody asked to cancel: the check costs no extra statement.
-_COMPLETE = _FINISH.where(jobs.c.cancel_requested == sa.false())
-
-
 def _finish(
     conn: sa.Connection,
     job: dict[str, Any],
     worker_id: str,
     values: dict[str, Any],
-    statement: sa.Update = _FINISH,
 ) -> bool:
     result = conn.execute(
-        statement,
+        _FINISH,
         {"job_id": job["id"], "owner": worker_id, "lease_owner": None, "lease_expires_at": None}
         | values,
     )
@@ -188,34 +183,87 @@ def complete_many(
 ) -> list[bool]:
     """``complete`` for several (job, result, delivered) in one transaction; one bool each.
 
-    Job rows are written first (in id order), the accounts' rows last (``ledger.settle_many``:
-    one UPDATE per account, in id order), so the account locks, which submissions also need,
-    are held only until the commit that follows, and concurrent batches cannot deadlock.
+    The job rows move in one statement (per-job values by ``CASE id``, the lease and
+    cancellation guards as in ``_finish``, ``RETURNING`` the ids that moved), so a batch costs
+    the same few round trips whatever its size. The accounts' rows come last
+    (``ledger.settle_many``: one UPDATE per account, in id order), so the account locks, which
+    submissions also need, are held only until the commit that follows, and concurrent
+    batches cannot deadlock (PostgreSQL locks the job rows in the order it finds them, but
+    each is a different worker's own leased job).
     """
-    outcomes = [False] * len(finished)
-    closings: list[ledger.Closing] = []
+    if not finished:
+        return []
     now = time.time()
-    for index in sorted(range(len(finished)), key=lambda i: str(finished[i][0]["id"])):
-        job, result, delivered = finished[index]
+    values: dict[str, dict[str, Any]] = {}
+    for job, result, delivered in finished:
         requested = int(job["params"]["num_images"])
-        charged = ledger.split_charge(int(job["price"]), requested, delivered)[0]
-        values = {
-            "status": states.COMPLETED,
-            "progress": 100,
+        values[str(job["id"])] = {
             "result": result,
-            "completed_at": now,
-            "error_message": None,
-            "charged": charged,
+            "charged": ledger.split_charge(int(job["price"]), requested, delivered)[0],
             "delivered": delivered,
         }
-        if _finish(conn, job, worker_id, values, _COMPLETE):
-            outcomes[index] = True
-            outbox.enqueue(conn, job, "completed")
-            closings.append(
-                ledger.Closing(
-                    job["account_id"], job["id"], int(job["price"]), requested, delivered
-                )
+    ids = sorted(values)
+    moved = {
+        str(row[0])
+        for row in conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id.in_(ids),
+                jobs.c.lease_owner == worker_id,
+                jobs.c.status == states.PROCESSING,
+                jobs.c.cancel_requested == sa.false(),
             )
+            .values(
+                status=states.COMPLETED,
+                progress=100,
+                completed_at=now,
+                error_message=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                **{
+                    name: sa.case(
+                        {
+                            job_id: sa.bindparam(None, values[job_id][name], type_=column.type)
+                            for job_id in ids
+                        },
+                        value=jobs.c.id,
+                    )
+                    for name, column in (
+                        ("result", jobs.c.result),
+                        ("charged", jobs.c.charged),
+                        ("delivered", jobs.c.delivered),
+                    )
+                },
+            )
+            .returning(jobs.c.id)
+        )
+    }
+    outcomes = []
+    closings: list[ledger.Closing] = []
+    for job, _result, delivered in finished:
+        done = str(job["id"]) in moved
+        outcomes.append(done)
+        if not done:
+            continue
+        job.update(
+            status=states.COMPLETED,
+            progress=100,
+            completed_at=now,
+            error_message=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            **values[str(job["id"])],
+        )
+        outbox.enqueue(conn, job, "completed")
+        closings.append(
+            ledger.Closing(
+                job["account_id"],
+                job["id"],
+                int(job["price"]),
+                int(job["params"]["num_images"]),
+                delivered,
+            )
+        )
     ledger.settle_many(conn, closings)
     return outcomes
 

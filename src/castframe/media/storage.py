@@ -1,6 +1,6 @@
 """Where output images and uploads live. Local directory by default.
 
-A storage maps a key (``outputs/<job>/<n>.png``) to bytes and hands out a URL a client can
+A storage maps a key (``outputs/<day>/<job>-<n>-<seed>.png``) to bytes and hands out a URL a client can
 fetch for a limited time. ``LocalStorage`` serves its files through the API's signed
 ``/v2/files/...`` route.
 """
@@ -50,10 +50,12 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-        with open(tmp, "xb") as handle:
-            handle.write(data)
+        try:
+            _write_new(tmp, data)
+        except FileNotFoundError:  # the key's first file in its folder: only then mkdir
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_new(tmp, data)
         os.replace(tmp, path)
 
     def get(self, key: str) -> bytes:
@@ -67,6 +69,12 @@ class LocalStorage:
 
     def url(self, key: str, ttl: int) -> str:
         return signed_url(self.base_url, self.secret, key, ttl)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet (``FileNotFoundError`` if its folder is missing)."""
+    with open(path, "xb") as handle:
+        handle.write(data)
 
 
 def make_storage(settings: Settings) -> Storage:
