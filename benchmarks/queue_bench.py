@@ -10,8 +10,9 @@ With an engine of fixed, tiny cost (benchmarks/fixed_engine.py), in one run:
     python benchmarks/queue_bench.py [--jobs 600] [--latency-jobs 100] [--workers 1 2 4]
                                      [--rounds 3] [--concurrency 4] [--apis 2] [--inline]
 
-CASTFRAME_KEY_CACHE_SECONDS and CASTFRAME_SUBMIT_BATCH_MAX in the environment are passed to the
-API processes (unset: the server's defaults, a 5 s key cache on PostgreSQL and batches of 64).
+CASTFRAME_KEY_CACHE_SECONDS, CASTFRAME_SUBMIT_BATCH_MAX and CASTFRAME_COMPLETION_LINGER_MS in the
+environment are passed to the processes (unset: the server's defaults, a 5 s key cache on
+PostgreSQL, batches of 64, a 2 ms completion linger).
 
 (Named queue_bench.py, not queue.py: a queue.py here would shadow the standard library's
 `queue` module for every script in this folder.)
@@ -74,10 +75,15 @@ class Stack:
                 "CASTFRAME_MAX_ACTIVE_JOBS": "100000",
                 "CASTFRAME_SECRET_KEY": "bench",
                 "CASTFRAME_LOG_FORMAT": "text",
-                "PYTHONPATH": str(ROOT),
+                # This checkout's code, whichever checkout the virtualenv was installed from.
+                "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
             }
         )
-        for name in ("CASTFRAME_KEY_CACHE_SECONDS", "CASTFRAME_SUBMIT_BATCH_MAX"):
+        for name in (
+            "CASTFRAME_KEY_CACHE_SECONDS",
+            "CASTFRAME_SUBMIT_BATCH_MAX",
+            "CASTFRAME_COMPLETION_LINGER_MS",
+        ):
             if name in os.environ:
                 self.env[name] = os.environ[name]
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
 
     worker_enabled: bool = Field(default=True, description="Run a worker inside `serve`.")
     worker_concurrency: int = Field(default=2, ge=1, le=64, description="Jobs run in parallel.")
+    completion_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="How long a finished job waits for the worker's other busy slots to finish "
+        "too, so that they complete in one transaction (0: complete each at once).",
+    )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="A job whose worker is silent this long is taken over."
     )

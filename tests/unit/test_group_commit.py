@@ -181,3 +181,45 @@ def test_many_threads_each_get_their_own_result() -> None:
     assert failures == []
     assert sum(batches) == 24 * 20
     assert max(batches) <= 8 and len(batches) < 24 * 20  # they did share
+
+
+def test_a_leader_lingers_for_its_busy_siblings_and_writes_them_in_one_batch() -> None:
+    """Three busy slots that finish a moment apart share one transaction."""
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(
+        recorder.write_batch, recorder.write_one, siblings=lambda: 3, linger=10.0
+    )
+    results: dict[int, object] = {}
+
+    def call(item: int) -> None:
+        results[item] = group.submit(item)
+
+    threads = []
+    for item in (1, 2, 3):
+        threads.append(threading.Thread(target=call, args=(item,)))
+        threads[-1].start()
+        time.sleep(0.05)  # each finishes a little after the previous one
+    for thread in threads:
+        thread.join(10)
+    assert recorder.batches == [[1, 2, 3]]
+    assert results == {1: 10, 2: 20, 3: 30}
+
+
+def test_a_leader_stops_lingering_when_the_linger_is_over() -> None:
+    """A sibling that stays busy (a long job) does not hold a finished job back for long."""
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(
+        recorder.write_batch, recorder.write_one, siblings=lambda: 2, linger=0.05
+    )
+    assert group.submit(1) == 10
+    assert recorder.batches == [[1]]
+
+
+def test_without_siblings_nothing_lingers() -> None:
+    """The default: the lone caller is written at once, however long the linger."""
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(
+        recorder.write_batch, recorder.write_one, siblings=lambda: 1, linger=60.0
+    )
+    assert group.submit(5) == 50  # would take a minute if it waited for a sibling
+    assert recorder.batches == [[5]]

@@ -125,7 +125,11 @@ class Worker:
         self._claim_lock = threading.Lock()
         self._last_reap = 0.0
         self.completions: GroupCommit[Finished, str] = GroupCommit(
-            self._complete_batch, self._complete_one, max_batch=self.concurrency
+            self._complete_batch,
+            self._complete_one,
+            max_batch=self.concurrency,
+            siblings=self._slots_running,
+            linger=settings.completion_linger_ms / 1000,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -156,6 +160,11 @@ class Worker:
             with self.db.write() as conn:
                 queue.requeue(conn, job, self.worker_id, 0.0, "worker shut down; job given back")
         log.info("worker %s stopped (%d jobs given back)", self.worker_id, len(leftover))
+
+    def _slots_running(self) -> int:
+        """Slots with a job in hand (claimed jobs still waiting for a slot do not count)."""
+        with self._lock:
+            return len(self._running) - len(self._ready)
 
     @property
     def busy(self) -> int:
