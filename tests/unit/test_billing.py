@@ -252,3 +252,29 @@ def test_any_history_keeps_the_books_balanced(operations: list[tuple[object, ...
             getattr(world, str(name))(*args)
             world.check()
         world.db.dispose()
+
+
+def test_admitting_a_group_at_once_is_admitting_it_one_by_one(database_url: str) -> None:
+    """``admission.admit_all`` gives the same fair-queue keys and totals as ``admit`` called
+    once per submission, and admits nothing at all when the group does not fit whole."""
+    db = Database(database_url)
+    upgrade(db.engine)
+    now = 1_000.0
+    prices = [10, 0, 30, 10]
+    with db.write() as conn:
+        one = accounts.create_account(conn, "one-by-one", credits=100)["id"]
+        whole = accounts.create_account(conn, "at-once", credits=100)["id"]
+        for account in (one, whole):  # a clock ahead of now: keys follow it, not now
+            admission.admit(conn, account, 0, 10, now)
+        singles = [admission.admit(conn, one, price, 10, now + 0.5) for price in prices]
+        group = admission.admit_all(conn, whole, prices, 10, now + 0.5)
+        assert group == pytest.approx(singles)
+        assert group == sorted(group) and group[1] - group[0] == pytest.approx(1.0)
+        assert ledger.account_balance(conn, whole) == ledger.account_balance(conn, one)
+        assert admission.active_jobs(conn, whole) == admission.active_jobs(conn, one) == 5
+        # Over the active-job limit (5 + 2 > 6) or the credits (50 left, 70 asked): nothing.
+        before = (ledger.account_balance(conn, whole), admission.active_jobs(conn, whole))
+        assert admission.admit_all(conn, whole, [1, 1], 6, now) is None
+        assert admission.admit_all(conn, whole, [40, 30], 10, now) is None
+        assert (ledger.account_balance(conn, whole), admission.active_jobs(conn, whole)) == before
+    db.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import secrets
 import time
 import uuid
@@ -189,25 +190,61 @@ def insert_many(
     Returns each one's job or the ApiError that refused it; a refused submission has written
     nothing, because every check and the admission come before the first write. Accounts are
     admitted in a fixed order (by id; each account's submissions in arrival order), so two
-    batches that lock the same account rows cannot deadlock.
+    batches that lock the same account rows cannot deadlock. An account's submissions that
+    all fit are admitted by one UPDATE (``admission.admit_all``), else one by one.
     """
     outcomes: list[dict[str, Any] | ApiError | None] = [None] * len(pending)
     known = _uploads_of(conn, pending)
     admitted: list[tuple[Submission, dict[str, Any]]] = []
     publish(conn, JOBS_CHANNEL)
     order = sorted(range(len(pending)), key=lambda index: pending[index][0].account_id)
-    for index in order:
-        principal, submission = pending[index]
-        try:
-            check_references(conn, principal, submission, known)
-            job = admit(conn, principal, submission, settings)
-        except ApiError as refused:
-            outcomes[index] = refused
-            continue
-        outcomes[index] = job
-        admitted.append((submission, job))
+    for _account, group in itertools.groupby(order, key=lambda i: pending[i][0].account_id):
+        checked: list[int] = []
+        for index in group:
+            principal, submission = pending[index]
+            try:
+                check_references(conn, principal, submission, known)
+            except ApiError as refused:
+                outcomes[index] = refused
+                continue
+            checked.append(index)
+        for index, outcome in zip(
+            checked, _admit_group(conn, [pending[i] for i in checked], settings), strict=True
+        ):
+            outcomes[index] = outcome
+            if isinstance(outcome, dict):
+                admitted.append((pending[index][1], outcome))
     write_jobs(conn, admitted)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _admit_group(
+    conn: sa.Connection, group: Sequence[tuple[Principal, Submission]], settings: Settings
+) -> list[dict[str, Any] | ApiError]:
+    """One account's checked submissions: all in one UPDATE if they all fit, else each alone."""
+    if len(group) > 1:
+        now = time.time()
+        limits = {principal.max_active_jobs or settings.max_active_jobs for principal, _ in group}
+        if len(limits) == 1:
+            keys = admission.admit_all(
+                conn,
+                group[0][0].account_id,
+                [submission.price for _principal, submission in group],
+                limits.pop(),
+                now,
+            )
+            if keys is not None:
+                return [
+                    job_row(principal, submission, key, now)
+                    for (principal, submission), key in zip(group, keys, strict=True)
+                ]
+    outcomes: list[dict[str, Any] | ApiError] = []
+    for principal, submission in group:
+        try:
+            outcomes.append(admit(conn, principal, submission, settings))
+        except ApiError as refused:
+            outcomes.append(refused)
+    return outcomes
 
 
 def _uploads_of(
@@ -251,6 +288,13 @@ def admit(
     now = time.time()
     limit = principal.max_active_jobs or settings.max_active_jobs
     queue_key = admission.admit(conn, principal.account_id, submission.price, limit, now)
+    return job_row(principal, submission, queue_key, now)
+
+
+def job_row(
+    principal: Principal, submission: Submission, queue_key: float, now: float
+) -> dict[str, Any]:
+    """The row of an admitted job, QUEUED at ``queue_key``."""
     return {
         "id": str(uuid.uuid4()),
         "account_id": principal.account_id,
