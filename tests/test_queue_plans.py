@@ -84,3 +84,15 @@ def test_status_is_refuses_what_is_not_a_status() -> None:
     except ValueError:
         return
     raise AssertionError("an unknown status was put into SQL text")
+
+
+def test_postgres_vacuums_the_jobs_table_early(postgres_url: str) -> None:
+    """Stale queue-index entries are read by claims until a vacuum: on PostgreSQL the jobs
+    table is vacuumed after 2% of its rows changed, not the default 20%."""
+    db = _migrated(postgres_url)
+    with db.read() as conn:
+        options = conn.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'jobs'"
+        ).scalar()
+    assert "autovacuum_vacuum_scale_factor=0.02" in (options or [])
+    db.dispose()

@@ -7,6 +7,11 @@ Replaces ix_jobs_claim (status, queue_key) and ix_jobs_queue (status, run_after)
 indexed every job ever written, with indexes of only the jobs that are queued or running (see
 store/tables.py for why). On PostgreSQL they are built CONCURRENTLY, outside the migration's
 transaction, so a running deployment keeps submitting and claiming while they build.
+
+Also on PostgreSQL: autovacuum visits ``jobs`` after 2% of its rows changed instead of the
+default 20%. Every job's row is rewritten twice (claimed, finished), and until a vacuum the
+stale entries of the queue's index are read again by claims; on a table of millions of jobs
+the default would let hundreds of thousands pile up between vacuums.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ NEW = (
     ("ix_jobs_running", ["lease_expires_at"], "status = 'PROCESSING'"),
 )
 OLD = (("ix_jobs_claim", ["status", "queue_key"]), ("ix_jobs_queue", ["status", "run_after"]))
+VACUUM_SETTINGS = "autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02"
 
 
 def _postgres() -> bool:
@@ -45,6 +51,7 @@ def upgrade() -> None:
                 )
             for name, _columns in OLD:
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        op.execute(f"ALTER TABLE jobs SET ({VACUUM_SETTINGS})")
         return
     for name, columns, where in NEW:
         op.create_index(name, "jobs", columns, sqlite_where=sa.text(where))
@@ -53,6 +60,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if _postgres():
+        op.execute(
+            "ALTER TABLE jobs RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)"
+        )
     for name, columns in OLD:
         op.create_index(name, "jobs", columns)
     for name, _columns, _where in NEW:
