@@ -256,6 +256,11 @@ def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: 
         if principal is poor_principal and not isinstance(outcome, ApiError)
     ]
     assert poor_keys[1] - poor_keys[0] == pytest.approx(1.0)
+    # The rich account's two were admitted together and still keep their sending order.
+    first, second = outcomes[1], outcomes[5]
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert first["created_at"] < second["created_at"]
+    assert second["queue_key"] - first["queue_key"] == pytest.approx(1.0)
 
 
 def test_concurrent_submissions_are_each_answered_and_billed_once(api_no_worker: Api) -> None:

@@ -234,8 +234,10 @@ def _admit_group(
                 now,
             )
             if keys is not None:
+                # Each its own creation time, as when admitted one by one: listings order
+                # jobs by it, and a batch's jobs then keep the order they were sent in.
                 return [
-                    job_row(principal, submission, key, now)
+                    job_row(principal, submission, key, time.time())
                     for (principal, submission), key in zip(group, keys, strict=True)
                 ]
     outcomes: list[dict[str, Any] | ApiError] = []
