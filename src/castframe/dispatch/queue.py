@@ -178,6 +178,14 @@ def complete(
 
 
 _PER_JOB = {"result": jobs.c.result, "charged": jobs.c.charged, "delivered": jobs.c.delivered}
+_COMPLETED = {
+    "status": states.COMPLETED,
+    "progress": 100,
+    "error_message": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+}
+"""What completing sets on every job, besides its completion time and ``_PER_JOB`` values."""
 
 
 @functools.cache
@@ -197,12 +205,8 @@ def _complete_statement(size: int) -> sa.Update:
             jobs.c.cancel_requested == sa.false(),
         )
         .values(
-            status=states.COMPLETED,
-            progress=100,
+            **_COMPLETED,
             completed_at=sa.bindparam("now", type_=jobs.c.completed_at.type),
-            error_message=None,
-            lease_owner=None,
-            lease_expires_at=None,
             **{
                 name: sa.case(
                     *(
@@ -218,6 +222,10 @@ def _complete_statement(size: int) -> sa.Update:
         )
         .returning(jobs.c.id)
     )
+
+
+def _requested(job: dict[str, Any]) -> int:
+    return int(job["params"]["num_images"])
 
 
 def complete_many(
@@ -240,12 +248,8 @@ def complete_many(
     now = time.time()
     values: dict[str, dict[str, Any]] = {}
     for job, result, delivered in finished:
-        requested = int(job["params"]["num_images"])
-        values[str(job["id"])] = {
-            "result": result,
-            "charged": ledger.split_charge(int(job["price"]), requested, delivered)[0],
-            "delivered": delivered,
-        }
+        charged = ledger.split_charge(int(job["price"]), _requested(job), delivered)[0]
+        values[str(job["id"])] = {"result": result, "charged": charged, "delivered": delivered}
     ids = sorted(values)
     parameters: dict[str, Any] = {"owner": worker_id, "now": now}
     for index, job_id in enumerate(ids):
@@ -260,23 +264,11 @@ def complete_many(
         outcomes.append(done)
         if not done:
             continue
-        job.update(
-            status=states.COMPLETED,
-            progress=100,
-            completed_at=now,
-            error_message=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            **values[str(job["id"])],
-        )
+        job.update(_COMPLETED, completed_at=now, **values[str(job["id"])])
         outbox.enqueue(conn, job, "completed")
         closings.append(
             ledger.Closing(
-                job["account_id"],
-                job["id"],
-                int(job["price"]),
-                int(job["params"]["num_images"]),
-                delivered,
+                job["account_id"], job["id"], int(job["price"]), _requested(job), delivered
             )
         )
     ledger.settle_many(conn, closings)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from castframe.jobs import states
+
 metadata = sa.MetaData()
 
 accounts = sa.Table(
@@ -45,6 +47,13 @@ api_keys = sa.Table(
     sa.Column("rate_per_second", sa.Float, nullable=True),
     sa.Column("rate_burst", sa.Integer, nullable=True),
 )
+
+
+def _index_of_jobs_in(status: str, name: str, column: str) -> sa.Index:
+    """A partial index of only the jobs in ``status``, on both dialects."""
+    where = sa.text(f"status = '{status}'")
+    return sa.Index(name, column, postgresql_where=where, sqlite_where=where)
+
 
 jobs = sa.Table(
     "jobs",
@@ -88,18 +97,8 @@ jobs = sa.Table(
     # every claim walked all the jobs claimed since the last vacuum (~1,000 entries per claim
     # in a 3,000-job benchmark drain). Queries must spell the status as a literal
     # (``status_is``) for the planner to use them.
-    sa.Index(
-        "ix_jobs_queued",
-        "queue_key",
-        postgresql_where=sa.text("status = 'QUEUED'"),
-        sqlite_where=sa.text("status = 'QUEUED'"),
-    ),
-    sa.Index(
-        "ix_jobs_running",
-        "lease_expires_at",
-        postgresql_where=sa.text("status = 'PROCESSING'"),
-        sqlite_where=sa.text("status = 'PROCESSING'"),
-    ),
+    _index_of_jobs_in(states.QUEUED, "ix_jobs_queued", "queue_key"),
+    _index_of_jobs_in(states.PROCESSING, "ix_jobs_running", "lease_expires_at"),
     sa.Index("ix_jobs_account_created", "account_id", "mode", "created_at"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),
 )
@@ -112,7 +111,7 @@ def status_is(column: sa.ColumnElement[str], status: str) -> sa.ColumnElement[bo
     planner can prove its predicate: a literal can, a parameter cannot once PostgreSQL has
     switched a prepared statement to its generic plan (SQLite never can).
     """
-    if status not in ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"):
+    if status not in states.ALL:
         raise ValueError(f"unknown job status {status!r}")
     return column == sa.literal_column(f"'{status}'")
 
