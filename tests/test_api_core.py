@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from castframe.store.tables import api_keys
 from tests.conftest import Api, body_for, open_api, truncate_all
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, data_uri, decode, png_bytes
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 
@@ -45,7 +47,7 @@ def test_seed_request_answers_202_with_exactly_job_id_and_status(api: Api, ref: 
     assert payload["status"] == "QUEUED"
     job = api.wait(key, payload["jobId"])
     assert job["status"] == "COMPLETED", job
-    image = job["result"]["images"][0]
+    image = images_of(job)[0]
     assert (image["width"], image["height"]) == (1024, 1024)
     assert image["contentType"] == "image/png"
     assert decode(api.file(image["url"])).shape == (1024, 1024, 3)
@@ -82,9 +84,9 @@ def test_rendered_prompt_is_reported_after_magic_prompt(api_sqlite: Api, ref: st
     on = api_sqlite.submit_and_wait(key, body_for(ref, "a knight", magic_prompt_option="on"))
     off = api_sqlite.submit_and_wait(key, body_for(ref, "a knight", magic_prompt_option="OFF"))
     assert on["input"]["ideogramParams"]["magic_prompt_option"] == "On"
-    assert on["result"]["images"][0]["prompt"].startswith("a knight, ")
-    assert len(on["result"]["images"][0]["prompt"]) > len("a knight") + 20
-    assert off["result"]["images"][0]["prompt"] == "a knight"
+    assert images_of(on)[0]["prompt"].startswith("a knight, ")
+    assert len(images_of(on)[0]["prompt"]) > len("a knight") + 20
+    assert images_of(off)[0]["prompt"] == "a knight"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +104,7 @@ def test_aspect_ratio_sets_exact_size(
 ) -> None:
     key = api_sqlite.key()
     job = api_sqlite.submit_and_wait(key, body_for(ref, aspect_ratio=aspect))
-    image = job["result"]["images"][0]
+    image = images_of(job)[0]
     assert (image["width"], image["height"]) == size
     pixels = decode(api_sqlite.file(image["url"]))
     assert pixels.shape[:2] == (size[1], size[0])
@@ -113,7 +115,7 @@ def test_aspect_ratio_at_top_level_and_num_images(api_sqlite: Api, ref: str) -> 
     job = api_sqlite.submit_and_wait(
         key, body_for(ref, top={"aspect_ratio": "16:9", "num_images": 2})
     )
-    images = job["result"]["images"]
+    images = images_of(job)
     assert len(images) == 2
     assert {(i["width"], i["height"]) for i in images} == {(1312, 736)}
     assert images[0]["seed"] != images[1]["seed"]
@@ -121,114 +123,116 @@ def test_aspect_ratio_at_top_level_and_num_images(api_sqlite: Api, ref: str) -> 
 
 
 INVALID_BODIES: list[tuple[str, dict[str, Any], int, str, str]] = [
-    ("missing prompt", {"prompt": None}, 422, "validation_error", "prompt"),
-    ("empty prompt", {"prompt": ""}, 422, "validation_error", "prompt"),
-    ("long prompt", {"prompt": "x" * 2001}, 422, "validation_error", "prompt"),
-    ("unknown model", {"model": "dall-e"}, 422, "unknown_model", "model"),
-    ("missing model", {"model": None}, 422, "validation_error", "model"),
-    ("unknown field", {"foo": 1}, 422, "validation_error", "foo"),
+    ("missing prompt", {"prompt": None}, 400, "validation_error", "prompt"),
+    ("empty prompt", {"prompt": ""}, 400, "validation_error", "prompt"),
+    ("long prompt", {"prompt": "x" * 2001}, 400, "validation_error", "prompt"),
+    ("unknown model", {"model": "dall-e"}, 400, "unknown_model", "model"),
+    ("missing model", {"model": None}, 400, "validation_error", "model"),
+    ("unknown field", {"foo": 1}, 400, "validation_error", "foo"),
     (
         "unknown param",
         {"ideogramParams.colour": "red"},
-        422,
+        400,
         "validation_error",
         "ideogramParams.colour",
     ),
     (
         "missing reference",
         {"ideogramParams.character_reference_image": None},
-        422,
+        400,
         "validation_error",
         "ideogramParams",
     ),
     (
         "reference and character",
         {"ideogramParams.character_id": "chr_x"},
-        422,
+        400,
         "validation_error",
         "ideogramParams",
     ),
     (
         "bad style",
         {"ideogramParams.style_type": "ANIME"},
-        422,
+        400,
         "validation_error",
         "ideogramParams.style_type",
     ),
     (
         "bad magic",
         {"ideogramParams.magic_prompt_option": "Maybe"},
-        422,
+        400,
         "validation_error",
         "ideogramParams.magic_prompt_option",
     ),
     (
         "bad speed",
         {"ideogramParams.rendering_speed": "fast"},
-        422,
+        400,
         "validation_error",
         "ideogramParams.rendering_speed",
     ),
-    ("seed string", {"ideogramParams.seed": "7"}, 422, "validation_error", "ideogramParams.seed"),
-    ("seed negative", {"ideogramParams.seed": -1}, 422, "validation_error", "ideogramParams.seed"),
+    ("seed string", {"ideogramParams.seed": "7"}, 400, "validation_error", "ideogramParams.seed"),
+    ("seed negative", {"ideogramParams.seed": -1}, 400, "validation_error", "ideogramParams.seed"),
     (
         "seed too big",
         {"ideogramParams.seed": 2147483648},
-        422,
+        400,
         "validation_error",
         "ideogramParams.seed",
     ),
-    ("seed bool", {"ideogramParams.seed": True}, 422, "validation_error", "ideogramParams.seed"),
+    ("seed bool", {"ideogramParams.seed": True}, 400, "validation_error", "ideogramParams.seed"),
     (
         "negative not str",
         {"ideogramParams.negative_prompt": 5},
-        422,
+        400,
         "validation_error",
         "ideogramParams.negative_prompt",
     ),
-    ("bad aspect", {"aspect_ratio": "2:1"}, 422, "validation_error", "aspect_ratio"),
+    ("bad aspect", {"aspect_ratio": "7:5"}, 400, "validation_error", "aspect_ratio"),
     (
         "conflicting aspect",
         {"aspect_ratio": "1:1", "ideogramParams.aspect_ratio": "3:4"},
-        422,
+        400,
         "validation_error",
         "body",
     ),
-    ("num_images 0", {"num_images": 0}, 422, "validation_error", "num_images"),
-    ("num_images 5", {"num_images": 5}, 422, "validation_error", "num_images"),
+    ("num_images 0", {"num_images": 0}, 400, "validation_error", "num_images"),
+    ("num_images 5", {"num_images": 5}, 400, "validation_error", "num_images"),
     (
         "image without mask",
         {"ideogramParams.image": "https://example.com/a.png"},
-        422,
+        400,
         "validation_error",
         "ideogramParams",
     ),
-    ("bad webhook event", {"webhookEvents": ["done"]}, 422, "validation_error", "webhookEvents.0"),
+    ("bad webhook event", {"webhookEvents": ["done"]}, 400, "validation_error", "webhookEvents.0"),
     (
         "ftp reference",
         {"ideogramParams.character_reference_image": "ftp://example.com/a.png"},
-        422,
+        400,
         "url_not_allowed",
         "ideogramParams.character_reference_image",
     ),
     (
         "private reference",
         {"ideogramParams.character_reference_image": "http://10.0.0.1/a.png"},
-        422,
+        400,
         "url_not_allowed",
         "ideogramParams.character_reference_image",
     ),
     (
         "broken data uri",
         {"ideogramParams.character_reference_image": "data:image/png;base64,AAAA"},
-        422,
+        400,
         "invalid_image",
         "ideogramParams.character_reference_image",
     ),
     (
         "unknown upload",
-        {"ideogramParams.character_reference_image": "upload://upl_nope"},
-        422,
+        {
+            "ideogramParams.character_reference_image": "upload://0b9e4a52-0000-4000-8000-000000000000"
+        },
+        400,
         "upload_not_found",
         "ideogramParams.character_reference_image",
     ),
@@ -263,8 +267,9 @@ def test_validation_rules(
     assert response.status_code == status, response.text
     payload = response.json()
     assert payload["code"] == code
-    assert payload["message"]
-    assert any(d["field"] == field for d in payload["details"]), payload["details"]
+    assert isinstance(payload["error"], str) and payload["error"]
+    assert field in payload["details"], payload["details"]
+    assert all(isinstance(m, str) for m in payload["details"][field])
 
 
 def test_enums_accept_any_case_and_are_normalised(api_no_worker: Api) -> None:
@@ -301,7 +306,7 @@ def test_webhook_url_alias(api_no_worker: Api) -> None:
     [
         (b"{not json", "application/json", 400, "invalid_json"),
         (b"[1, 2]", "application/json", 400, "invalid_json"),
-        (b"prompt=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"prompt=x", "application/x-www-form-urlencoded", 400, "unsupported_media_type"),
         (b"\xff\xfe", "application/json", 400, "invalid_json"),
     ],
 )
@@ -316,12 +321,12 @@ def test_malformed_bodies(
     assert response.json()["code"] == code
 
 
-def test_oversized_body_is_413(api_no_worker: Api) -> None:
+def test_oversized_body_is_a_400(api_no_worker: Api) -> None:
     key = api_no_worker.key()
     api_no_worker.services.settings.max_body_bytes = 1000
     body = body_for("https://example.com/me.png", negative_prompt="x" * 1500)
     response = api_no_worker.generate(key, body)
-    assert response.status_code == 413
+    assert response.status_code == 400
     assert response.json()["code"] == "payload_too_large"
 
 
@@ -329,7 +334,9 @@ def test_data_uri_reference_becomes_an_upload(api_sqlite: Api) -> None:
     key = api_sqlite.key()
     job = api_sqlite.submit_and_wait(key, body_for(data_uri(astronaut_png())))
     assert job["status"] == "COMPLETED"
-    assert job["input"]["ideogramParams"]["character_reference_image"].startswith("upload://upl_")
+    reference = job["input"]["ideogramParams"]["character_reference_image"]
+    assert reference.startswith("upload://")
+    uuid.UUID(reference.removeprefix("upload://"))
 
 
 def test_upload_then_reference(api: Api) -> None:
@@ -343,12 +350,18 @@ def test_upload_then_reference(api: Api) -> None:
     upload = response.json()
     assert upload["reference"] == f"upload://{upload['id']}"
     assert (upload["width"], upload["height"]) == (512, 512)
-    job = api.submit_and_wait(key, body_for(upload["reference"]))
-    assert job["status"] == "COMPLETED"
+    assert (upload["kind"], upload["contentType"]) == ("image", "image/png")
+    assert upload["byteSize"] == len(astronaut_png())
+    assert api.file(upload["url"]) == astronaut_png()
+    for source in (upload["url"], upload["reference"]):
+        job = api.submit_and_wait(key, body_for(source))
+        assert job["status"] == "COMPLETED"
+        assert job["input"]["ideogramParams"]["character_reference_image"] == source
     other = api.key(account="other")
-    response = api.generate(other, body_for(upload["reference"]))
-    assert response.status_code == 422
-    assert response.json()["code"] == "upload_not_found"
+    for source in (upload["url"], upload["reference"]):
+        response = api.generate(other, body_for(source))
+        assert response.status_code == 400
+        assert response.json()["code"] == "upload_not_found"
 
 
 @pytest.mark.parametrize(
@@ -364,18 +377,20 @@ def test_upload_rejects_bad_images(api_no_worker: Api, payload: bytes, code: str
     response = api_no_worker.client.post(
         "/v2/uploads", headers={"X-API-Key": key}, files={"file": ("x.png", payload, "image/png")}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["code"] == code
+    assert "file" in response.json()["details"]
 
 
 def test_upload_requires_multipart_and_file(api_no_worker: Api) -> None:
     key = api_no_worker.key()
     response = api_no_worker.client.post("/v2/uploads", headers={"X-API-Key": key}, json={})
-    assert response.status_code == 415
+    assert (response.status_code, response.json()["code"]) == (400, "unsupported_media_type")
     response = api_no_worker.client.post(
         "/v2/uploads", headers={"X-API-Key": key}, files={"other": ("x.png", b"x", "image/png")}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert response.json()["details"] == {"file": ["the multipart field `file` is missing"]}
 
 
 def test_unreachable_reference_fails_job_without_charge(
@@ -384,8 +399,8 @@ def test_unreachable_reference_fails_job_without_charge(
     key = api.key(credits=100)
     job = api.submit_and_wait(key, body_for(http_server.url("/missing.png")))
     assert job["status"] == "FAILED"
-    assert job["error"]["code"] == "reference_fetch_failed"
-    assert "404" in job["error"]["message"]
+    assert job["errorCode"] == "reference_fetch_failed"
+    assert "404" in job["error"]
     assert job["creditCost"] == 0
     account = api.client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["balance"], account["held"], account["available"]) == (100, 0, 100)
@@ -398,7 +413,7 @@ def test_reference_that_is_not_an_image_fails_with_invalid_image(
     url = http_server.serve_bytes("/page.html", b"<html>hello</html>", "text/html")
     job = api_sqlite.submit_and_wait(key, body_for(url))
     assert job["status"] == "FAILED"
-    assert job["error"]["code"] == "invalid_image"
+    assert job["errorCode"] == "invalid_image"
 
 
 def test_auth_errors(api_no_worker: Api) -> None:
@@ -504,7 +519,7 @@ def test_accounts_are_isolated(api_no_worker: Api) -> None:
         response = client.request(method, path, headers={"X-API-Key": bob})
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
-        assert job_id not in response.text or "no job" in response.json()["message"]
+        assert job_id not in response.text or "no job" in response.json()["error"]
     assert client.get("/v2/jobs", headers={"X-API-Key": bob}).json()["jobs"] == []
     assert len(client.get("/v2/jobs", headers={"X-API-Key": alice}).json()["jobs"]) == 1
 
@@ -544,7 +559,7 @@ def test_list_jobs_paginates_newest_first_with_filters(api_no_worker: Api) -> No
     assert seen == list(reversed(ids))
     assert pages == 3
     client.post(f"/v2/jobs/{ids[0]}/cancel", headers={"X-API-Key": key})
-    canceled = client.get("/v2/jobs", params={"status": "CANCELED"}, headers={"X-API-Key": key})
+    canceled = client.get("/v2/jobs", params={"status": "CANCELLED"}, headers={"X-API-Key": key})
     assert [j["id"] for j in canceled.json()["jobs"]] == [ids[0]]
     by_model = client.get("/v2/jobs", params={"model": "other"}, headers={"X-API-Key": key})
     assert by_model.json()["jobs"] == []
@@ -562,8 +577,9 @@ def test_cancel_queued_job_releases_hold(api_no_worker: Api) -> None:
     response = client.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
     assert response.status_code == 200
     job = response.json()
-    assert job["status"] == "CANCELED"
-    assert job["error"]["code"] == "canceled"
+    assert job["status"] == "CANCELLED"
+    assert job["errorCode"] == "cancelled"
+    assert job["error"] == "cancelled by the owner"
     assert job["creditCost"] == 0
     account = client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["held"], account["available"]) == (0, 100)
@@ -585,14 +601,14 @@ def test_models_catalog(api_no_worker: Api) -> None:
 def test_signed_urls_expire_and_reject_tampering(api_sqlite: Api, ref: str) -> None:
     key = api_sqlite.key()
     job = api_sqlite.submit_and_wait(key, body_for(ref))
-    url = job["result"]["images"][0]["url"]
+    url = images_of(job)[0]["url"]
     assert url.startswith("http://testserver/v2/files/outputs/")
     assert api_sqlite.client.get(url).status_code == 200
     tampered = url.replace("signature=", "signature=0")
     response = api_sqlite.client.get(tampered)
     assert (response.status_code, response.json()["code"]) == (403, "invalid_signature")
     api_sqlite.services.settings.output_url_ttl = 1
-    short = api_sqlite.get_job(key, job["id"])["result"]["images"][0]["url"]
+    short = images_of(api_sqlite.get_job(key, job["id"]))[0]["url"]
     time.sleep(2.1)
     expired = api_sqlite.client.get(short)
     assert (expired.status_code, expired.json()["code"]) == (410, "url_expired")
@@ -623,7 +639,7 @@ def test_every_error_code_is_documented() -> None:
 def test_output_png_is_a_real_picture(api_sqlite: Api, ref: str) -> None:
     key = api_sqlite.key()
     job = api_sqlite.submit_and_wait(key, body_for(ref))
-    pixels = decode(api_sqlite.file(job["result"]["images"][0]["url"]))
+    pixels = decode(api_sqlite.file(images_of(job)[0]["url"]))
     assert pixels.std() > 20  # not blank
     assert len({tuple(p) for p in pixels[::16, ::16].reshape(-1, 3)}) > 200  # not flat
     assert png_bytes(pixels)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,6 +18,7 @@ from castframe.engines.router import route_engine
 from castframe.services import Services
 from tests.conftest import Api, body_for, make_api, make_settings
 from tests.support.images import astronaut_png, data_uri, edit_pair
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 from tests.support.requests import engine_request
 from tests.support.tiny_pipelines import tiny_flux2_klein
@@ -156,7 +157,7 @@ def test_jobs_through_the_api_and_worker(diffusers_api: Api) -> None:
     job = wide_job(diffusers_api, key)
     assert job["status"] == "COMPLETED", job
     assert job["engine"] == "diffusers"
-    image = job["result"]["images"][0]
+    image = images_of(job)[0]
     assert (image["width"], image["height"]) == (1312, 736)
     assert job["result"]["metadata"]["family"] == "flux2-klein"
     test_key = diffusers_api.key(mode="test")
@@ -173,7 +174,7 @@ def test_cancel_a_running_diffusers_job(diffusers_api: Api) -> None:
     wait_until(lambda: diffusers_api.get_job(key, job_id)["progress"] > 5, 60, 0.05)
     diffusers_api.client.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
     job = diffusers_api.wait(key, job_id)
-    assert job["status"] == "CANCELED" and job["creditCost"] == 0
+    assert job["status"] == "CANCELLED" and job["creditCost"] == 0
 
 
 def test_speedups_switch_on_without_changing_the_contract(

@@ -18,6 +18,7 @@ from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
 from castframe.engines.open_weights.families import QWEN_IMAGE_EDIT, missing_requirements
 from tests.conftest import Api
 from tests.support.images import edit_pair
+from tests.support.jobs import images_of
 from tests.support.requests import engine_request
 from tests.support.tiny_pipelines import tiny_lora, tiny_qwen_image_edit
 from tests.test_diffusers import Recorder, api_with_model, wide_job
@@ -119,7 +120,7 @@ def test_a_job_through_the_api_and_worker(qwen_api: Api) -> None:
     assert job["status"] == "COMPLETED", job
     assert job["engine"] == "diffusers"
     assert job["result"]["metadata"]["family"] == "qwen-image-edit"
-    image = job["result"]["images"][0]
+    image = images_of(job)[0]
     assert (image["width"], image["height"]) == (1312, 736)
     assert job["creditCost"] == 10
 

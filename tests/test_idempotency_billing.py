@@ -50,13 +50,14 @@ def test_same_key_same_body_replays_the_first_response(api_no_worker: Api) -> No
     assert account["held"] == 10
 
 
-def test_same_key_different_body_is_422(api_no_worker: Api) -> None:
+def test_same_key_different_body_is_409(api_no_worker: Api) -> None:
     key = api_no_worker.key()
     api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "k"})
     other = api_no_worker.generate(
         key, body_for(REF, prompt="different"), **{"Idempotency-Key": "k"}
     )
-    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+    assert "Idempotency-Key" in other.json()["error"]
 
 
 def test_keys_are_scoped_to_the_account(api_no_worker: Api) -> None:
@@ -130,8 +131,9 @@ def test_insufficient_credits_is_402_with_numbers(api_no_worker: Api) -> None:
     response = api_no_worker.generate(key, body_for(REF, rendering_speed="quality"))
     assert response.status_code == 402
     payload = response.json()
-    assert payload["code"] == "insufficient_credits"
-    assert (payload["cost"], payload["balance"], payload["available"]) == (20, 25, 15)
+    assert (payload["error"], payload["code"]) == ("Insufficient credits", "insufficient_credits")
+    assert (payload["creditsRequired"], payload["creditsAvailable"]) == (20, 15)
+    assert (payload["balance"], payload["held"]) == (25, 10)
     assert count_jobs(api_no_worker) == 1
 
 

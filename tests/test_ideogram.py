@@ -6,6 +6,7 @@ import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from tests.conftest import Api, body_for, make_api, open_api
 from tests.support.fake_ideogram import FakeIdeogram
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, edit_pair, png_bytes
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 
@@ -83,7 +85,7 @@ def test_generate_maps_every_parameter_and_stores_results(
     }
     assert call.files["character_reference_images"] == [astronaut_png()]
     assert job["engine"] == "ideogram"
-    images = job["result"]["images"]
+    images = images_of(job)
     assert [i["seed"] for i in images] == [77, 78]
     assert all(
         i["prompt"].endswith("rewritten by magic prompt with cinematic light") for i in images
@@ -98,23 +100,45 @@ def test_generate_maps_every_parameter_and_stores_results(
     assert job["creditCost"] == 20
 
 
-def test_styles_ideogram_refuses_with_a_reference_are_rejected_at_submission(
-    ideogram_api: Api, fake: FakeIdeogram
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"style_type": "DESIGN"}, "ideogramParams.style_type"),
+        ({"style_preset": "OIL_PAINTING"}, "ideogramParams.style_preset"),
+        (
+            {"style_reference_images": ["https://example.com/look.png"]},
+            "ideogramParams.style_reference_images",
+        ),
+    ],
+)
+def test_what_ideogram_refuses_with_a_reference_is_a_400_naming_the_engine(
+    ideogram_api: Api, fake: FakeIdeogram, params: dict[str, Any], field: str
 ) -> None:
     live = ideogram_api.key()
-    response = ideogram_api.generate(
-        live, body_for("https://example.com/a.png", style_type="DESIGN")
-    )
-    assert response.status_code == 422
-    assert response.json()["details"][0]["field"] == "ideogramParams.style_type"
+    response = ideogram_api.generate(live, body_for("https://example.com/a.png", **params))
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "unsupported_parameter"
+    assert "ideogram engine" in payload["error"]
+    assert list(payload["details"]) == [field]
+    # Test keys run on the sandbox, which honours all of them.
     test = ideogram_api.key(mode="test")
     assert (
-        ideogram_api.generate(
-            test, body_for("https://example.com/a.png", style_type="DESIGN")
-        ).status_code
+        ideogram_api.generate(test, body_for("https://example.com/a.png", **params)).status_code
         == 202
     )
     assert fake.calls == []
+
+
+def test_resolution_is_sent_instead_of_an_aspect_ratio(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    key = ideogram_api.key()
+    job = ideogram_api.submit_and_wait(key, body_for(ref, resolution="1280x800"))
+    assert job["status"] == "COMPLETED", job
+    [call] = fake.calls
+    assert call.fields["resolution"] == "1280x800"
+    assert "aspect_ratio" not in call.fields
 
 
 def test_edit_uses_the_edit_endpoint_with_image_mask_and_reference(
@@ -137,7 +161,7 @@ def test_edit_uses_the_edit_endpoint_with_image_mask_and_reference(
     sent_mask = np.asarray(Image.open(io.BytesIO(call.files["mask"][0])).convert("L"))
     assert sent_mask.shape == (480, 640)
     assert np.array_equal(sent_mask < 128, mask[..., 0] < 128)  # black = edit, as sent
-    assert (job["result"]["images"][0]["width"], job["result"]["images"][0]["height"]) == (640, 480)
+    assert (images_of(job)[0]["width"], images_of(job)[0]["height"]) == (640, 480)
 
 
 @pytest.mark.parametrize(
@@ -156,10 +180,10 @@ def test_upstream_failures_map_to_job_errors(
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, body_for(ref))
     assert job["status"] == "FAILED"
-    assert job["error"]["code"] == code
+    assert job["errorCode"] == code
     assert job["creditCost"] == charged
     if code == "upstream_rejected":
-        assert "Prompt is too long" in job["error"]["message"]
+        assert "Prompt is too long" in job["error"]
     account = ideogram_api.client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["balance"], account["held"]) == (100, 0)
 
@@ -171,7 +195,7 @@ def test_unsafe_images_among_safe_ones_are_dropped_and_not_charged(
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, body_for(ref, top={"num_images": 4}))
     assert job["status"] == "COMPLETED"
-    assert len(job["result"]["images"]) == 2
+    assert len(images_of(job)) == 2
     assert job["result"]["metadata"]["withheldUnsafe"] == 2
     assert job["creditCost"] == 20  # 2 of 4 turbo images
 
@@ -192,7 +216,7 @@ def test_read_timeout_is_retried_at_most_once(
     key = ideogram_api.key()
     job = ideogram_api.submit_and_wait(key, body_for(ref))
     assert job["status"] == "FAILED"
-    assert job["error"]["code"] == "upstream_unavailable"
+    assert job["errorCode"] == "upstream_unavailable"
     assert len(fake.calls) == 2
 
 
@@ -205,7 +229,7 @@ def test_wrong_operator_key_is_engine_misconfigured(
         key = api.key()
         job = api.submit_and_wait(key, body_for(ref))
         assert job["status"] == "FAILED"
-        assert job["error"]["code"] == "engine_misconfigured"
+        assert job["errorCode"] == "engine_misconfigured"
         assert job["creditCost"] == 0
     assert any("REJECTED THE OPERATOR'S API KEY" in r.message for r in caplog.records)
 
@@ -228,7 +252,7 @@ def test_canceled_job_never_calls_upstream(
         second = api.generate(key, body_for(ref)).json()["jobId"]
         wait_until(lambda: api.get_job(key, second)["status"] == "PROCESSING", 10)
         api.client.post(f"/v2/jobs/{second}/cancel", headers={"X-API-Key": key})
-        assert api.wait(key, second)["status"] == "CANCELED"
+        assert api.wait(key, second)["status"] == "CANCELLED"
         assert api.wait(key, first)["status"] == "COMPLETED"
         time.sleep(0.5)
         assert len(fake.calls) == 1

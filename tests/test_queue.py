@@ -76,7 +76,7 @@ def test_job_that_keeps_killing_workers_fails_as_worker_lost(api_no_worker: Api)
         assert queue.reap_abandoned(conn, max_attempts=3) == 1
     job = api.get_job(key, job_id)
     assert job["status"] == "FAILED"
-    assert job["error"]["code"] == "worker_lost"
+    assert job["errorCode"] == "worker_lost"
     account = api.client.get("/v2/account", headers={"X-API-Key": key}).json()
     assert (account["held"], account["available"]) == (0, 100)
 
@@ -147,9 +147,9 @@ def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
     with api.services.db.write() as conn:
         assert not queue.complete(conn, dict(job), "w", {"images": []}, 1)
         assert queue.cancel_requested(conn, job_id)
-        assert queue.fail(conn, dict(job), "w", "canceled", "canceled", status="CANCELED")
+        assert queue.fail(conn, dict(job), "w", "canceled", "canceled", status="CANCELLED")
     final = api.get_job(key, job_id)
-    assert final["status"] == "CANCELED"
+    assert final["status"] == "CANCELLED"
     assert final["creditCost"] == 0
 
 

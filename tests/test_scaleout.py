@@ -18,6 +18,7 @@ from castframe.services import Services
 from castframe.store.db import Database
 from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, make_settings, open_api
 from tests.support.images import astronaut_png, data_uri, decode
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 
@@ -57,7 +58,7 @@ def test_s3_storage_serves_presigned_urls(tmp_path: Path, sqlite_url: str, s3_se
         key = api.key()
         job = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))
         assert job["status"] == "COMPLETED", job
-        url = job["result"]["images"][0]["url"]
+        url = images_of(job)[0]["url"]
         assert url.startswith(f"{s3_server}/{bucket}/castframe/outputs/")
         assert "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url
         image = httpx.get(url, timeout=10)

@@ -15,6 +15,7 @@ from castframe import __version__
 from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
 from castframe.api.errors import install_error_handlers
 from castframe.api.middleware import RequestContextMiddleware
+from castframe.api.openapi import use_apiframe_errors
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
 from castframe.metrics import REGISTRY, QueueCollector
@@ -25,7 +26,8 @@ WEB_DIR = Path(__file__).parent / "web"
 DESCRIPTION = """
 Castframe speaks Apiframe's v2 image API: submit with `POST /v2/images/generate` and an
 `X-API-Key`, get a `jobId`, then poll `GET /v2/jobs/{id}` or receive a signed webhook.
-Every error is `{"code", "message", "details"}` with a stable `code`.
+Every error is Apiframe's `{"error": "<message>"}`, with Castframe's stable `code` and
+`details` (messages by field path) beside it. See docs/apiframe-compatibility.md.
 """
 
 
@@ -55,6 +57,7 @@ def create_app(
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     install_error_handlers(app)
+    use_apiframe_errors(app)
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):
         app.include_router(module.router)
 

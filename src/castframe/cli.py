@@ -109,15 +109,25 @@ def migrate() -> None:
 
 
 @accounts_app.command("create")
-def accounts_create(name: str, credits: Annotated[int, typer.Option(min=0)] = 0) -> None:
-    """Create an account, optionally with initial credits."""
+def accounts_create(
+    name: str,
+    credits: Annotated[int, typer.Option(min=0)] = 0,
+    email: Annotated[
+        str | None, typer.Option(help="The account owner's email, shown by GET /v2/me.")
+    ] = None,
+) -> None:
+    """Create an account, optionally with initial credits and its owner's email."""
     db = _db(Settings())
     with db.write() as conn:
         try:
-            account = accounts_mod.create_account(conn, name, credits)
+            account = accounts_mod.create_account(conn, name, credits, email=email)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
-    typer.echo(json.dumps({"id": account["id"], "name": name, "credits": credits}))
+    typer.echo(
+        json.dumps(
+            {"id": account["id"], "name": name, "email": account["email"], "credits": credits}
+        )
+    )
 
 
 @accounts_app.command("topup")
@@ -281,7 +291,7 @@ Development API key (account 'dev', {settings.dev_credits} credits, sandbox engi
 Try it (upload a reference photo, then generate with it):
 
   REF=$(curl -s -H "X-API-Key: $CASTFRAME_API_KEY" -F file=@me.jpg {base}/v2/uploads \\
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["reference"])')
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
   curl -s -X POST {base}/v2/images/generate -H "X-API-Key: $CASTFRAME_API_KEY" \\
        -H "Content-Type: application/json" \\
        -d '{{"prompt": "a detective in a rainy city street at night", "model": "ideogram-character",

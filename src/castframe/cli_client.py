@@ -27,8 +27,9 @@ def _client() -> Castframe:
 
 def _fail(error: CastframeError) -> NoReturn:
     typer.echo(f"error: {error.code}: {error.message}", err=True)
-    for detail in error.details:
-        typer.echo(f"  {detail.get('field')}: {detail.get('message')}", err=True)
+    for path, messages in error.details.items():
+        for message in messages:
+            typer.echo(f"  {path}: {message}", err=True)
     raise typer.Exit(1)
 
 
@@ -38,7 +39,8 @@ def _summary(job: Job) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "creditCost": job.credit_cost,
-        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "error": job.error,
+        "errorCode": job.error_code,
         "images": [
             {"url": i.url, "seed": i.seed, "width": i.width, "height": i.height, "prompt": i.prompt}
             for i in job.images
@@ -46,10 +48,16 @@ def _summary(job: Job) -> dict[str, Any]:
     }
 
 
+def _job_failure(job: Job) -> str:
+    """``<code>: <message>`` of a job that did not complete (FAILED or CANCELLED)."""
+    code = job.error_code or job.status.lower()
+    return f"{code}: {job.error or job.status}"
+
+
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     ref: Annotated[
-        str | None, typer.Option("--ref", help="Reference: file, URL or upload://.")
+        str | None, typer.Option("--ref", help="Reference: a file, an http(s) URL or data: URI.")
     ] = None,
     character: Annotated[
         str | None, typer.Option(help="A saved character id instead of --ref.")
@@ -106,10 +114,9 @@ def generate(
         typer.echo(json.dumps({**_summary(job), "files": [str(p) for p in paths]}))
     elif job.status == "COMPLETED":
         for path, image in zip(paths, job.images, strict=True):
-            typer.echo(f"{path}  (seed {image.seed})")
+            typer.echo(f"{path}  (seed {image.seed})" if image.seed is not None else str(path))
     if job.status != "COMPLETED":
-        assert job.error is not None
-        typer.echo(f"error: {job.error.code}: {job.error.message}", err=True)
+        typer.echo(f"error: {_job_failure(job)}", err=True)
         raise typer.Exit(1)
 
 
@@ -142,7 +149,7 @@ def jobs_list(
     """Your recent jobs, newest first."""
     with _client() as client:
         try:
-            found, _ = client.list_jobs(status=status, limit=limit)
+            found = client.list_jobs(status=status, limit=limit).jobs
         except CastframeError as error:
             _fail(error)
     if as_json:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     )
 
     output_url_ttl: int = Field(default=3600, gt=0, description="Seconds a signed URL lives.")
+    upload_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long an upload's URL works (its `expiresAt`) for new submissions.",
+    )
     storage_url: str = Field(
         default="", description="`s3://bucket/prefix` for S3-compatible storage; empty = data_dir."
     )

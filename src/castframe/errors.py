@@ -6,13 +6,37 @@ error table is generated from it, so adding a code here documents it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_CODES: dict[str, tuple[int, str]] = {
+    # 400: Apiframe answers every request it cannot accept as given with 400 (its SDK's
+    # ValidationError), with `details` keyed by the field's JSON path.
     "invalid_json": (400, "The body is not valid JSON (or not a JSON object)."),
     "invalid_idempotency_key": (400, "Idempotency-Key must be 1-255 printable ASCII characters."),
-    "invalid_request": (400, "A query parameter or header is malformed."),
+    "invalid_request": (400, "A path or query parameter or a header is malformed."),
+    "validation_error": (400, "A field is missing, unknown, of the wrong type or out of range."),
+    "unknown_model": (400, "`model` is not in the catalog (see GET /v2/models)."),
+    "unsupported_parameter": (
+        400,
+        "The engine that runs this job cannot honour a parameter; the message names both.",
+    ),
+    "invalid_image": (400, "An image is not a decodable PNG, JPEG or WebP within the limits."),
+    "image_too_large": (400, "An image is over the byte or pixel limit."),
+    # Apiframe lists no 413 or 415: a body it cannot read is a 400 like any other.
+    "payload_too_large": (400, "The request body is over its size limit."),
+    "unsupported_media_type": (
+        400,
+        "The request body must be application/json (multipart/form-data for uploads).",
+    ),
+    "url_not_allowed": (400, "A URL is not http(s) or points at a private/reserved address."),
+    "upload_not_found": (400, "An upload URL names no upload of this account."),
+    "upload_expired": (400, "An upload URL is past its expiresAt; upload the file again."),
+    "character_not_found": (400, "`character_id` names no (undeleted) character of this account."),
+    "no_face_found": (400, "A character image must show one clear face; none was found."),
+    "multiple_faces": (400, "A character image must show exactly one face; several were found."),
+    "face_too_small": (400, "The face in a character image is too small to be recognised."),
     "missing_api_key": (401, "No API key in X-API-Key or Authorization: Bearer."),
     "invalid_api_key": (401, "The API key is unknown or revoked."),
     "insufficient_credits": (402, "The account's available credits are below the job's price."),
@@ -23,24 +47,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "job_not_cancelable": (409, "The job already finished."),
     "job_not_finished": (409, "The job has not finished yet."),
     "webhook_not_configured": (409, "The job was submitted without a webhookUrl."),
+    "idempotency_key_reused": (409, "This Idempotency-Key was used with a different request."),
     "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still in progress."),
     "url_expired": (410, "A signed file URL is past its expiry."),
-    "payload_too_large": (413, "The request body or an image is over its size limit."),
-    "unsupported_media_type": (415, "The request body must be application/json (or multipart)."),
-    "validation_error": (422, "A field is missing, unknown, of the wrong type or out of range."),
-    "unknown_model": (422, "`model` is not in the catalog (see GET /v2/models)."),
-    "invalid_image": (422, "An image is not a decodable PNG, JPEG or WebP within the limits."),
-    "url_not_allowed": (422, "A URL is not http(s) or points at a private/reserved address."),
-    "upload_not_found": (422, "An upload:// reference names no upload of this account."),
-    "idempotency_key_reused": (422, "This Idempotency-Key was used with a different request."),
-    "character_not_found": (422, "`character_id` names no (undeleted) character of this account."),
-    "no_face_found": (422, "A character image must show one clear face; none was found."),
-    "multiple_faces": (422, "A character image must show exactly one face; several were found."),
-    "face_too_small": (422, "The face in a character image is too small to be recognised."),
     "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "internal_error": (500, "An unexpected server error; it is logged with the request id."),
-    "not_ready": (503, "The server cannot reach its database."),
+    "not_ready": (503, "The server cannot reach its database; retry after Retry-After."),
 }
 
 JOB_ERROR_CODES: dict[str, str] = {
@@ -48,7 +61,7 @@ JOB_ERROR_CODES: dict[str, str] = {
     "invalid_image": "An input image is not a decodable PNG, JPEG or WebP within the limits.",
     "url_not_allowed": "An input URL resolves to a private or reserved address.",
     "upload_not_found": "An upload:// reference no longer exists.",
-    "canceled": "The job was canceled by its owner.",
+    "cancelled": "The job was cancelled by its owner.",
     "engine_error": "The engine failed on this input; the message says why.",
     "engine_misconfigured": "The engine is not set up correctly (operator action needed).",
     "upstream_rejected": "The upstream provider refused the request.",
@@ -59,13 +72,29 @@ JOB_ERROR_CODES: dict[str, str] = {
 }
 
 
+Details = dict[str, list[str]]
+"""Apiframe's ``details``: messages keyed by the JSON path of the field they are about."""
+
+
+def details_of(problems: Iterable[tuple[str, str]]) -> Details:
+    """(field path, message) pairs -> ``details``, keeping every message of a field."""
+    details: Details = {}
+    for path, message in problems:
+        details.setdefault(path, []).append(message)
+    return details
+
+
 @dataclass
 class ApiError(Exception):
-    """An error the client caused or must act on. Rendered as ``{code, message, details}``."""
+    """An error the client caused or must act on.
+
+    Rendered as Apiframe's error body: ``error`` (the message Apiframe's SDK shows), Castframe's
+    stable ``code``, ``details`` by field path, and any ``extra`` fields (402's credits).
+    """
 
     code: str
     message: str = ""
-    details: list[dict[str, Any]] = field(default_factory=list)
+    details: Details = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,17 +110,17 @@ class ApiError(Exception):
         return ERROR_CODES[self.code][0]
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details, **self.extra}
+        return {"error": self.message, "code": self.code, "details": self.details, **self.extra}
 
 
 def field_error(code: str, field_path: str, message: str) -> ApiError:
     """An ApiError about one request field, with the field named in ``details``."""
-    return ApiError(code, message, details=[{"field": field_path, "message": message}])
+    return ApiError(code, message, details={field_path: [message]})
 
 
 @dataclass
 class JobFailure(Exception):
-    """Why a job failed: stored on the job as ``error: {code, message}``.
+    """Why a job failed: the job's ``error`` is the message and ``errorCode`` the code.
 
     ``retryable`` failures (upstream hiccups, a lost worker) are queued again with backoff
     until the attempt limit; the others fail the job at once.

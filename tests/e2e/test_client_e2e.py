@@ -28,13 +28,14 @@ def test_sse_from_another_api_process(castframe_any: Castframe, tmp_path: Path) 
         headers=headers,
         files={"file": ("r.png", astronaut_png(), "image/png")},
     ).json()
+    assert upload["url"].startswith(f"{submitter}/v2/files/uploads/")
     body = {
         "prompt": "a knight",
         "model": "ideogram-character",
-        "num_images": 3,
         "ideogramParams": {
-            "character_reference_image": upload["reference"],
+            "character_reference_image": upload["url"],
             "rendering_speed": "quality",
+            "num_images": 3,
         },
     }
     job_id = httpx.post(f"{submitter}/v2/images/generate", json=body, headers=headers).json()[
@@ -52,6 +53,9 @@ def test_sse_from_another_api_process(castframe_any: Castframe, tmp_path: Path) 
     statuses = [event["status"] for event in seen]
     assert statuses[-1] == "COMPLETED"
     assert "PROCESSING" in statuses or len(seen) > 1
+    result = seen[-1]["result"]
+    assert len(result["images"]) == 3 and all(isinstance(url, str) for url in result["images"])
+    assert [d["width"] for d in result["imageDetails"]] == [1024] * 3
 
 
 def run_cli(
@@ -120,21 +124,34 @@ def test_generate_command_writes_files_and_reports_errors(
     )
     report = json.loads(as_json.stdout)
     assert report["status"] == "COMPLETED" and len(report["files"]) == 1
+    assert (report["error"], report["errorCode"]) == (None, None)
+    (image,) = report["images"]
+    assert image["url"].startswith(f"{base}/v2/files/") and (image["width"], image["height"]) == (
+        1024,
+        1024,
+    )
     queued = run_cli(deployment, base, key, "generate", "later", "--ref", str(ref), "--no-wait")
     assert queued.returncode == 0 and len(queued.stdout.strip()) == 36
     bad = run_cli(deployment, base, key, "generate", "x", "--ref", str(ref), "--style", "ANIME")
     assert bad.returncode == 1
-    assert "validation_error" in bad.stderr and "style_type" in bad.stderr
+    assert "error: validation_error: " in bad.stderr
+    assert "  ideogramParams.style_type: " in bad.stderr  # details, by JSON path
     failed = run_cli(
         deployment, base, key, "generate", "x", "--ref", "http://127.0.0.1:9/nothing.png"
     )
-    assert failed.returncode == 1 and "reference_fetch_failed" in failed.stderr
+    assert failed.returncode == 1 and "error: reference_fetch_failed: " in failed.stderr
     wrong_key = run_cli(deployment, base, "afk_test_nope", "jobs", "list")
     assert wrong_key.returncode == 1 and "invalid_api_key" in wrong_key.stderr
     listed = run_cli(deployment, base, key, "jobs", "list", "--json")
-    assert len(json.loads(listed.stdout)) == 4  # the refused submission created no job
+    jobs = json.loads(listed.stdout)
+    assert len(jobs) == 4  # the refused submission created no job
+    assert jobs[0]["status"] == "FAILED" and jobs[0]["errorCode"] == "reference_fetch_failed"
+    assert isinstance(jobs[0]["error"], str) and jobs[0]["error"]
     job_id = report["id"]
     shown = run_cli(deployment, base, key, "jobs", "show", job_id)
-    assert json.loads(shown.stdout)["id"] == job_id
+    raw = json.loads(shown.stdout)
+    assert raw["id"] == job_id and raw["expired"] is False
+    # The same file, signed afresh at each read.
+    assert [url.split("?")[0] for url in raw["result"]["images"]] == [image["url"].split("?")[0]]
     canceled = run_cli(deployment, base, key, "jobs", "cancel", job_id)
     assert canceled.returncode == 1 and "job_not_cancelable" in canceled.stderr

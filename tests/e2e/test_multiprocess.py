@@ -16,6 +16,7 @@ from tests.conftest import make_bucket, truncate_all
 from tests.e2e.conftest import Castframe
 from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut_png, data_uri
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -110,9 +111,9 @@ def test_two_apis_three_workers_postgres_s3_and_a_killed_worker(
         assert delivered == set(ids)
 
         sample = httpx.get(f"{api_a}/v2/jobs/{ids[0]}", headers=headers).json()
-        image = httpx.get(sample["result"]["images"][0]["url"], timeout=10)
+        image = httpx.get(images_of(sample)[0]["url"], timeout=10)
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
-        assert sample["result"]["images"][0]["url"].startswith(s3_server)
+        assert images_of(sample)[0]["url"].startswith(s3_server)
         for worker in workers[1:]:
             assert worker.terminate(timeout=60) == 0
         time.sleep(0.1)

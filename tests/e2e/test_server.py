@@ -19,6 +19,7 @@ from castframe.store.tables import jobs, ledger
 from tests.e2e.conftest import Castframe
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, decode
+from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +95,7 @@ def test_seed_curl_request_and_python_polling_loop(
     )
     job = json.loads(result.stdout)
     assert job["status"] == "COMPLETED"
-    image = httpx.get(job["result"]["images"][0]["url"], timeout=10)
+    image = httpx.get(images_of(job)[0]["url"], timeout=10)
     assert image.status_code == 200
     assert decode(image.content).shape == (1024, 1024, 3)
 
@@ -129,7 +130,7 @@ def test_javascript_fetch_loop(castframe_sqlite: Castframe, ref: str, tmp_path: 
     out = json.loads(result.stdout)
     assert out["status"] == 202
     assert out["job"]["status"] == "COMPLETED"
-    assert out["job"]["result"]["images"][0]["width"] == 1024
+    assert images_of(out["job"])[0]["width"] == 1024
 
 
 def _captures(database_url: str) -> list[tuple[str, int]]:

@@ -33,11 +33,25 @@ RESOLUTIONS = {
     "4x3": (1152, 864),
     "9x16": (736, 1312),
     "16x9": (1312, 736),
+    "2x3": (832, 1248),
+    "3x2": (1248, 832),
+    "4x5": (896, 1120),
+    "5x4": (1120, 896),
+    "10x16": (800, 1280),
+    "16x10": (1280, 800),
+    "1x2": (704, 1408),
+    "2x1": (1408, 704),
+    "1x3": (512, 1536),
+    "3x1": (1536, 512),
 }
+"""Ideogram 3.0's aspect ratios (written with x) and the size each renders at."""
+SIZES = {f"{w}x{h}" for w in range(512, 1537, 16) for h in range(512, 1537, 16)}
+"""Sizes the fake accepts as ``resolution``: Ideogram's are all in this grid."""
 GENERATE_FIELDS = {
     "prompt",
     "seed",
     "aspect_ratio",
+    "resolution",
     "rendering_speed",
     "magic_prompt",
     "num_images",
@@ -184,6 +198,8 @@ class FakeIdeogram:
         seed = int(fields.get("seed", secrets.randbelow(2**31)))
         if path.endswith("/edit"):
             width, height = Image.open(io.BytesIO(files["image"][0])).size
+        elif "resolution" in fields:
+            width, height = (int(side) for side in fields["resolution"].split("x"))
         else:
             width, height = RESOLUTIONS[fields.get("aspect_ratio", "1x1")]
         prompt = fields["prompt"]
@@ -279,6 +295,10 @@ def validate(path: str, fields: dict[str, str], files: dict[str, list[bytes]]) -
         mask = Image.open(io.BytesIO(files["mask"][0]))
         if image.size != mask.size:
             return "mask must have the same size as image"
+    elif "resolution" in fields and "aspect_ratio" in fields:
+        return "resolution and aspect_ratio cannot be used together"
+    elif "resolution" in fields and fields["resolution"] not in SIZES:
+        return f"resolution {fields['resolution']} is not supported"
     elif fields.get("aspect_ratio", "1x1") not in RESOLUTIONS:
         return f"aspect_ratio must be written like 1x1; got {fields.get('aspect_ratio')}"
     return None

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -54,7 +54,7 @@ def test_bad_images_are_rejected_with_reasons(raw: bytes, fragment: str) -> None
 def test_byte_cap() -> None:
     with pytest.raises(ImageRejected) as info:
         decode_image(astronaut_png(), max_bytes=1000, max_pixels=10**8)
-    assert info.value.code == "payload_too_large"
+    assert info.value.code == "image_too_large"
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:

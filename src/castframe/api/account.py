@@ -9,10 +9,16 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from castframe.api.deps import authenticate, get_services
-from castframe.errors import ApiError
+from castframe.errors import field_error
 from castframe.jobs import admission
 from castframe.jobs import ledger as ledger_mod
-from castframe.jobs.accounts import Principal, get_account, rotate_webhook_secret, webhook_secrets
+from castframe.jobs.accounts import (
+    Principal,
+    account_email,
+    get_account,
+    rotate_webhook_secret,
+    webhook_secrets,
+)
 from castframe.jobs.usage import usage_rows
 from castframe.jobs.views import iso
 from castframe.store.tables import ledger
@@ -26,10 +32,8 @@ def _parse_time(value: str | None, name: str) -> float | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ApiError(
-            "invalid_request",
-            f"{name} must be an ISO-8601 date or time",
-            details=[{"field": name, "message": "not ISO-8601"}],
+        raise field_error(
+            "invalid_request", name, f"{name} must be an ISO-8601 date or time"
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -38,19 +42,29 @@ def _parse_time(value: str | None, name: str) -> float | None:
 
 @router.get("/v2/me", summary="The caller, its team (credits) and key, in Apiframe's shape")
 def me(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    """Each Castframe account is one user (its owner) and one team, so both carry the
+    account's id; ``credits`` are the available ones (balance less what running jobs hold)."""
     services = get_services(request)
     with services.db.read() as conn:
         balance = ledger_mod.account_balance(conn, principal.account_id)
+        account_row = get_account(conn, principal.account_id)
+    assert account_row is not None
     return {
-        "user": {"id": principal.account_id, "email": None, "role": "ADMIN"},
+        "user": {"id": principal.account_id, "email": account_email(account_row), "role": "OWNER"},
         "team": {
             "id": principal.account_id,
             "name": principal.account_name,
+            "credits": max(0, balance.available),
             "plan": "self-hosted",
-            "credits": balance.available,
+            "customerId": None,
             "maxConcurrentJobs": principal.max_active_jobs or services.settings.max_active_jobs,
         },
-        "apiKey": {"id": principal.key_id, "name": principal.key_name, "mode": principal.mode},
+        "apiKey": {
+            "id": principal.key_id,
+            "name": principal.key_name,
+            "prefix": principal.key_prefix,
+            "mode": principal.mode,
+        },
     }
 
 

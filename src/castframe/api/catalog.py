@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 
@@ -14,9 +14,17 @@ router = APIRouter(tags=["models"])
 
 
 @router.get("/v2/models", summary="List models with their parameters and prices")
-def list_models(request: Request) -> dict[str, Any]:
+def list_models(
+    request: Request, modality: Literal["image", "video", "music"] | None = None
+) -> dict[str, Any]:
     settings = get_services(request).settings
-    return {"models": [spec.describe(settings) for spec in MODELS.values()]}
+    return {
+        "models": [
+            spec.describe(settings)
+            for spec in MODELS.values()
+            if modality is None or spec.modality == modality
+        ]
+    }
 
 
 @router.get("/v2/models/{model_id}", summary="One model's parameters and prices")

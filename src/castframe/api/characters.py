@@ -15,10 +15,16 @@ from castframe.errors import ApiError, JobFailure, field_error
 from castframe.faces import face_model
 from castframe.jobs import characters
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import pydantic_details
-from castframe.jobs.uploads import UPLOAD_SCHEME, insert_upload, new_upload
+from castframe.jobs.service import invalid
+from castframe.jobs.uploads import UPLOAD_SCHEME, insert_upload, new_upload, own_upload
 from castframe.media.fetch import FetchError, check_url_syntax
-from castframe.media.images import DecodedImage, ImageRejected, decode_image, parse_data_uri
+from castframe.media.images import (
+    DecodedImage,
+    ImageRejected,
+    decode_image,
+    image_error_code,
+    parse_data_uri,
+)
 from castframe.services import Services
 
 router = APIRouter(tags=["characters"])
@@ -28,7 +34,9 @@ class CharacterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    image: Annotated[str, Field(min_length=1, description="URL, data URI or upload://id")]
+    image: Annotated[
+        str, Field(min_length=1, description="URL (an upload's url too), data URI or upload://id")
+    ]
 
 
 def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
@@ -41,6 +49,7 @@ def load_image(services: Services, principal: Principal, source: str) -> Decoded
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
             )
+        source = own_upload(source, settings.signing_key, "image") or source
         if not source.startswith(UPLOAD_SCHEME):
             check_url_syntax(
                 source,
@@ -51,7 +60,7 @@ def load_image(services: Services, principal: Principal, source: str) -> Decoded
             principal.account_id, source, "image"
         )
     except ImageRejected as exc:
-        raise field_error("invalid_image", "image", str(exc)) from exc
+        raise field_error(image_error_code(exc), "image", str(exc)) from exc
     except FetchError as exc:
         raise field_error("url_not_allowed", "image", exc.message) from exc
     except JobFailure as failure:
@@ -70,7 +79,7 @@ async def create_character(
     try:
         payload = CharacterRequest.model_validate(body)
     except ValidationError as exc:
-        raise ApiError("validation_error", "invalid character", pydantic_details(exc)) from exc
+        raise invalid(exc, "character") from exc
 
     def save() -> dict[str, Any]:
         image = load_image(services, principal, payload.image)

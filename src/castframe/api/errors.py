@@ -1,16 +1,17 @@
-"""Every error leaves as JSON ``{code, message, details}``: ours, FastAPI's and unexpected ones."""
+"""Every error leaves as Apiframe's error body (``error``, plus ``code`` and ``details``):
+ours, FastAPI's, a database that cannot be reached, and unexpected ones."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from castframe.errors import ApiError
+from castframe.errors import ApiError, details_of
 
 log = logging.getLogger("castframe.api")
 
@@ -22,7 +23,7 @@ _STATUS_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
-    422: "validation_error",
+    422: "invalid_request",
     429: "rate_limited",
 }
 
@@ -34,12 +35,24 @@ def error_response(error: ApiError, request: Request | None = None) -> JSONRespo
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def _query_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    details = []
+DATABASE_RETRY_AFTER = "2"
+"""Seconds a client is told to wait while the database cannot be reached."""
+
+
+def _query_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
+    problems = []
     for item in exc.errors():
         path = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "path", "body"))
-        details.append({"field": path or "request", "message": str(item.get("msg", "invalid"))})
-    return details
+        problems.append((path or "request", str(item.get("msg", "invalid"))))
+    return problems
+
+
+def is_database_unreachable(exc: BaseException) -> bool:
+    """A failure to reach the database (refused, dropped, not accepting connections), as
+    opposed to a bug in a statement: the first is a 503 to retry, the second a 500."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -49,10 +62,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _query_details(exc)
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        problems = _query_problems(exc)
+        summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
         return error_response(
-            ApiError("invalid_request", f"invalid request ({summary})", details), request
+            ApiError("invalid_request", f"invalid request ({summary})", details_of(problems)),
+            request,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -62,6 +76,22 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
         return error_response(ApiError(code, message), request)
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def _database(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        # Handled here rather than by the catch-all below, so an outage is an answer (and a
+        # warning line) instead of an unhandled error with its traceback.
+        if not is_database_unreachable(exc):
+            return await _unexpected(request, exc)
+        log.warning(
+            "database unreachable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(exc).splitlines()[0],
+        )
+        return error_response(
+            ApiError("not_ready", headers={"Retry-After": DATABASE_RETRY_AFTER}), request
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,13 @@
-"""``GET /v2/files/...``: output images behind expiring HMAC-signed URLs (no API key needed)."""
+"""``GET /v2/files/...``: stored images behind expiring HMAC-signed URLs (no API key needed).
+
+Uploads' URLs are always of this form, whatever the storage; on S3 the answer is a redirect
+to a short-lived presigned URL of the object.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from castframe.api.deps import get_services
 from castframe.errors import ApiError
@@ -12,13 +16,15 @@ from castframe.media.storage import LocalStorage
 
 router = APIRouter(tags=["files"])
 
+REDIRECT_TTL = 300
+"""Seconds the presigned URL of a redirect lives: long enough to follow it."""
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
 @router.get("/v2/files/{key:path}", summary="Download a stored image by signed URL")
 def get_file(
     key: str, request: Request, expires: int = Query(...), signature: str = Query(...)
-) -> FileResponse:
+) -> Response:
     services = get_services(request)
     verdict = check_signature(services.settings.signing_key, key, expires, signature)
     if verdict == "invalid":
@@ -26,8 +32,10 @@ def get_file(
     if verdict == "expired":
         raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
     storage = services.storage
-    if not isinstance(storage, LocalStorage) or not storage.exists(key):
+    if not storage.exists(key):
         raise ApiError("not_found", "no such file")
+    if not isinstance(storage, LocalStorage):
+        return RedirectResponse(storage.url(key, REDIRECT_TTL), status_code=307)
     suffix = "." + key.rsplit(".", 1)[-1]
     return FileResponse(
         storage.path_for(key),

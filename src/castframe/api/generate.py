@@ -92,7 +92,7 @@ async def wait_for_terminal(
     deadline = time.monotonic() + seconds
     while True:
         job = await run_in_threadpool(read_job_view, services, principal, job_id)
-        if job["status"] in ("COMPLETED", "FAILED", "CANCELED") or time.monotonic() >= deadline:
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELLED") or time.monotonic() >= deadline:
             return job
         await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
@@ -119,16 +119,8 @@ async def submit(
     return accepted_body(job)
 
 
-@router.post(
-    "/v2/images/generate",
-    status_code=202,
-    openapi_extra=GENERATE_DOC,
-    summary="Submit a generation job",
-    responses={202: {"description": 'Queued: `{"jobId", "status": "QUEUED"}`'}},
-)
-async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
-    services = get_services(request)
-    body, raw = await read_json_body(request, services.settings.max_body_bytes)
+def take_submission_token(request: Request, principal: Principal) -> None:
+    """One token of the key's submission bucket, or 429 rate_limited with Retry-After."""
     decision = request.app.state.rate_limiter.check(
         principal.key_id, take=True, rate=principal.rate_per_second, burst=principal.rate_burst
     )
@@ -139,9 +131,23 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
             f"too many submissions; retry in {decision.retry_after}s",
             headers={"Retry-After": str(decision.retry_after)},
         )
+
+
+@router.post(
+    "/v2/images/generate",
+    status_code=202,
+    openapi_extra=GENERATE_DOC,
+    summary="Submit a generation job",
+    responses={202: {"description": 'Queued: `{"jobId", "status": "QUEUED"}`'}},
+)
+async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
+    services = get_services(request)
+    body, raw = await read_json_body(request, services.settings.max_body_bytes)
     key_header = request.headers.get("idempotency-key")
     key = idempotency.validate_key(key_header) if key_header is not None else None
     if key:
+        # Before the rate limit: replaying a stored answer costs nothing, so a client's retry
+        # of a submission that went through gets its job, never a 429.
         fingerprint = idempotency.fingerprint("POST", request.url.path, body)
         stored = await run_in_threadpool(
             idempotency.begin,
@@ -160,6 +166,7 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
             )
     wait = parse_prefer_wait(request.headers.get("prefer"))
     try:
+        take_submission_token(request, principal)
         response_body = await submit(services, principal, body, key, b'"data:' in raw)
     except BaseException:
         if key:
@@ -169,7 +176,7 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
         return Response(response_body, status_code=202, media_type="application/json")
     job_id = json.loads(response_body)["jobId"]
     job = await wait_for_terminal(services, principal, job_id, wait)
-    finished = job["status"] in ("COMPLETED", "FAILED", "CANCELED")
+    finished = job["status"] in ("COMPLETED", "FAILED", "CANCELLED")
     return Response(
         json.dumps(job),
         status_code=200 if finished else 202,

@@ -24,7 +24,7 @@ from castframe.webhooks import outbox
 
 router = APIRouter(tags=["jobs"])
 
-Status = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"]
+Status = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 
 
 @router.get("/v2/jobs/{job_id}", summary="Get a job")
@@ -91,17 +91,36 @@ def list_jobs(
     model: str | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = None,
+    scope: Literal["user", "team"] = Query(
+        "user",
+        description="Every Castframe account is one user who owns its team, so both scopes "
+        "list the account's jobs (in the key's mode).",
+    ),
+    search: str | None = Query(None, description="A job id: that job only."),
+    include_models: Literal["true", "false"] = Query(
+        "false", description="`true` adds `models`: the model ids the caller has used."
+    ),
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
         rows, next_cursor = service.list_jobs(
-            conn, principal, status=status, model=model, limit=limit, cursor=cursor
+            conn,
+            principal,
+            status=status,
+            model=model,
+            limit=limit,
+            cursor=cursor,
+            search=search,
         )
-    return {
+        models = service.models_used(conn, principal) if include_models == "true" else None
+    page: dict[str, Any] = {
         "jobs": [job_view(row, services.url_for) for row in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
     }
+    if models is not None:
+        page["models"] = models
+    return page
 
 
 @router.post("/v2/jobs/{job_id}/cancel", summary="Cancel a job")

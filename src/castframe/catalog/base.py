@@ -24,6 +24,9 @@ class ModelSpec:
     """Credits per image, by rendering speed."""
     normalise: Callable[[BaseModel], dict[str, Any]]
     """Validated request -> the flat params an engine receives (seed still possibly None)."""
+    modality: str = "image"
+    max_images: int = 4
+    """The most images one job may ask for (``num_images``)."""
 
     def price(self, params: dict[str, Any], settings: Settings) -> int:
         """Credits for a job: the per-image price of its speed times the number of images."""
@@ -32,10 +35,17 @@ class ModelSpec:
         )
 
     def describe(self, settings: Settings) -> dict[str, Any]:
+        """Apiframe's ModelCatalogEntry; the costs are credits for one image (the cheapest
+        speed) and for a job's most (the dearest speed at the most images), ``per-output``."""
+        prices = self.unit_prices(settings)
         return {
             "id": self.id,
-            "name": self.name,
+            "label": self.name,
+            "modality": self.modality,
             "description": self.description,
+            "costMin": min(prices.values()),
+            "costMax": max(prices.values()) * self.max_images,
+            "pricingMode": "per-output",
             "paramsKey": self.params_key,
             "pricing": {
                 "unit": "credits per image",

@@ -1,4 +1,4 @@
-"""Python SDK for Castframe (and any Apiframe-v2-compatible server).
+"""Python SDK for Castframe and any Apiframe-v2 server (Apiframe itself included).
 
     from castframe.client import Castframe
 
@@ -11,15 +11,33 @@ retry after a timeout never creates (or charges) a second job.
 """
 
 from castframe.client.asynchronous import AsyncCastframe
-from castframe.client.models import CastframeError, Consistency, Image, Job, JobError
+from castframe.client.models import (
+    ApiKey,
+    CastframeError,
+    Consistency,
+    Image,
+    Job,
+    JobPage,
+    Me,
+    Model,
+    Team,
+    Upload,
+    User,
+)
 from castframe.client.sync import Castframe
 
 __all__ = [
+    "ApiKey",
     "AsyncCastframe",
     "Castframe",
     "CastframeError",
     "Consistency",
     "Image",
     "Job",
-    "JobError",
+    "JobPage",
+    "Me",
+    "Model",
+    "Team",
+    "Upload",
+    "User",
 ]

@@ -1,30 +1,32 @@
-"""The synchronous client (httpx.Client)."""
+"""The synchronous client (httpx.Client): runs the flows of ``common.Flows``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 
 from castframe.client.common import (
-    RETRY_STATUSES,
-    Poller,
-    error_from,
-    generate_body,
-    image_bytes,
-    is_local_file,
+    Flow,
+    Flows,
+    Http,
+    Step,
+    client_options,
     list_params,
-    new_idempotency_key,
-    retry_delay,
     settings_from_env,
 )
-from castframe.client.models import CastframeError, Job
+from castframe.client.models import Job, JobPage, Me, Model, Upload
+
+T = TypeVar("T")
 
 
 class Castframe:
+    """Castframe's (and Apiframe's) v2 API. ``base_url`` (or ``CASTFRAME_BASE_URL``) picks the
+    server: ``https://api.apiframe.ai`` works for the operations both share."""
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -34,13 +36,10 @@ class Castframe:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         key, self.base_url = settings_from_env(api_key, base_url)
-        self.max_retries = max_retries
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
-            headers={"X-API-Key": key, "User-Agent": "castframe-python"},
-        )
+        self._flows = Flows(max_retries)
+        api, files = client_options(key, self.base_url, timeout, transport)
+        self._http = httpx.Client(**api)
+        self._files = httpx.Client(**files)
 
     def __enter__(self) -> Castframe:
         return self
@@ -50,37 +49,35 @@ class Castframe:
 
     def close(self) -> None:
         self._http.close()
+        self._files.close()
 
-    # -- transport -------------------------------------------------------------------------
+    def _run(self, flow: Flow[T]) -> T:
+        outcome: Any = None
+        while True:
+            try:
+                step = flow.send(outcome)
+            except StopIteration as stop:
+                return cast(T, stop.value)
+            outcome = self._perform(step)
+
+    def _perform(self, step: Step) -> Any:
+        if not isinstance(step, Http):
+            time.sleep(step.seconds)
+            return None
+        client = self._http if step.api else self._files
+        try:
+            return client.request(step.method, step.url, **step.options)
+        except httpx.TransportError as exc:
+            return exc
+
+    # -- shared with Apiframe ----------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call with retries on 429/5xx and network errors (honouring Retry-After)."""
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise CastframeError("network_error", str(exc) or type(exc).__name__) from exc
-            else:
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
-                    raise error_from(response)
-            time.sleep(retry_delay(attempt, response))
-            attempt += 1
+        return self._run(self._flows.call(method, path, **kwargs))
 
-    # -- API -------------------------------------------------------------------------------
-    def upload(self, image: Any) -> str:
-        """Upload a file path, bytes or PIL image; returns its ``upload://`` reference."""
-        name, data, kind = image_bytes(image)
-        response = self.request("POST", "/v2/uploads", files={"file": (name, data, kind)})
-        return str(response.json()["reference"])
-
-    def _reference(self, reference: Any) -> str | None:
-        if reference is None or (isinstance(reference, str) and not is_local_file(reference)):
-            return reference
-        return self.upload(reference)
+    def upload(self, image: Any) -> Upload:
+        """Upload a file path, bytes or PIL image; its ``url`` works in any image field."""
+        return self._run(self._flows.upload(image))
 
     def submit(
         self,
@@ -89,76 +86,80 @@ class Castframe:
         *,
         model: str = "ideogram-character",
         idempotency_key: str | None = None,
+        params_key: str = "ideogramParams",
         **params: Any,
     ) -> str:
         """Submit and return the job id at once. Local images are uploaded first."""
-        for name in ("image", "mask"):
-            if params.get(name) is not None:
-                params[name] = self._reference(params[name])
-        body = generate_body(prompt, model, self._reference(reference), params)
-        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
-        response = self.request("POST", "/v2/images/generate", json=body, headers=headers)
-        return str(response.json()["jobId"])
+        return self._run(
+            self._flows.submit(prompt, reference, model, idempotency_key, params_key, params)
+        )
 
     def generate(
         self,
         prompt: str,
         reference: Any = None,
         *,
+        model: str = "ideogram-character",
+        idempotency_key: str | None = None,
+        params_key: str = "ideogramParams",
         wait: bool = True,
         timeout: float = 300.0,
         on_progress: Callable[[Job], None] | None = None,
         **params: Any,
     ) -> Job:
         """Submit, then (by default) wait for the job to finish and return it."""
-        job_id = self.submit(prompt, reference, **params)
-        if not wait:
-            return self.get_job(job_id)
-        return self.wait(job_id, timeout=timeout, on_progress=on_progress)
+        return self._run(
+            self._flows.generate(
+                prompt,
+                reference,
+                model,
+                idempotency_key,
+                params_key,
+                params,
+                wait,
+                timeout,
+                on_progress,
+            )
+        )
 
     def get_job(self, job_id: str) -> Job:
-        return Job.from_json(self.request("GET", f"/v2/jobs/{job_id}").json())
+        return self._run(self._flows.get_job(job_id))
 
     def list_jobs(
-        self, status: str | None = None, limit: int = 20, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
-        params = list_params(status, limit, cursor)
-        data = self.request("GET", "/v2/jobs", params=params).json()
-        return [Job.from_json(item) for item in data["jobs"]], data.get("nextCursor")
-
-    def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self.request("POST", f"/v2/jobs/{job_id}/cancel").json())
+        self,
+        status: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        *,
+        model: str | None = None,
+        scope: str | None = None,
+        search: str | None = None,
+        include_models: bool = False,
+    ) -> JobPage:
+        """One page of jobs, newest first; ``page.next_cursor`` fetches the next."""
+        params = list_params(status, limit, cursor, model, scope, search, include_models)
+        return self._run(self._flows.list_jobs(params))
 
     def wait(
         self, job_id: str, timeout: float = 300.0, on_progress: Callable[[Job], None] | None = None
     ) -> Job:
         """Poll with backoff (0.25 s growing to 2 s) until the job ends; TimeoutError if not."""
-        poller = Poller(job_id, timeout, on_progress)
-        while True:
-            job = self.get_job(job_id)
-            delay = poller.observe(job)
-            if delay is None:
-                return job
-            time.sleep(delay)
+        return self._run(self._flows.wait(job_id, timeout, on_progress))
 
-    def account(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.request("GET", "/v2/account").json()
-        return data
+    def me(self) -> Me:
+        return self._run(self._flows.me())
+
+    def models(self, modality: str | None = None) -> list[Model]:
+        return self._run(self._flows.models(modality))
 
     def download(self, job: Job, directory: str | Path) -> list[Path]:
-        """Save a job's images as ``<job id>-<n>.png`` in ``directory``; returns the paths."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index, image in enumerate(job.images):
-            response = httpx.get(image.url, timeout=60)
-            if response.status_code != 200:
-                raise CastframeError(
-                    "download_failed",
-                    f"{image.url}: HTTP {response.status_code}",
-                    response.status_code,
-                )
-            path = folder / f"{job.id}-{index}.png"
-            path.write_bytes(response.content)
-            paths.append(path)
-        return paths
+        """Save a job's images as ``<job id>-<n>.<ext>`` in ``directory``; returns the paths."""
+        return self._run(self._flows.download(job, directory))
+
+    # -- Castframe only ----------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        return self._run(self._flows.cancel(job_id))
+
+    def account(self) -> dict[str, Any]:
+        """Balance, held and available credits, active jobs (``GET /v2/account``)."""
+        return self._run(self._flows.account())

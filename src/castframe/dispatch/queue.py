@@ -283,7 +283,7 @@ def fail(
     message: str,
     status: str = states.FAILED,
 ) -> bool:
-    """FAILED (or CANCELED) + release of the hold + the ``failed`` webhook, atomically."""
+    """FAILED (or CANCELLED) + release of the hold + the ``failed`` webhook, atomically."""
     values = {
         "status": status,
         "error_code": code,

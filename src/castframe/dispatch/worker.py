@@ -300,9 +300,9 @@ class Worker:
                     conn,
                     job,
                     self.worker_id,
-                    "canceled",
-                    "canceled by the owner",
-                    status=states.CANCELED,
+                    "cancelled",
+                    "cancelled by the owner",
+                    status=states.CANCELLED,
                 )
         except JobFailure as failure:
             self._handle_failure(job, failure)
@@ -382,6 +382,10 @@ class Worker:
                 )
             edit_image, edit_mask = edit.pixels, to_gray_mask(mask, (edit.width, edit.height))
             width, height = edit.width, edit.height
+        style_references = tuple(
+            self.inputs.load(account, source, f"style_reference_images[{index}]").pixels
+            for index, source in enumerate(params.get("style_reference_images") or ())
+        )
         return EngineRequest(
             prompt=params["prompt"],
             negative_prompt=params.get("negative_prompt"),
@@ -397,6 +401,9 @@ class Worker:
             edit_image=edit_image,
             edit_mask=edit_mask,
             reference_bytes=reference.raw,
+            resolution=params.get("resolution"),
+            style_preset=params.get("style_preset"),
+            style_references=style_references,
         )
 
     def _consistency(

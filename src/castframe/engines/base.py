@@ -37,6 +37,13 @@ class EngineRequest:
     """bool (H, W) at the edit image's size: True where the character may be painted."""
     reference_bytes: bytes = b""
     """The reference as received (for engines that upload it upstream)."""
+    resolution: str | None = None
+    """Ideogram's ``WxH`` when the client chose a size instead of a ratio (width/height match)."""
+    style_preset: str | None = None
+    """An Ideogram style preset name, for engines that honour it (``check_params`` refuses it
+    at submission for those that do not)."""
+    style_references: tuple[np.ndarray, ...] = ()
+    """Style reference images, RGB uint8: their look, not their content, guides the output."""
 
 
 @dataclass

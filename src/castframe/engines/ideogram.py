@@ -54,10 +54,19 @@ def check_params(params: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(
             (
                 "ideogramParams.style_type",
-                f"style_type {params['style_type']} is not available with a character "
-                f"reference on this server; use one of {', '.join(CHARACTER_STYLES)}",
+                f"the ideogram engine does not take style_type {params['style_type']} with a "
+                f"character reference; use one of {', '.join(CHARACTER_STYLES)}",
             )
         )
+    for name in ("style_preset", "style_reference_images"):
+        if params.get(name):
+            problems.append(
+                (
+                    f"ideogramParams.{name}",
+                    f"the ideogram engine cannot use {name} with a character reference "
+                    "(Ideogram refuses the pair)",
+                )
+            )
     return problems
 
 
@@ -72,7 +81,10 @@ def form_fields(request: EngineRequest, editing: bool) -> dict[str, str]:
         "num_images": str(request.num_images),
     }
     if not editing:
-        fields["aspect_ratio"] = request.aspect_ratio.replace(":", "x")
+        if request.resolution:
+            fields["resolution"] = request.resolution
+        else:
+            fields["aspect_ratio"] = request.aspect_ratio.replace(":", "x")
         if request.negative_prompt:
             fields["negative_prompt"] = request.negative_prompt
     return fields

@@ -8,12 +8,16 @@ on the job, so a configuration change never re-routes jobs already queued.
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from castframe.config import Settings
 from castframe.engines.base import Engine
 from castframe.errors import JobFailure
+
+if TYPE_CHECKING:
+    from castframe.engines.open_weights.families import Family
 
 KNOWN_ENGINES = ("sandbox", "ideogram", "diffusers")
 """Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
@@ -37,13 +41,29 @@ def route_engine(model_id: str, mode: str, settings: Settings) -> str:
     return "sandbox"
 
 
-def check_params(engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
-    """Engine-specific limits, checked at submission so users get a 422, not a failed job."""
+def check_params(engine: str, params: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
+    """What the engine cannot honour, as (field, message naming the engine), checked at
+    submission so users get a 400 instead of a failed job or a silently ignored parameter.
+    The sandbox honours every parameter; a plug-in receives them all in its EngineRequest."""
     if engine == "ideogram":
         from castframe.engines.ideogram import check_params as ideogram_check
 
         return ideogram_check(params)
+    if engine == "diffusers":
+        from castframe.engines.open_weights.families import check_params as diffusers_check
+
+        family = served_family(settings.diffusers_model)
+        few_step = bool(settings.diffusers_lora) and family.few_step_steps is not None
+        return diffusers_check(params, family, few_step)
     return []
+
+
+@functools.lru_cache(maxsize=4)
+def served_family(model_dir: str) -> Family:
+    """The diffusers family of the configured model, read once (start-up validated it)."""
+    from castframe.engines.open_weights.families import detect_family
+
+    return detect_family(model_dir)
 
 
 def validate_engine_settings(settings: Settings) -> None:

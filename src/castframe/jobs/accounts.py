@@ -2,13 +2,15 @@
 
 Keys are ``afk_live_<random>`` or ``afk_test_<random>`` (Apiframe's ``afk_`` prefix plus the
 mode, like Stripe's ``sk_live_``/``sk_test_``). Only their SHA-256 is stored; a key is shown
-once, at creation. The same hex digest is Apiframe's webhook signing key for jobs it submits.
+once, at creation. The digest is also what Apiframe's webhook signature is keyed by (its raw
+32 bytes, webhooks/signing.py), so Castframe never needs the key itself to sign.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -35,6 +37,7 @@ class Principal:
     key_name: str
     mode: str
     key_hash: str
+    key_prefix: str
     rate_per_second: float | None
     rate_burst: int | None
     max_active_jobs: int | None
@@ -59,12 +62,31 @@ def get_account(conn: sa.Connection, account_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def create_account(conn: sa.Connection, name: str, credits: int = 0) -> dict[str, Any]:
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def default_email(name: str) -> str:
+    """An account created without an email gets a deliverable-looking local one
+    (``dev@castframe.local``), so ``GET /v2/me`` always has ``user.email``."""
+    local = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "account"
+    return f"{local[:64]}@castframe.local"
+
+
+def account_email(account: dict[str, Any]) -> str:
+    return str(account.get("email") or default_email(str(account["name"])))
+
+
+def create_account(
+    conn: sa.Connection, name: str, credits: int = 0, email: str | None = None
+) -> dict[str, Any]:
     if get_account_by_name(conn, name) is not None:
         raise ValueError(f"account {name!r} already exists")
+    if email is not None and not EMAIL.match(email):
+        raise ValueError(f"{email!r} is not an email address")
     account: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "name": name,
+        "email": email or default_email(name),
         "created_at": time.time(),
         "max_active_jobs": None,
         "webhook_secret": new_webhook_secret(),
@@ -136,6 +158,7 @@ def resolve_key(conn: sa.Connection, raw_key: str) -> tuple[str, Principal | Non
         key_name=row["name"],
         mode=row["mode"],
         key_hash=row["key_hash"],
+        key_prefix=row["prefix"],
         rate_per_second=row["rate_per_second"],
         rate_burst=row["rate_burst"],
         max_active_jobs=row["max_active_jobs"],

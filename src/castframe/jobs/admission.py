@@ -83,10 +83,16 @@ def admit(
             f"the account has {active} unfinished jobs; the limit is {limit}",
             headers={"Retry-After": ACTIVE_LIMIT_RETRY_AFTER},
         )
+    # Apiframe's 402 body: ``error`` is exactly "Insufficient credits", the numbers beside it.
     raise ApiError(
         "insufficient_credits",
-        f"this job costs {price} credits; {balance - held} are available",
-        extra={"cost": price, "balance": balance, "available": balance - held},
+        "Insufficient credits",
+        extra={
+            "creditsRequired": price,
+            "creditsAvailable": max(0, balance - held),
+            "balance": balance,
+            "held": held,
+        },
     )
 
 

@@ -46,13 +46,13 @@ def check_single_face(image: DecodedImage, model: FaceModel | None) -> FaceCheck
         raise ApiError(
             "no_face_found",
             "no face was found in the image; use a clear, frontal photo of the character",
-            details=[{"field": "image", "message": "no face"}],
+            details={"image": ["no face"]},
         )
     if len(boxes) > 1 and boxes[1][2] * boxes[1][3] > 0.25 * boxes[0][2] * boxes[0][3]:
         raise ApiError(
             "multiple_faces",
             f"{len(boxes)} faces were found; crop the image to one",
-            details=[{"field": "image", "message": f"{len(boxes)} faces"}],
+            details={"image": [f"{len(boxes)} faces"]},
         )
     box = boxes[0]
     if min(box[2], box[3]) < MIN_FACE_SIDE:
@@ -60,7 +60,7 @@ def check_single_face(image: DecodedImage, model: FaceModel | None) -> FaceCheck
             "face_too_small",
             f"the face is {box[2]}x{box[3]} pixels; at least "
             f"{MIN_FACE_SIDE}x{MIN_FACE_SIDE} is needed",
-            details=[{"field": "image", "message": "face too small"}],
+            details={"image": ["face too small"]},
         )
     descriptor = [float(v) for v in faces[0].descriptor] if faces else None
     return FaceCheck(box=box, descriptor=descriptor)

@@ -6,7 +6,7 @@ and "response remembered" cannot come apart. Later requests with the key:
 - same body, done: the stored response is replayed (``Idempotent-Replayed: true``);
 - same body, still started: 409 ``idempotency_key_in_use`` (we answer at once rather than
   wait, so a client's retry loop never piles up connections);
-- different body: 422 ``idempotency_key_reused``.
+- different body: 409 ``idempotency_key_reused`` (Apiframe's ConflictError).
 A request that fails before creating a job (validation, 402, 429) forgets its key, so the
 corrected retry goes through, as Stripe does. A ``started`` record older than
 ``STALE_AFTER`` seconds belongs to a crashed request and may be taken over.

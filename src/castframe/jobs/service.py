@@ -25,13 +25,19 @@ from castframe.catalog.ideogram_character import MAX_SEED
 from castframe.config import Settings
 from castframe.dispatch.notify import JOBS_CHANNEL, publish
 from castframe.engines.router import check_params, route_engine
-from castframe.errors import ApiError, field_error
+from castframe.errors import ApiError, details_of, field_error
 from castframe.jobs import admission, ledger, states
 from castframe.jobs.accounts import Principal
 from castframe.jobs.characters import get_character
-from castframe.jobs.uploads import UPLOAD_SCHEME, existing_uploads, insert_uploads, new_upload
+from castframe.jobs.uploads import (
+    UPLOAD_SCHEME,
+    existing_uploads,
+    insert_uploads,
+    new_upload,
+    own_upload,
+)
 from castframe.media.fetch import FetchError, check_url_syntax
-from castframe.media.images import ImageRejected, decode_image, parse_data_uri
+from castframe.media.images import ImageRejected, decode_image, image_error_code, parse_data_uri
 from castframe.media.storage import Storage
 from castframe.store.db import insert_rows
 from castframe.store.tables import jobs
@@ -52,17 +58,23 @@ class Submission:
     """(field path, upload id) pairs to check inside the transaction."""
 
 
-def pydantic_details(error: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
-    details = []
+def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``)."""
+    problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"] if part not in ("body",))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        details.append(
-            {"field": prefix + path if path else prefix.rstrip(".") or "body", "message": message}
-        )
-    return details
+        problems.append((path or "body", message))
+    return problems
+
+
+def invalid(error: ValidationError, what: str = "request") -> ApiError:
+    """A 400 validation_error whose message names the first few fields."""
+    problems = pydantic_problems(error)
+    summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
+    return ApiError("validation_error", f"invalid {what} ({summary})", details_of(problems))
 
 
 def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
@@ -81,9 +93,7 @@ def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
     try:
         return spec, spec.request_model.model_validate(body)
     except ValidationError as exc:
-        details = pydantic_details(exc)
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
-        raise ApiError("validation_error", f"invalid request ({summary})", details=details) from exc
+        raise invalid(exc) from exc
 
 
 def prepare(body: Any, principal: Principal, settings: Settings, storage: Storage) -> Submission:
@@ -105,8 +115,20 @@ def prepare(body: Any, principal: Principal, settings: Settings, storage: Storag
         if source is None:
             continue
         path = f"{spec.params_key}.{name}"
-        params[name] = _resolve_image_source(source, path, principal, settings, storage, submission)
-        echo[spec.params_key][name] = params[name]
+        sources, listed = (source, True) if isinstance(source, list) else ([source], False)
+        resolved = [
+            _resolve_image_source(
+                item, f"{path}.{i}" if listed else path, principal, settings, storage, submission
+            )
+            for i, item in enumerate(sources)
+        ]
+        params[name] = resolved if listed else resolved[0]
+        # The echo keeps the URLs the client sent; inline images show as their upload.
+        shown = [
+            new if old.startswith("data:") else old
+            for old, new in zip(sources, resolved, strict=True)
+        ]
+        echo[spec.params_key][name] = shown if listed else shown[0]
     if submission.webhook_url:
         try:
             check_url_syntax(
@@ -116,13 +138,9 @@ def prepare(body: Any, principal: Principal, settings: Settings, storage: Storag
             )
         except FetchError as exc:
             raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
-    problems = check_params(submission.engine, params)
+    problems = check_params(submission.engine, params, settings)
     if problems:
-        raise ApiError(
-            "validation_error",
-            problems[0][1],
-            details=[{"field": f, "message": m} for f, m in problems],
-        )
+        raise ApiError("unsupported_parameter", problems[0][1], details=details_of(problems))
     if params.get("seed") is None:
         params["seed"] = secrets.randbelow(MAX_SEED + 1)
     if principal.mode == "live":
@@ -138,7 +156,8 @@ def _resolve_image_source(
     storage: Storage,
     submission: Submission,
 ) -> str:
-    """Data URIs become uploads now (jobs stay small); URLs are checked; uploads noted."""
+    """Data URIs become uploads now (jobs stay small); this server's upload URLs become
+    upload references (read from storage, not the network); other URLs are checked."""
     if source.startswith("data:"):
         try:
             image = decode_image(
@@ -147,11 +166,11 @@ def _resolve_image_source(
                 max_pixels=settings.max_image_pixels,
             )
         except ImageRejected as exc:
-            code = "payload_too_large" if exc.code == "payload_too_large" else "invalid_image"
-            raise field_error(code, path, str(exc)) from exc
+            raise field_error(image_error_code(exc), path, str(exc)) from exc
         row = new_upload(storage, principal.account_id, image)
         submission.new_uploads.append(row)
         return UPLOAD_SCHEME + row["id"]
+    source = own_upload(source, settings.signing_key, path) or source
     if source.startswith(UPLOAD_SCHEME):
         submission.upload_refs.append((path, source[len(UPLOAD_SCHEME) :]))
         return source
@@ -343,8 +362,20 @@ def write_jobs(conn: sa.Connection, admitted: Sequence[tuple[Submission, dict[st
         ledger.record_holds(conn, holds)
 
 
+def check_job_id(job_id: str, name: str = "id") -> str:
+    """Job ids are UUIDs: anything else is a 400 (as Apiframe answers), not a lookup."""
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise field_error("invalid_request", name, f"{job_id!r} is not a job id (a UUID)") from None
+    if len(job_id) != 36:
+        raise field_error("invalid_request", name, f"{job_id!r} is not a job id (a UUID)")
+    return job_id.lower()
+
+
 def get_job(conn: sa.Connection, principal: Principal, job_id: str) -> dict[str, Any]:
-    """The caller's job; anything else (other account, other mode, bad id) is a plain 404."""
+    """The caller's job; another account's or mode's is a plain 404, a non-UUID a 400."""
+    job_id = check_job_id(job_id)
     row = (
         conn.execute(
             sa.select(jobs).where(
@@ -370,11 +401,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return float(created), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(
-            "invalid_request",
-            "cursor is malformed",
-            details=[{"field": "cursor", "message": "malformed"}],
-        ) from exc
+        raise field_error("invalid_request", "cursor", "cursor is malformed") from exc
 
 
 def list_jobs(
@@ -385,11 +412,14 @@ def list_jobs(
     model: str | None,
     limit: int,
     cursor: str | None,
+    search: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); ``search`` is one job's id."""
     query = sa.select(jobs).where(
         jobs.c.account_id == principal.account_id, jobs.c.mode == principal.mode
     )
+    if search:
+        query = query.where(jobs.c.id == check_job_id(search, "search"))
     if status:
         query = query.where(jobs.c.status == status)
     if model:
@@ -412,6 +442,17 @@ def list_jobs(
     return rows[:limit], next_cursor
 
 
+def models_used(conn: sa.Connection, principal: Principal) -> list[str]:
+    """The model ids the caller has jobs of (``include_models=true`` on the list)."""
+    query = (
+        sa.select(jobs.c.model)
+        .where(jobs.c.account_id == principal.account_id, jobs.c.mode == principal.mode)
+        .distinct()
+        .order_by(jobs.c.model)
+    )
+    return [str(model) for model in conn.execute(query).scalars()]
+
+
 def cancel_job(
     conn: sa.Connection, principal: Principal, job_id: str
 ) -> tuple[dict[str, Any], bool]:
@@ -420,15 +461,16 @@ def cancel_job(
     Returns (job, notify) where ``notify`` is True when a worker should be told.
     """
     job = get_job(conn, principal, job_id)
+    job_id = job["id"]
     if states.is_terminal(job["status"]):
         raise ApiError("job_not_cancelable", f"the job is already {job['status']}")
     if job["status"] == states.QUEUED:
         now = time.time()
         values = {
-            "status": states.CANCELED,
+            "status": states.CANCELLED,
             "completed_at": now,
-            "error_code": "canceled",
-            "error_message": "canceled by the owner",
+            "error_code": "cancelled",
+            "error_message": "cancelled by the owner",
             "charged": 0,
         }
         updated = conn.execute(

@@ -21,43 +21,55 @@ def iso(timestamp: float | None) -> str | None:
 
 def credit_cost(job: dict[str, Any]) -> int:
     """Apiframe's ``creditCost``: the price while held, the charge once done, 0 if not charged."""
-    if job["status"] in (states.FAILED, states.CANCELED):
+    if job["status"] in (states.FAILED, states.CANCELLED):
         return 0
     if job["status"] == states.COMPLETED:
         return int(job["charged"] or 0)
     return int(job["price"])
 
 
+IMAGE_FACTS = ("width", "height", "seed", "prompt", "contentType", "consistency", "metadata")
+"""What Castframe knows of each output beside its URL: ``result.imageDetails``, an extension."""
+
+
 def result_view(
     result: dict[str, Any] | None, url_for: Callable[[str], str]
 ) -> dict[str, Any] | None:
+    """Apiframe's image result: ``images`` is a list of URL strings (signed at read time).
+
+    Castframe's per-image facts go to ``imageDetails``, in the same order, so a client written
+    for Apiframe reads ``images[i]`` as a URL and never sees a changed field.
+    """
     if not result:
         return None
-    images = []
-    for image in result.get("images", []):
-        shown = {k: v for k, v in image.items() if k != "key"}
-        shown = {"url": url_for(image["key"]), **shown}
-        images.append(shown)
-    return {"images": images, **{k: v for k, v in result.items() if k != "images"}}
+    stored = result.get("images", [])
+    return {
+        "images": [url_for(image["key"]) for image in stored],
+        "imageDetails": [
+            {name: image[name] for name in IMAGE_FACTS if name in image} for image in stored
+        ],
+        **{k: v for k, v in result.items() if k != "images"},
+    }
 
 
 def job_view(job: dict[str, Any], url_for: Callable[[str], str]) -> dict[str, Any]:
-    error = None
-    if job["error_code"]:
-        error = {"code": job["error_code"], "message": job["error_message"] or ""}
+    """Apiframe's job object, plus Castframe's extensions after its own fields."""
     return {
         "id": job["id"],
         "status": job["status"],
         "model": job["model"],
         "progress": 100 if job["status"] == states.COMPLETED else int(job["progress"] or 0),
-        "createdAt": iso(job["created_at"]),
-        "startedAt": iso(job["started_at"]),
-        "completedAt": iso(job["completed_at"]),
-        "input": job["input"],
         "result": result_view(job["result"], url_for),
-        "error": error,
+        "error": (job["error_message"] or job["error_code"]) if job["error_code"] else None,
         "creditCost": credit_cost(job),
         "webhookStatus": job["webhook_status"],
+        "createdAt": iso(job["created_at"]),
+        "completedAt": iso(job["completed_at"]),
+        "expired": bool(job.get("expired")),
+        "input": job["input"],
+        # Castframe's extensions.
+        "errorCode": job["error_code"],
+        "startedAt": iso(job["started_at"]),
         "engine": job["engine"],
         "mode": job["mode"],
     }

@@ -22,11 +22,17 @@ DATA_URI = re.compile(r"^data:(image/[a-zA-Z0-9.+-]+)?(;[a-zA-Z0-9=.-]+)*;base64
 
 
 class ImageRejected(ValueError):
-    """The bytes are not an acceptable image; ``code`` is ``invalid_image`` or a size code."""
+    """The bytes are not an acceptable image; ``code`` is ``invalid_image`` or
+    ``image_too_large`` (both documented API codes)."""
 
     def __init__(self, message: str, code: str = "invalid_image") -> None:
         super().__init__(message)
         self.code = code
+
+
+def image_error_code(rejected: ImageRejected) -> str:
+    """The API error code for a rejected image."""
+    return "image_too_large" if rejected.code == "image_too_large" else "invalid_image"
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         raise ImageRejected("the image is empty")
     if len(data) > max_bytes:
         raise ImageRejected(
-            f"the image is {len(data)} bytes; the limit is {max_bytes}", code="payload_too_large"
+            f"the image is {len(data)} bytes; the limit is {max_bytes}", code="image_too_large"
         )
     try:
         with warnings.catch_warnings():
@@ -63,7 +69,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             width, height = probe.size
             if width * height > max_pixels:
                 raise ImageRejected(
-                    f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels"
+                    f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+                    code="image_too_large",
                 )
             if width < 16 or height < 16:
                 raise ImageRejected(f"the image is {width}x{height}; at least 16x16 is needed")
@@ -72,7 +79,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"the image is too large to decode safely ({exc})") from exc
+        raise ImageRejected(
+            f"the image is too large to decode safely ({exc})", code="image_too_large"
+        ) from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise ImageRejected(f"the image could not be decoded ({type(exc).__name__})") from exc
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), ALLOWED_FORMATS[fmt], data)

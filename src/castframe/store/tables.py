@@ -17,6 +17,7 @@ accounts = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("max_active_jobs", sa.Integer, nullable=True),
     sa.Column("webhook_secret", sa.String(100), nullable=False),
@@ -86,6 +87,7 @@ jobs = sa.Table(
     sa.Column("webhook_events", sa.JSON, nullable=True),
     sa.Column("webhook_status", sa.String(16), nullable=True),
     sa.Column("webhook_key_hash", sa.String(64), nullable=True),
+    sa.Column("expired", sa.Boolean, nullable=False, server_default=sa.false()),
     # The job's place in the fair queue (its account's virtual clock at admission): workers
     # claim the lowest due key through ix_jobs_queued, O(log n) however deep the backlog.
     sa.Column("queue_key", sa.Float, nullable=False, server_default="0"),
@@ -155,6 +157,7 @@ uploads = sa.Table(
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
 )
 
 webhook_deliveries = sa.Table(

@@ -2,6 +2,8 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { key: localStorage.getItem("castframe.key") || "", reference: null, polling: null };
+const TERMINAL = ["COMPLETED", "FAILED", "CANCELLED"];
+const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp" };
 
 function headers(json = true) {
   const h = { "X-API-Key": state.key };
@@ -13,8 +15,10 @@ async function api(path, options = {}) {
   const response = await fetch(path, options);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const detail = (body.details || []).map((d) => `${d.field}: ${d.message}`).join("; ");
-    throw new Error(`${body.code || response.status}: ${body.message || "request failed"}${detail ? " (" + detail + ")" : ""}`);
+    // Error bodies: {"error": message, "code", "details": {"json.path": [messages]}}.
+    const detail = Object.entries(body.details || {})
+      .map(([path, messages]) => `${path}: ${[].concat(messages).join(", ")}`).join("; ");
+    throw new Error(`${body.code || response.status}: ${body.error || "request failed"}${detail ? " (" + detail + ")" : ""}`);
   }
   return body;
 }
@@ -27,8 +31,8 @@ function showError(message) {
 async function loadAccount() {
   if (!state.key) { $("account").textContent = ""; return; }
   try {
-    const account = await api("/v2/account", { headers: headers(false) });
-    $("account").textContent = `${account.name} · ${account.mode} · ${account.available} credits available`;
+    const me = await api("/v2/me", { headers: headers(false) });
+    $("account").textContent = `${me.team.name} · ${me.apiKey.mode} · ${me.team.credits} credits available`;
     loadHistory();
   } catch (error) {
     $("account").textContent = error.message;
@@ -44,8 +48,9 @@ async function uploadFile(file) {
   form.append("file", file);
   try {
     const upload = await api("/v2/uploads", { method: "POST", headers: headers(false), body: form });
-    state.reference = upload.reference;
-    $("reference").value = upload.reference;
+    // The upload's signed url works in any image field until upload.expiresAt.
+    state.reference = upload.url;
+    $("reference").value = upload.url;
   } catch (error) {
     showError(error.message);
   }
@@ -57,6 +62,8 @@ function params() {
     style_type: $("style_type").value,
     rendering_speed: $("rendering_speed").value,
     magic_prompt_option: $("magic_prompt_option").value,
+    aspect_ratio: $("aspect_ratio").value,
+    num_images: Number($("num_images").value),
   };
   if ($("negative_prompt").value.trim()) p.negative_prompt = $("negative_prompt").value.trim();
   if ($("seed").value !== "") p.seed = Number($("seed").value);
@@ -68,11 +75,7 @@ async function submit(event) {
   showError("");
   if (!state.key) { showError("Paste an API key first (a test key works with the sandbox)."); return; }
   if (!$("reference").value.trim()) { showError("Add a character reference image."); return; }
-  const body = {
-    prompt: $("prompt").value, model: "ideogram-character",
-    aspect_ratio: $("aspect_ratio").value, num_images: Number($("num_images").value),
-    ideogramParams: params(),
-  };
+  const body = { prompt: $("prompt").value, model: "ideogram-character", ideogramParams: params() };
   $("submit").disabled = true;
   try {
     const { jobId } = await api("/v2/images/generate", {
@@ -95,7 +98,7 @@ function watch(jobId) {
     try {
       const job = await api(`/v2/jobs/${jobId}`, { headers: headers(false) });
       render(job);
-      if (["COMPLETED", "FAILED", "CANCELED"].includes(job.status)) { loadHistory(); loadAccount(); return; }
+      if (TERMINAL.includes(job.status)) { loadHistory(); loadAccount(); return; }
     } catch (error) {
       showError(error.message);
     }
@@ -108,22 +111,36 @@ function render(job) {
   $("status").textContent = `${job.id.slice(0, 8)} · ${job.status} · ${job.progress}% · ${job.creditCost} credits`;
   $("status").dataset.status = job.status;
   $("progress").value = job.progress;
-  if (job.error) showError(`${job.error.code}: ${job.error.message}`);
+  $("progress").hidden = TERMINAL.includes(job.status);
+  // A job's error is its message; errorCode (Castframe's) the stable code.
+  showError(job.error ? (job.errorCode ? `${job.errorCode}: ${job.error}` : job.error) : "");
   if (!job.result) return;
-  $("progress").hidden = true;
   $("images").innerHTML = "";
-  job.result.images.forEach((image, index) => {
+  // images are URL strings; imageDetails (same order) has each one's size, seed, prompt, score.
+  const details = job.result.imageDetails || [];
+  job.result.images.forEach((url, index) => {
+    const info = details[index] || {};
     const figure = document.createElement("figure");
     const img = document.createElement("img");
-    img.src = image.url;
-    img.alt = image.prompt;
+    img.src = url;
+    img.alt = info.prompt || job.input?.prompt || "";
     img.className = "result";
     const caption = document.createElement("figcaption");
-    const score = image.consistency ? (image.consistency.sameCharacter ? " · same character ✓" : " · character drift") : "";
-    caption.textContent = `${image.width}×${image.height} · seed ${image.seed}${score} · ${image.prompt} `;
+    const facts = [];
+    if (info.width && info.height) facts.push(`${info.width}×${info.height}`);
+    if (info.seed !== undefined && info.seed !== null) facts.push(`seed ${info.seed}`);
+    caption.append(facts.join(" · ") + " ");
+    if (info.consistency) {
+      const badge = document.createElement("span");
+      const same = info.consistency.sameCharacter;
+      badge.className = `badge ${same ? "same" : "drift"}`;
+      badge.textContent = same ? "same character ✓" : info.consistency.faceDetected ? "character drift" : "no face found";
+      caption.append(badge, " ");
+    }
+    if (info.prompt) caption.append(`${info.prompt} `);
     const link = document.createElement("a");
-    link.href = image.url;
-    link.download = `${job.id}-${index}.png`;
+    link.href = url;
+    link.download = `${job.id}-${index}.${EXTENSIONS[info.contentType] || "png"}`;
     link.textContent = "download";
     caption.appendChild(link);
     figure.append(img, caption);
@@ -142,7 +159,7 @@ async function loadHistory() {
       const meta = document.createElement("span");
       meta.textContent = `${job.status} · ${new Date(job.createdAt).toLocaleTimeString()}`;
       item.appendChild(meta);
-      item.onclick = () => { render(job); if (!job.result) watch(job.id); };
+      item.onclick = () => { render(job); if (!TERMINAL.includes(job.status)) watch(job.id); };
       $("history").appendChild(item);
     }
   } catch (error) {

@@ -33,6 +33,9 @@ log = logging.getLogger("castframe.webhooks")
 
 CLAIM_LEASE = 120.0
 RETRYABLE_STATES = ("pending", "failing")
+JOB_WEBHOOK_STATUS = {"delivered": "delivered", "failing": "pending", "failed": "failed"}
+"""A final delivery's state -> the job's ``webhookStatus`` (Apiframe's pending, delivered,
+failed: a delivery still being retried is pending)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ class WebhookSender:
         now = time.time()
         attempts = int(delivery["attempts"]) + 1
         if outcome.ok:
-            status, next_at = "sent", now
+            status, next_at = "delivered", now
         elif give_up or not delivery["final"]:
             status, next_at = "failed", now
         else:
@@ -213,7 +216,7 @@ class WebhookSender:
                 self.settings.retry_schedule, attempts, outcome.retry_after, self._rng
             )
             status, next_at = ("failed", now) if delay is None else ("failing", now + delay)
-        outcome_label = {"sent": "sent", "failing": "retry"}.get(status, "failed")
+        outcome_label = {"delivered": "sent", "failing": "retry"}.get(status, "failed")
         WEBHOOK_ATTEMPTS.labels(delivery["event"], outcome_label).inc()
         if status == "failed" and delivery["final"]:
             log.error(
@@ -244,7 +247,7 @@ class WebhookSender:
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.id == delivery["job_id"])
-                    .values(webhook_status=status)
+                    .values(webhook_status=JOB_WEBHOOK_STATUS[status])
                 )
         if status == "failing":
             self.notifier.notify()

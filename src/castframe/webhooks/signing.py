@@ -1,7 +1,8 @@
 """Webhook signatures: Apiframe's and Standard Webhooks', on every delivery.
 
-- Apiframe: ``X-Webhook-Signature`` = hex HMAC-SHA256 of the raw body, keyed by the SHA-256
-  (hex string) of the API key that submitted the job. Receivers that know their key verify it.
+- Apiframe: ``X-Webhook-Signature: sha256=<hex>``, the HMAC-SHA256 of the raw body keyed by
+  the raw 32-byte SHA-256 digest of the API key that submitted the job (what Apiframe's SDK
+  ``verifyWebhook`` checks). Castframe stores only that digest (as hex), which is all it needs.
 - Standard Webhooks (standardwebhooks.com): ``webhook-id``, ``webhook-timestamp`` and
   ``webhook-signature`` = space-separated ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``,
   keyed by the base64-decoded part of the account's ``whsec_`` secret; during a rotation both
@@ -24,7 +25,8 @@ class WebhookVerificationError(ValueError):
 
 
 def apiframe_signature(body: bytes, key_hash: str) -> str:
-    return hmac.new(key_hash.encode(), body, hashlib.sha256).hexdigest()
+    """``sha256=<hex>``; ``key_hash`` is the hex SHA-256 of the API key, the key its bytes."""
+    return "sha256=" + hmac.new(bytes.fromhex(key_hash), body, hashlib.sha256).hexdigest()
 
 
 def _secret_bytes(secret: str) -> bytes:

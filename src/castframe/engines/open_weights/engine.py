@@ -175,7 +175,10 @@ class DiffusersEngine:
                     return kwargs
 
                 generators = [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in group]
-                styled = [styled_prompt(prompts[i], request.style_type) for i in group]
+                styled = [
+                    styled_prompt(prompts[i], request.style_type, request.style_preset)
+                    for i in group
+                ]
                 call: dict[str, Any] = {
                     **base,
                     **self._extra_kwargs(),

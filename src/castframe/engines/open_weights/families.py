@@ -115,9 +115,39 @@ def missing_requirements(family: Family) -> list[str]:
     return [name for name in family.requires if importlib.util.find_spec(name) is None]
 
 
-def styled_prompt(prompt: str, style_type: str) -> str:
-    clause = STYLE_CLAUSES.get(style_type, "")
-    return f"{prompt}, {clause}" if clause else prompt
+def styled_prompt(prompt: str, style_type: str, style_preset: str | None = None) -> str:
+    """The prompt with the style's words; a style preset is named in words (OIL_PAINTING ->
+    "in the style of oil painting"), which is how text-conditioned open models take a look."""
+    clauses = [STYLE_CLAUSES.get(style_type, "")]
+    if style_preset:
+        clauses.append("in the style of " + style_preset.replace("_", " ").lower())
+    return ", ".join([prompt, *(clause for clause in clauses if clause)])
+
+
+def check_params(
+    params: dict[str, Any], family: Family, few_step: bool = False
+) -> list[tuple[str, str]]:
+    """Submission-time refusals for jobs routed to the diffusers engine running ``family``
+    (``few_step``: a step-distilled LoRA is fused, which has no true CFG either)."""
+    problems = []
+    if params.get("style_reference_images"):
+        problems.append(
+            (
+                "ideogramParams.style_reference_images",
+                "the diffusers engine cannot use style_reference_images; describe the look "
+                "in the prompt or use style_preset",
+            )
+        )
+    if params.get("negative_prompt") and (not family.true_cfg or few_step):
+        reason = "a step-distilled LoRA" if family.true_cfg else family.name
+        problems.append(
+            (
+                "ideogramParams.negative_prompt",
+                f"the diffusers engine cannot honour negative_prompt with {reason} "
+                "(no true classifier-free guidance); leave it out",
+            )
+        )
+    return problems
 
 
 def text_encoder_layers(

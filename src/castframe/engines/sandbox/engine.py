@@ -16,6 +16,7 @@ from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, 
 from castframe.engines.prompt import expand_prompt
 from castframe.engines.sandbox.compose import composite, plan_placement
 from castframe.engines.sandbox.edit import place_in_mask
+from castframe.engines.sandbox.palette import match_palette
 from castframe.engines.sandbox.scene import LIGHTING, parse_scene, render_scene
 from castframe.engines.sandbox.style import background_pass, final_pass, resolve_style
 from castframe.engines.sandbox.subject import Cutout, CutoutCache
@@ -64,6 +65,9 @@ class SandboxEngine:
                 meta: dict[str, object] = {"mode": "edit"}
             else:
                 pixels, meta = self._scene_image(request, prompt, seed, cutout, profile, rng)
+            if request.style_references:
+                pixels = match_palette(pixels, request.style_references)
+                meta["styleReferences"] = len(request.style_references)
             images.append(GeneratedImage(pixels=pixels, seed=seed, prompt=prompt, metadata=meta))
             hooks.progress(10 + int(85 * (index + 1) / request.num_images))
             hooks.check_canceled()
@@ -85,7 +89,7 @@ class SandboxEngine:
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, dict[str, object]]:
         spec = parse_scene(prompt, request.negative_prompt, seed)
-        style = resolve_style(request.style_type, request.prompt)
+        style = resolve_style(request.style_type, request.prompt, request.style_preset)
         canvas = render_scene(
             spec,
             int(request.width * profile.scene_scale),
@@ -103,4 +107,7 @@ class SandboxEngine:
         composite(canvas, cutout, placement, light, shadow=not cutout.touches_bottom)
         final = final_pass(style, canvas, placement.face, rng, profile.detail)
         pixels = (final * 255.0 + 0.5).astype(np.uint8)
-        return pixels, {"mode": "generate", "style": style, "scene": spec.describe()}
+        meta: dict[str, object] = {"mode": "generate", "style": style, "scene": spec.describe()}
+        if request.style_preset:
+            meta["stylePreset"] = request.style_preset
+        return pixels, meta

@@ -16,8 +16,15 @@ from castframe.engines.lexicon import STYLE_HINTS, first_match, tokens
 from castframe.engines.sandbox.subject import Box
 
 
-def resolve_style(style_type: str, prompt: str) -> str:
-    """AUTO picks from the prompt's words (photo -> REALISTIC, poster -> DESIGN, ...)."""
+def resolve_style(style_type: str, prompt: str, style_preset: str | None = None) -> str:
+    """AUTO picks from the prompt's words (photo -> REALISTIC, poster -> DESIGN, ...).
+
+    A style preset is read the same way, from its name's words (FLAT_VECTOR -> DESIGN,
+    EXPIRED_FILM -> REALISTIC), and wins over style_type: it is the more specific ask.
+    A preset whose words name no look is drawn as FICTION, the sandbox's most stylised one.
+    """
+    if style_preset:
+        return first_match(tokens(style_preset.replace("_", " ")), STYLE_HINTS) or "FICTION"
     if style_type != "AUTO":
         return style_type
     return first_match(tokens(prompt), STYLE_HINTS) or "REALISTIC"
