@@ -77,7 +77,11 @@ def api_markdown(spec: dict[str, Any]) -> str:
         "",
         "Authentication: `X-API-Key: <key>` or `Authorization: Bearer <key>` on every "
         "`/v2` endpoint except `/v2/models` and signed `/v2/files` links. Errors are "
-        '`{"code", "message", "details"}`; see [errors.md](errors.md).',
+        '`{"error": "<message>", "code": "<code>", "details": {"<json.path>": ["<message>"]}}`; '
+        "see [errors.md](errors.md).",
+        "",
+        "Which of Apiframe's v2 operations and fields Castframe serves, and what it adds: "
+        "[apiframe-compatibility.md](apiframe-compatibility.md).",
         "",
     ]
     lines += ["## Endpoints", "", "| method | path | summary |", "|---|---|---|"]
@@ -124,8 +128,17 @@ def errors_markdown() -> str:
         "# Error codes",
         "",
         "Generated from `castframe/errors.py` by `make docs`. Every HTTP error body is "
-        '`{"code": "<code>", "message": "<sentence>", "details": [{"field", '
-        '"message"}]}`; `code` is stable, `message` is for humans.',
+        "Apiframe's error envelope plus Castframe's stable `code`:",
+        "",
+        "```json",
+        '{"error": "invalid request (ideogramParams.seed: Input should be a valid integer)",',
+        ' "code": "validation_error",',
+        ' "details": {"ideogramParams.seed": ["Input should be a valid integer"]}}',
+        "```",
+        "",
+        "`error` is the human message (what Apiframe's SDK puts in its exception), `code` is "
+        "stable (branch on it), and `details` maps the JSON path of each field at fault to its "
+        "messages; it is `{}` when no field is to blame.",
         "",
         "## HTTP errors",
         "",
@@ -136,14 +149,21 @@ def errors_markdown() -> str:
         lines.append(f"| {status} | `{code}` | {meaning} |")
     lines += [
         "",
-        "`insufficient_credits` also carries `cost`, `balance` and `available`; "
-        "`rate_limited`, `too_many_active_jobs` and `idempotency_key_in_use` carry a "
-        "`Retry-After` header.",
+        '`insufficient_credits` is Apiframe\'s 402 body: `"error": "Insufficient credits"`, '
+        "`creditsRequired` (the job's price) and `creditsAvailable` (balance less holds), plus "
+        "Castframe's `balance` and `held`. `rate_limited`, `too_many_active_jobs`, "
+        "`idempotency_key_in_use` and `not_ready` carry a `Retry-After` header.",
+        "",
+        "Apiframe's SDK picks its exception class by status alone: 400 `ValidationError`, 401 "
+        "`AuthenticationError`, 402 `InsufficientCreditsError`, 403 `PermissionError`, 404 "
+        "`NotFoundError`, 409 `ConflictError`, 429 `RateLimitError`, 5xx `ServerError`; the "
+        "other statuses here (405, 410) reach it as its base `ApiframeError`.",
         "",
         "## Job errors",
         "",
-        "A job that fails has `status: FAILED` (or `CANCELED`) and `error: {code, message}`."
-        " Failed and canceled jobs are never charged.",
+        "A job that fails has `status: FAILED` (or `CANCELLED`), `error`: the message (a string, "
+        "as Apiframe's job has it) and `errorCode`: one of the codes below. Both are `null` "
+        "otherwise. Failed and cancelled jobs are never charged (`creditCost: 0`).",
         "",
         "| code | meaning |",
         "|---|---|",
