@@ -22,6 +22,7 @@ from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.tables import metadata
 from tests.support.http import LoopbackServer
+from tests.support.images import astronaut_png
 from tests.support.polling import wait_for_job
 
 PG_ADMIN_URL = os.environ.get(
@@ -160,6 +161,12 @@ def http_server() -> Iterator[LoopbackServer]:
     server = LoopbackServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def ref(http_server: LoopbackServer) -> str:
+    """The URL of scikit-image's astronaut, served as a PNG by ``http_server``."""
+    return http_server.serve_bytes("/astronaut.png", astronaut_png())
 
 
 def body_for(

@@ -23,11 +23,6 @@ from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/astronaut.png", astronaut_png())
-
-
 def test_seed_request_answers_202_with_exactly_job_id_and_status(api: Api, ref: str) -> None:
     key = api.key()
     body = {

@@ -15,14 +15,8 @@ from castframe.catalog.ideogram_character import ASPECT_SIZES, RESOLUTIONS, STYL
 from castframe.engines.open_weights import families
 from castframe.engines.router import check_params
 from tests.conftest import PG_ADMIN_URL, Api, body_for, make_settings, open_api
-from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, decode, edit_pair, png_bytes
 from tests.support.jobs import images_of
-
-
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/astronaut.png", astronaut_png())
 
 
 def upload(api: Api, key: str, raw: bytes) -> dict[str, Any]:

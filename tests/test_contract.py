@@ -61,11 +61,6 @@ def auth(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/astronaut.png", astronaut_png())
-
-
 def submit(api: Api, key: str, body: dict[str, Any], **headers: str) -> str:
     accepted = expect(api.generate(key, body, **headers), 202, JOB_ACCEPTED)
     assert accepted["status"] == "QUEUED"

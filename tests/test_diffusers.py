@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +15,9 @@ from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
 from castframe.engines.open_weights.families import detect_family, text_encoder_layers
 from castframe.engines.router import route_engine
 from castframe.services import Services
-from tests.conftest import Api, body_for, make_api, make_settings
+from tests.conftest import Api, body_for, make_settings
+from tests.support.apps import api_with_model, wide_job
+from tests.support.hooks import Recorder
 from tests.support.images import astronaut_png, data_uri, edit_pair
 from tests.support.jobs import images_of
 from tests.support.polling import wait_until
@@ -90,21 +91,6 @@ def test_determinism_by_seed_and_variation(engine: object) -> None:
     assert np.array_equal(two.images[0].pixels, a)
 
 
-class Recorder:
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.values: list[int] = []
-        self.checks = 0
-        self.cancel_after = cancel_after
-
-    def progress(self, percent: int) -> None:
-        self.values.append(percent)
-
-    def check_canceled(self) -> None:
-        self.checks += 1
-        if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise JobCanceled()
-
-
 def test_progress_per_step_and_cancel_between_steps(engine: object) -> None:
     recorder = Recorder()
     engine.generate(request(num_images=2, rendering_speed="quality"), recorder)  # type: ignore[attr-defined]
@@ -127,24 +113,6 @@ def test_edit_keeps_unmasked_pixels(engine: object) -> None:
     assert out.shape == scene.shape
     assert np.array_equal(out[keep], scene[keep])
     assert not np.array_equal(out[~keep], scene[~keep])
-
-
-def api_with_model(tmp_path: Path, database_url: str, model_dir: Path) -> Iterator[Api]:
-    """The app with its embedded worker running live jobs on the model in ``model_dir``."""
-    yield from make_api(
-        tmp_path,
-        database_url,
-        diffusers_model=str(model_dir),
-        diffusers_device="cpu",
-        faces_enabled=False,
-    )
-
-
-def wide_job(api: Api, key: str) -> dict[str, Any]:
-    """A 16:9 job with the astronaut as reference, submitted and waited for."""
-    return api.submit_and_wait(
-        key, body_for(data_uri(astronaut_png()), seed=3, top={"aspect_ratio": "16:9"})
-    )
 
 
 @pytest.fixture

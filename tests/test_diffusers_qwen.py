@@ -17,11 +17,12 @@ import torch
 from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
 from castframe.engines.open_weights.families import QWEN_IMAGE_EDIT, missing_requirements
 from tests.conftest import Api
+from tests.support.apps import api_with_model, wide_job
+from tests.support.hooks import Recorder
 from tests.support.images import edit_pair
 from tests.support.jobs import images_of
 from tests.support.requests import engine_request
 from tests.support.tiny_pipelines import tiny_lora, tiny_qwen_image_edit
-from tests.test_diffusers import Recorder, api_with_model, wide_job
 
 
 @pytest.fixture(scope="session")

@@ -41,11 +41,6 @@ def ideogram_api(tmp_path: Path, sqlite_url: str, fake: FakeIdeogram) -> Iterato
     )
 
 
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/a.png", astronaut_png())
-
-
 def test_routing_rules() -> None:
     assert route_engine("ideogram-character", "live", Settings()) == "sandbox"
     keyed = Settings(ideogram_api_key="k")

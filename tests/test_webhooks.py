@@ -20,11 +20,6 @@ from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/a.png", astronaut_png())
-
-
 def secret_of(api: Api, key: str) -> str:
     response = api.client.get("/v2/account/webhook-secret", headers={"X-API-Key": key})
     assert response.status_code == 200

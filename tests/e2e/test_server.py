@@ -17,17 +17,11 @@ import sqlalchemy as sa
 from castframe.store.db import Database
 from castframe.store.tables import jobs, ledger
 from tests.e2e.conftest import Castframe
-from tests.support.http import LoopbackServer
-from tests.support.images import astronaut_png, decode
+from tests.support.images import decode
 from tests.support.jobs import images_of
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def ref(http_server: LoopbackServer) -> str:
-    return http_server.serve_bytes("/ref.png", astronaut_png())
 
 
 def test_seed_curl_request_and_python_polling_loop(

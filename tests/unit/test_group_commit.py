@@ -6,9 +6,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import pytest
-
 from castframe.store.group_commit import GroupCommit
+from tests.support.polling import wait_until
 
 
 class Refused(Exception):
@@ -73,7 +72,7 @@ def behind_a_held_batch(
     first.start()
     assert recorder.entered.wait(5)
     waiting = run_in_background(group, items)
-    wait_until(lambda: len(group._queued) == len(items))
+    wait_until(lambda: len(group._queued) == len(items), timeout=5.0, interval=0.001)
     recorder.release.set()
     first.join(5)
     return waiting()
@@ -140,14 +139,6 @@ def run_in_background(
         return results
 
     return join
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached")
-        time.sleep(0.001)
 
 
 def test_many_threads_each_get_their_own_result() -> None:

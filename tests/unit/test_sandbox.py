@@ -15,6 +15,7 @@ from castframe.engines.sandbox.scene import parse_scene
 from castframe.engines.sandbox.style import resolve_style
 from castframe.engines.sandbox.subject import detect_face, extract_subject
 from castframe.media.images import encode_png
+from tests.support.hooks import Recorder
 from tests.support.images import astronaut, edit_pair, no_face_image
 from tests.support.requests import engine_request
 
@@ -201,23 +202,9 @@ def test_magic_prompt_is_deterministic_and_honours_off() -> None:
     assert len(seeds) > 1
 
 
-class CancelAfter:
-    def __init__(self, calls: int) -> None:
-        self.calls = calls
-        self.progress_values: list[int] = []
-
-    def progress(self, percent: int) -> None:
-        self.progress_values.append(percent)
-
-    def check_canceled(self) -> None:
-        self.calls -= 1
-        if self.calls < 0:
-            raise JobCanceled()
-
-
 def test_engine_reports_progress_and_stops_when_canceled() -> None:
-    hooks = CancelAfter(calls=1)
+    hooks = Recorder(cancel_after=1)
     with pytest.raises(JobCanceled):
         ENGINE.generate(request(num_images=4), hooks)
-    assert hooks.progress_values and hooks.progress_values == sorted(hooks.progress_values)
-    assert max(hooks.progress_values) < 100
+    assert hooks.values and hooks.values == sorted(hooks.values)
+    assert max(hooks.values) < 100
