@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from castframe.errors import ApiError
 from castframe.jobs import accounts
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import Submission, insert_many, prepare
+from castframe.jobs.record import Job
+from castframe.jobs.submission import insert_many
+from castframe.jobs.validation import Submission, prepare
 from castframe.store.tables import idempotency_keys, jobs
 from tests.conftest import Api, body_for, open_api
 from tests.support.http import LoopbackServer
@@ -223,7 +225,7 @@ def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: 
     assert poor_principal is not None and rich_principal is not None
 
     def pending(principal: Principal, reference: str = REF) -> tuple[Principal, Submission]:
-        submission = prepare(body_for(reference), principal, services.settings, services.storage)
+        submission = prepare(body_for(reference), principal, services.settings, services.routing)
         return principal, submission
 
     batch = [
@@ -235,7 +237,7 @@ def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: 
         pending(rich_principal),
     ]
     with services.db.write() as conn:
-        outcomes = insert_many(conn, batch, services.settings)
+        outcomes = insert_many(conn, services.storage, batch, services.settings)
     codes = [o.code if isinstance(o, ApiError) else "accepted" for o in outcomes]
     assert codes == [
         "accepted",
@@ -251,18 +253,18 @@ def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: 
         assert (account["held"], account["activeJobs"]) == (held, 2)
     # Each accepted job is the caller's own, queued, with its own fair-queue place.
     accepted = [o for o in outcomes if not isinstance(o, ApiError)]
-    assert len({job["id"] for job in accepted}) == 4
+    assert len({job.id for job in accepted}) == 4
     poor_keys = [
-        outcome["queue_key"]
+        outcome.queue_key
         for outcome, (principal, _submission) in zip(outcomes, batch, strict=True)
         if principal is poor_principal and not isinstance(outcome, ApiError)
     ]
     assert poor_keys[1] - poor_keys[0] == pytest.approx(1.0)
     # The rich account's two were admitted together and still keep their sending order.
     first, second = outcomes[1], outcomes[5]
-    assert isinstance(first, dict) and isinstance(second, dict)
-    assert first["created_at"] < second["created_at"]
-    assert second["queue_key"] - first["queue_key"] == pytest.approx(1.0)
+    assert isinstance(first, Job) and isinstance(second, Job)
+    assert first.created_at < second.created_at
+    assert second.queue_key - first.queue_key == pytest.approx(1.0)
 
 
 def test_concurrent_submissions_are_each_answered_and_billed_once(api_no_worker: Api) -> None:

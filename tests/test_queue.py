@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from castframe.dispatch import queue
 from castframe.dispatch.worker import Finished, Worker
 from castframe.jobs import ledger
+from castframe.jobs import store as job_store
+from castframe.jobs.record import Job
 from castframe.services import Services
+from castframe.store import states
 from castframe.store.tables import jobs
 from tests.conftest import Api, body_for
 from tests.support.http import LoopbackServer
@@ -37,10 +39,10 @@ def test_job_of_a_dead_worker_is_taken_over_after_lease_expiry(
     key = api.key(credits=100)
     [job_id] = _submit(api, key, ref)
     with api.services.db.write() as conn:
-        claimed = queue.claim(conn, "dead-worker", lease_seconds=0.5)
-    assert claimed is not None and claimed["id"] == job_id
+        claimed = job_store.claim(conn, "dead-worker", lease_seconds=0.5)
+    assert claimed is not None and claimed.id == job_id
     with api.services.db.write() as conn:  # still leased: nobody else may take it
-        assert queue.claim(conn, "other", lease_seconds=5) is None
+        assert job_store.claim(conn, "other", lease_seconds=5) is None
     assert api.get_job(key, job_id)["status"] == "PROCESSING"
     time.sleep(0.6)
     api.services.start_worker()
@@ -54,9 +56,9 @@ def test_job_of_a_dead_worker_is_taken_over_after_lease_expiry(
     assert entries == {"hold": 10, "capture": 10}
     # The dead worker wakes up and tries to finish: its lease is gone, nothing changes.
     with api.services.db.write() as conn:
-        stale = dict(row)
-        assert not queue.complete(conn, stale, "dead-worker", {"images": []}, 1)
-        assert not queue.fail(conn, stale, "dead-worker", "engine_error", "late")
+        stale = Job.from_row(row)
+        assert not job_store.complete(conn, stale, "dead-worker", {"images": []}, 1)
+        assert not job_store.fail(conn, stale, "dead-worker", "engine_error", "late")
         assert ledger.job_entries(conn, job_id) == {"hold": 10, "capture": 10}
 
 
@@ -66,14 +68,14 @@ def test_job_that_keeps_killing_workers_fails_as_worker_lost(api_no_worker: Api)
     [job_id] = _submit(api, key, "https://example.com/a.png")
     for attempt in range(3):
         with api.services.db.write() as conn:
-            assert queue.requeue_expired(conn, max_attempts=3) == (1 if attempt else 0)
-            claimed = queue.claim(conn, f"dead-{attempt}", lease_seconds=0.2)
+            assert job_store.requeue_expired(conn, max_attempts=3) == (1 if attempt else 0)
+            claimed = job_store.claim(conn, f"dead-{attempt}", lease_seconds=0.2)
         assert claimed is not None
         time.sleep(0.25)
     with api.services.db.write() as conn:
-        assert queue.requeue_expired(conn, max_attempts=3) == 0  # out of attempts
-        assert queue.claim(conn, "w", lease_seconds=1) is None
-        assert queue.reap_abandoned(conn, max_attempts=3) == 1
+        assert job_store.requeue_expired(conn, max_attempts=3) == 0  # out of attempts
+        assert job_store.claim(conn, "w", lease_seconds=1) is None
+        assert job_store.reap_abandoned(conn, max_attempts=3) == 1
     job = api.get_job(key, job_id)
     assert job["status"] == "FAILED"
     assert job["errorCode"] == "worker_lost"
@@ -89,9 +91,9 @@ def test_claims_are_fair_across_accounts(api_no_worker: Api) -> None:
     claimed = []
     with api.services.db.write() as conn:
         for worker in range(3):
-            job = queue.claim(conn, f"w{worker}", lease_seconds=30)
+            job = job_store.claim(conn, f"w{worker}", lease_seconds=30)
             assert job is not None
-            claimed.append(job["id"])
+            claimed.append(job.id)
     # Oldest-first would give busy's first three jobs; fairness serves quiet's single job
     # as soon as busy already has a job running.
     assert claimed[0] == busy_ids[0]
@@ -141,13 +143,13 @@ def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
     key = api.key(credits=100)
     [job_id] = _submit(api, key, "https://example.com/a.png")
     with api.services.db.write() as conn:
-        job = queue.claim(conn, "w", lease_seconds=30)
+        job = job_store.claim(conn, "w", lease_seconds=30)
     assert job is not None
     api.client.post(f"/v2/jobs/{job_id}/cancel", headers={"X-API-Key": key})
     with api.services.db.write() as conn:
-        assert not queue.complete(conn, dict(job), "w", {"images": []}, 1)
-        assert queue.cancel_requested(conn, job_id)
-        assert queue.fail(conn, dict(job), "w", "canceled", "canceled", status="CANCELLED")
+        assert not job_store.complete(conn, job, "w", {"images": []}, 1)
+        assert job_store.cancel_requested(conn, job_id)
+        assert job_store.fail(conn, job, "w", "canceled", "canceled", states.STOP_CANCELLED)
     final = api.get_job(key, job_id)
     assert final["status"] == "CANCELLED"
     assert final["creditCost"] == 0
@@ -159,16 +161,16 @@ def test_claim_many_takes_a_fair_batch_once(api_no_worker: Api) -> None:
     busy_ids = _submit(api, busy, "https://example.com/a.png", 4)
     [quiet_id] = _submit(api, quiet, "https://example.com/a.png")
     with api.services.db.write() as conn:
-        first = queue.claim_many(conn, "w1", lease_seconds=30, limit=3)
+        first = job_store.claim_many(conn, "w1", lease_seconds=30, limit=3)
     # Fair-queue order: busy's first job, then quiet's single job before busy's backlog.
-    assert [job["id"] for job in first] == [busy_ids[0], quiet_id, busy_ids[1]]
-    assert {(job["status"], job["lease_owner"], job["attempts"]) for job in first} == {
+    assert [job.id for job in first] == [busy_ids[0], quiet_id, busy_ids[1]]
+    assert {(job.status, job.lease_owner, job.attempts) for job in first} == {
         ("PROCESSING", "w1", 1)
     }
     with api.services.db.write() as conn:
-        second = queue.claim_many(conn, "w2", lease_seconds=30, limit=10)
-        assert queue.claim_many(conn, "w3", lease_seconds=30, limit=10) == []
-    assert [job["id"] for job in second] == busy_ids[2:]
+        second = job_store.claim_many(conn, "w2", lease_seconds=30, limit=10)
+        assert job_store.claim_many(conn, "w3", lease_seconds=30, limit=10) == []
+    assert [job.id for job in second] == busy_ids[2:]
 
 
 def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
@@ -183,10 +185,10 @@ def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
         start.wait()
         while True:
             with api.services.db.write() as conn:
-                batch = queue.claim_many(conn, name, lease_seconds=30, limit=4)
+                batch = job_store.claim_many(conn, name, lease_seconds=30, limit=4)
             if not batch:
                 return taken
-            taken.extend(job["id"] for job in batch)
+            taken.extend(job.id for job in batch)
 
     with ThreadPoolExecutor(4) as pool:
         shares = list(pool.map(claimer, ["a", "b", "c", "d"]))
@@ -205,19 +207,23 @@ def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
     services = api.services
     worker = unstarted_worker(services)  # only its completion path is used
     with api.services.db.write() as conn:
-        claimed = {job["id"]: job for job in queue.claim_many(conn, worker.worker_id, 30, 3)}
+        claimed = {job.id: job for job in job_store.claim_many(conn, worker.worker_id, 30, 3)}
     fine, canceled, lost = (claimed[job_id] for job_id in ids)
-    assert api.client.post(f"/v2/jobs/{canceled['id']}/cancel", headers={"X-API-Key": key})
+    assert api.client.post(f"/v2/jobs/{canceled.id}/cancel", headers={"X-API-Key": key})
     with api.services.db.write() as conn:  # lost: its lease went to another worker
-        conn.execute(sa.update(jobs).where(jobs.c.id == lost["id"]).values(lease_owner="other"))
+        conn.execute(sa.update(jobs).where(jobs.c.id == lost.id).values(lease_owner="other"))
     outcomes = worker._complete_batch(
         [Finished(job, {"images": []}, 1) for job in (fine, canceled, lost)]
     )
-    assert outcomes == ["completed", "canceled", "lost"]
+    assert [o if isinstance(o, str) else o.status for o in outcomes] == [
+        "COMPLETED",
+        "canceled",
+        "lost",
+    ]
     with api.services.db.read() as conn:
-        assert ledger.job_entries(conn, fine["id"]) == {"hold": 10, "capture": 10}
-        assert ledger.job_entries(conn, canceled["id"]) == {"hold": 10}
-        assert ledger.job_entries(conn, lost["id"]) == {"hold": 10}
+        assert ledger.job_entries(conn, fine.id) == {"hold": 10, "capture": 10}
+        assert ledger.job_entries(conn, canceled.id) == {"hold": 10}
+        assert ledger.job_entries(conn, lost.id) == {"hold": 10}
         statuses = dict(conn.execute(sa.select(jobs.c.id, jobs.c.status)).all())
     assert [statuses[job_id] for job_id in ids] == ["COMPLETED", "PROCESSING", "PROCESSING"]
     account = api.client.get("/v2/account", headers={"X-API-Key": key}).json()
@@ -233,16 +239,17 @@ def test_completing_a_job_claims_the_next_for_its_slot(api_no_worker: Api) -> No
     services = api.services
     worker = unstarted_worker(services, concurrency=1)
     first = worker._next_job()
-    assert first is not None and first["id"] == first_id
-    assert worker._complete_batch([Finished(first, {"images": []}, 1)]) == ["completed"]
-    assert [job["id"] for job in worker._ready] == [second_id]
+    assert first is not None and first.id == first_id
+    [done] = worker._complete_batch([Finished(first, {"images": []}, 1)])
+    assert isinstance(done, Job) and done.status == "COMPLETED"
+    assert [job.id for job in worker._ready] == [second_id]
     with services.db.read() as conn:
         row = conn.execute(
             sa.select(jobs.c.status, jobs.c.lease_owner).where(jobs.c.id == second_id)
         ).one()
     assert tuple(row) == ("PROCESSING", worker.worker_id)
     second = worker._next_job()
-    assert second is not None and second["id"] == second_id
+    assert second is not None and second.id == second_id
     assert worker._ready == deque() and set(worker._running) == {first_id, second_id}
 
 
@@ -253,16 +260,17 @@ def test_a_busy_worker_still_takes_over_a_dead_workers_job(api_no_worker: Api) -
     key = api.key(credits=100)
     orphan_id, busy_id = _submit(api, key, "https://example.com/a.png", 2)
     with api.services.db.write() as conn:
-        orphan = queue.claim(conn, "dead-worker", lease_seconds=0.2)
-    assert orphan is not None and orphan["id"] == orphan_id
+        orphan = job_store.claim(conn, "dead-worker", lease_seconds=0.2)
+    assert orphan is not None and orphan.id == orphan_id
     worker = unstarted_worker(api.services, concurrency=1)
     busy = worker._next_job()
-    assert busy is not None and busy["id"] == busy_id
+    assert busy is not None and busy.id == busy_id
     time.sleep(0.3)  # the dead worker's lease expires
     worker._last_reap = 0.0  # maintenance is due
-    assert worker._complete_batch([Finished(busy, {"images": []}, 1)]) == ["completed"]
+    [done] = worker._complete_batch([Finished(busy, {"images": []}, 1)])
+    assert isinstance(done, Job) and done.status == "COMPLETED"
     # The same transaction requeued the orphan and claimed it for the freed slot.
-    assert [job["id"] for job in worker._ready] == [orphan_id]
+    assert [job.id for job in worker._ready] == [orphan_id]
     with api.services.db.read() as conn:
         row = conn.execute(
             sa.select(jobs.c.lease_owner, jobs.c.attempts).where(jobs.c.id == orphan_id)
@@ -278,6 +286,5 @@ def unstarted_worker(services: Services, concurrency: int | None = None) -> Work
         services.storage,
         services.engines,
         services.job_notifier,
-        services.webhook_notifier,
         concurrency,
     )

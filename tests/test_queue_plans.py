@@ -15,9 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
-from castframe.dispatch import queue
-from castframe.jobs import states
-from castframe.metrics import OLDEST_QUEUED, QUEUE_DEPTH
+from castframe.jobs import store as job_store
+from castframe.store import states
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.tables import jobs, status_is
@@ -59,7 +58,7 @@ def _migrated(url: str) -> Database:
 
 def test_claims_read_the_queued_index(database_url: str) -> None:
     db = _migrated(database_url)
-    statement = queue._CLAIM["postgresql" if db.is_postgres else "sqlite"]
+    statement = job_store._CLAIM["postgresql" if db.is_postgres else "sqlite"]
     now = time.time()
     params = {"now": now, "worker_id": "w", "lease_until": now + 30, "limit": 4}
     assert "ix_jobs_queued" in _plan(db, statement, params)
@@ -72,9 +71,9 @@ def test_takeovers_and_queue_metrics_read_the_partial_indexes(database_url: str)
         status_is(jobs.c.status, states.PROCESSING), jobs.c.lease_expires_at < sa.bindparam("now")
     )
     assert "ix_jobs_running" in _plan(db, expired, {"now": time.time()})
-    assert "ix_jobs_queued" in _plan(db, QUEUE_DEPTH[states.QUEUED], {})
-    assert "ix_jobs_running" in _plan(db, QUEUE_DEPTH[states.PROCESSING], {})
-    assert "ix_jobs_queued" in _plan(db, OLDEST_QUEUED, {})
+    assert "ix_jobs_queued" in _plan(db, job_store._QUEUE_DEPTH[states.QUEUED], {})
+    assert "ix_jobs_running" in _plan(db, job_store._QUEUE_DEPTH[states.PROCESSING], {})
+    assert "ix_jobs_queued" in _plan(db, job_store._OLDEST_QUEUED, {})
     db.dispose()
 
 

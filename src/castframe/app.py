@@ -16,9 +16,10 @@ from castframe.api import account, catalog, characters, files, generate, health,
 from castframe.api.errors import install_error_handlers
 from castframe.api.middleware import RequestContextMiddleware
 from castframe.api.openapi import use_apiframe_errors
+from castframe.api.queue_metrics import QueueCollector
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
-from castframe.metrics import REGISTRY, QueueCollector
+from castframe.metrics import REGISTRY
 from castframe.services import Services
 
 WEB_DIR = Path(__file__).parent / "web"

@@ -31,6 +31,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The request body must be application/json (multipart/form-data for uploads).",
     ),
     "url_not_allowed": (400, "A URL is not http(s) or points at a private/reserved address."),
+    "reference_fetch_failed": (400, "An image URL could not be fetched (status, timeout, size)."),
     "upload_not_found": (400, "An upload URL names no upload of this account."),
     "upload_expired": (400, "An upload URL is past its expiresAt; upload the file again."),
     "character_not_found": (400, "`character_id` names no (undeleted) character of this account."),
@@ -59,8 +60,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 JOB_ERROR_CODES: dict[str, str] = {
     "reference_fetch_failed": "An input image URL could not be fetched (status, timeout, size).",
     "invalid_image": "An input image is not a decodable PNG, JPEG or WebP within the limits.",
+    "image_too_large": "An input image is over the byte or pixel limit.",
     "url_not_allowed": "An input URL resolves to a private or reserved address.",
     "upload_not_found": "An upload:// reference no longer exists.",
+    "upload_expired": "An upload URL was past its expiresAt.",
     "cancelled": "The job was cancelled by its owner.",
     "engine_error": "The engine failed on this input; the message says why.",
     "engine_misconfigured": "The engine is not set up correctly (operator action needed).",

@@ -7,20 +7,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from castframe.config import Settings
-from castframe.dispatch.notify import (
+from castframe.dispatch.inputs import InputLoader
+from castframe.dispatch.worker import Worker
+from castframe.engines.router import (
+    EngineRegistry,
+    Routing,
+    live_engine,
+    validate_engine_settings,
+)
+from castframe.jobs.keycache import KeyCache
+from castframe.jobs.submitter import Submitter
+from castframe.media.storage import Storage, make_storage
+from castframe.store.db import Database
+from castframe.store.migrate import upgrade
+from castframe.store.notify import (
     JOBS_CHANNEL,
     KEYS_CHANNEL,
     WEBHOOKS_CHANNEL,
     Notifier,
     PostgresListener,
 )
-from castframe.dispatch.worker import Worker
-from castframe.engines.router import EngineRegistry, live_engine, validate_engine_settings
-from castframe.jobs.keycache import KeyCache
-from castframe.jobs.submitter import Submitter
-from castframe.media.storage import Storage, make_storage
-from castframe.store.db import Database
-from castframe.store.migrate import upgrade
 from castframe.webhooks.sender import WebhookSender
 
 log = logging.getLogger("castframe")
@@ -39,9 +45,17 @@ class Services:
     listener: PostgresListener | None = None
     submitter: Submitter = field(init=False)
     key_cache: KeyCache = field(init=False)
+    inputs: InputLoader = field(init=False)
+    routing: Routing = field(init=False)
+    """Image sources read outside jobs (saved characters); uploads cached decoded."""
 
     def __post_init__(self) -> None:
-        self.submitter = Submitter(self.db, self.settings, self.job_notifier)
+        self.submitter = Submitter(self.db, self.storage, self.settings)
+        self.inputs = InputLoader(self.db, self.storage, self.settings)
+        self.routing = Routing(self.settings)
+        # Every committed write that published a channel wakes this process's waiters.
+        self.db.wakeups.subscribe(JOBS_CHANNEL, self.job_notifier.notify)
+        self.db.wakeups.subscribe(WEBHOOKS_CHANNEL, self.webhook_notifier.notify)
         self.key_cache = KeyCache(self.settings.resolved_key_cache_seconds)
 
     @classmethod
@@ -85,7 +99,6 @@ class Services:
             self.storage,
             self.engines,
             self.job_notifier,
-            self.webhook_notifier,
             concurrency,
         )
         self.worker.start()

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.config import Settings
-from castframe.dispatch import queue
+from castframe.engines.router import Routing
 from castframe.errors import ApiError
-from castframe.jobs import accounts, admission, ledger, service
+from castframe.jobs import accounts, admission, ledger, queries, submission, validation
+from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
 from castframe.jobs.ledger import Balance, balance_from_entries, split_charge
+from castframe.jobs.record import Job
 from castframe.media.storage import LocalStorage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
@@ -102,7 +104,7 @@ class World:
             ledger.add_entry(conn, self.principal.account_id, "topup", amount)
         self.topups += amount
 
-    def _submission(self, speed: str, count: int) -> service.Submission:
+    def _submission(self, speed: str, count: int) -> validation.Submission:
         body = {
             "prompt": "p",
             "model": "ideogram-character",
@@ -112,15 +114,14 @@ class World:
                 "rendering_speed": speed,
             },
         }
-        return service.prepare(body, self.principal, self.settings, self.storage)
+        return validation.prepare(body, self.principal, self.settings, Routing(self.settings))
 
     def submit(self, speed: str, count: int) -> None:
-        submission = self._submission(speed, count)
+        pending = self._submission(speed, count)
         try:
             with self.db.write() as conn:
-                self.jobs.append(
-                    service.insert(conn, self.principal, submission, self.settings)["id"]
-                )
+                job = submission.insert(conn, self.storage, self.principal, pending, self.settings)
+                self.jobs.append(job.id)
         except ApiError as error:
             assert error.code in ("insufficient_credits", "too_many_active_jobs")
 
@@ -128,14 +129,14 @@ class World:
         """Several submissions in one transaction, as the API's group commit writes them."""
         pending = [(self.principal, self._submission(speed, count)) for speed, count in jobs]
         with self.db.write() as conn:
-            outcomes = service.insert_many(conn, pending, self.settings)
+            outcomes = submission.insert_many(conn, self.storage, pending, self.settings)
         for outcome in outcomes:
             if isinstance(outcome, ApiError):
                 assert outcome.code in ("insufficient_credits", "too_many_active_jobs")
             else:
-                self.jobs.append(outcome["id"])
+                self.jobs.append(outcome.id)
 
-    def _claim(self, index: int, worker: str) -> dict[str, object] | None:
+    def _claim(self, index: int, worker: str) -> Job | None:
         if not self.jobs:
             return None
         job_id = self.jobs[index % len(self.jobs)]
@@ -153,25 +154,25 @@ class World:
                 .where(jobs.c.id == job_id)
                 .values(status="PROCESSING", lease_owner=worker, lease_expires_at=10**12)
             )
-            return {**dict(row), "status": "PROCESSING", "lease_owner": worker}
+            return Job.from_row(row).replace(status="PROCESSING", lease_owner=worker)
 
     def complete(self, index: int, delivered: int) -> None:
         job = self._claim(index, "w")
         if job:
             with self.db.write() as conn:
-                queue.complete(conn, job, "w", {"images": []}, delivered)
+                job_store.complete(conn, job, "w", {"images": []}, delivered)
 
     def fail(self, index: int) -> None:
         job = self._claim(index, "w")
         if job:
             with self.db.write() as conn:
-                queue.fail(conn, job, "w", "engine_error", "boom")
+                job_store.fail(conn, job, "w", "engine_error", "boom")
 
     def cancel(self, index: int) -> None:
         if self.jobs:
             try:
                 with self.db.write() as conn:
-                    service.cancel_job(conn, self.principal, self.jobs[index % len(self.jobs)])
+                    queries.cancel_job(conn, self.principal, self.jobs[index % len(self.jobs)])
             except ApiError as error:
                 assert error.code == "job_not_cancelable"
 
@@ -180,14 +181,15 @@ class World:
         job = self._claim(index, "w1")
         if job:
             with self.db.write() as conn:
-                # What queue.claim does to an expired lease: the job is now w2's.
-                conn.execute(jobs.update().where(jobs.c.id == job["id"]).values(lease_owner="w2"))
+                # What a claim does to an expired lease: the job is now w2's.
+                conn.execute(jobs.update().where(jobs.c.id == job.id).values(lease_owner="w2"))
             with self.db.write() as conn:
-                assert not queue.complete(conn, dict(job), "w1", {"images": []}, 1)
+                assert not job_store.complete(conn, job, "w1", {"images": []}, 1)
             with self.db.write() as conn:
-                assert queue.complete(conn, {**job, "lease_owner": "w2"}, "w2", {"images": []}, 1)
+                taken_over = job.replace(lease_owner="w2")
+                assert job_store.complete(conn, taken_over, "w2", {"images": []}, 1)
             with self.db.write() as conn:  # the stalled w1 wakes up again, and fails this time
-                assert not queue.fail(conn, dict(job), "w1", "engine_error", "late")
+                assert not job_store.fail(conn, job, "w1", "engine_error", "late")
 
     def check(self) -> None:
         with self.db.read() as conn:

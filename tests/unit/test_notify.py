@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from castframe.dispatch.notify import Notifier
+from castframe.store.notify import Notifier
 
 
 def _waiters(notifier: Notifier, count: int, woken: list[int]) -> list[threading.Thread]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from castframe.api.deps import authenticate, get_services
@@ -21,7 +20,6 @@ from castframe.jobs.accounts import (
 )
 from castframe.jobs.usage import usage_rows
 from castframe.jobs.views import iso
-from castframe.store.tables import ledger
 
 router = APIRouter(tags=["account"])
 
@@ -115,13 +113,8 @@ def ledger_entries(
     cursor: int | None = Query(None, ge=1),
 ) -> dict[str, Any]:
     services = get_services(request)
-    query = sa.select(ledger).where(ledger.c.account_id == principal.account_id)
-    if cursor is not None:
-        query = query.where(ledger.c.id < cursor)
     with services.db.read() as conn:
-        rows = conn.execute(query.order_by(ledger.c.id.desc()).limit(limit + 1)).mappings().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        rows, more = ledger_mod.ledger_page(conn, principal.account_id, limit, cursor)
     return {
         "entries": [
             {

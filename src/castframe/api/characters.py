@@ -10,21 +10,15 @@ from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_json_body
-from castframe.dispatch.inputs import InputLoader
-from castframe.errors import ApiError, JobFailure, field_error
+from castframe.dispatch.character_faces import check_single_face
+from castframe.errors import ApiError
 from castframe.faces import face_model
 from castframe.jobs import characters
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import invalid
-from castframe.jobs.uploads import UPLOAD_SCHEME, insert_upload, new_upload, own_upload
-from castframe.media.fetch import FetchError, check_url_syntax
-from castframe.media.images import (
-    DecodedImage,
-    ImageRejected,
-    decode_image,
-    image_error_code,
-    parse_data_uri,
-)
+from castframe.jobs.uploads import insert_upload, new_upload
+from castframe.jobs.validation import invalid, source_error
+from castframe.media.images import DecodedImage
+from castframe.media.sources import SourceError
 from castframe.services import Services
 
 router = APIRouter(tags=["characters"])
@@ -41,33 +35,10 @@ class CharacterRequest(BaseModel):
 
 def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
     """The character image from any source, with the same rules as job inputs."""
-    settings = services.settings
     try:
-        if source.startswith("data:"):
-            return decode_image(
-                parse_data_uri(source),
-                max_bytes=settings.max_image_bytes,
-                max_pixels=settings.max_image_pixels,
-            )
-        source = own_upload(source, settings.signing_key, "image") or source
-        if not source.startswith(UPLOAD_SCHEME):
-            check_url_syntax(
-                source,
-                allow_private=settings.allow_private_urls,
-                exempt_hosts=settings.trusted_host_set,
-            )
-        return InputLoader(services.db, services.storage, settings).load(
-            principal.account_id, source, "image"
-        )
-    except ImageRejected as exc:
-        raise field_error(image_error_code(exc), "image", str(exc)) from exc
-    except FetchError as exc:
-        raise field_error("url_not_allowed", "image", exc.message) from exc
-    except JobFailure as failure:
-        code = {"url_not_allowed": "url_not_allowed", "upload_not_found": "upload_not_found"}.get(
-            failure.code, "invalid_image"
-        )
-        raise field_error(code, "image", failure.message) from failure
+        return services.inputs.load(principal.account_id, source, "image")
+    except SourceError as exc:
+        raise source_error(exc, "image") from exc
 
 
 @router.post("/v2/characters", status_code=201, summary="Save a character (one clear face)")
@@ -84,7 +55,7 @@ async def create_character(
     def save() -> dict[str, Any]:
         image = load_image(services, principal, payload.image)
         model = face_model() if services.settings.faces_enabled else None
-        check = characters.check_single_face(image, model)
+        check = check_single_face(image, model)
         upload = new_upload(services.storage, principal.account_id, image)
         with services.db.write() as conn:
             insert_upload(conn, upload)

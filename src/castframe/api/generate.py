@@ -16,8 +16,9 @@ from castframe.catalog.ideogram_character import IdeogramCharacterRequest
 from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import get_job, prepare
+from castframe.jobs.queries import get_job
 from castframe.jobs.submitter import accepted_body
+from castframe.jobs.validation import prepare
 from castframe.jobs.views import job_view
 from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
@@ -110,12 +111,12 @@ async def submit(
     loop, except for bodies with inline images, whose decoding goes to a thread."""
     if inline_images:
         submission = await run_in_threadpool(
-            prepare, body, principal, services.settings, services.storage
+            prepare, body, principal, services.settings, services.routing
         )
     else:
-        submission = prepare(body, principal, services.settings, services.storage)
+        submission = prepare(body, principal, services.settings, services.routing)
     job = await services.submitter.submit_async(principal, submission, key)
-    JOBS_SUBMITTED.labels(job["model"], job["engine"], job["mode"]).inc()
+    JOBS_SUBMITTED.labels(job.model, job.engine, job.mode).inc()
     return accepted_body(job)
 
 

@@ -8,19 +8,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_job_view
-from castframe.errors import ApiError
-from castframe.jobs import service, states
+from castframe.jobs import queries
+from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
 from castframe.jobs.views import iso, job_view
-from castframe.store.tables import webhook_attempts, webhook_deliveries
-from castframe.webhooks import outbox
+from castframe.store import states
 
 router = APIRouter(tags=["jobs"])
 
@@ -33,7 +31,7 @@ def get_job(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
-        job = service.get_job(conn, principal, job_id)
+        job = queries.get_job(conn, principal, job_id)
     return job_view(job, services.url_for)
 
 
@@ -103,7 +101,7 @@ def list_jobs(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
-        rows, next_cursor = service.list_jobs(
+        rows, next_cursor = queries.list_jobs(
             conn,
             principal,
             status=status,
@@ -112,7 +110,7 @@ def list_jobs(
             cursor=cursor,
             search=search,
         )
-        models = service.models_used(conn, principal) if include_models == "true" else None
+        models = queries.models_used(conn, principal) if include_models == "true" else None
     page: dict[str, Any] = {
         "jobs": [job_view(row, services.url_for) for row in rows],
         "nextCursor": next_cursor,
@@ -129,8 +127,7 @@ def cancel_job(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.write() as conn:
-        job, _running = service.cancel_job(conn, principal, job_id)
-    services.webhook_notifier.notify()
+        job, _running = queries.cancel_job(conn, principal, job_id)
     return job_view(job, services.url_for)
 
 
@@ -140,49 +137,30 @@ def list_webhooks(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
-        service.get_job(conn, principal, job_id)
-        deliveries = (
-            conn.execute(
-                sa.select(webhook_deliveries)
-                .where(webhook_deliveries.c.job_id == job_id)
-                .order_by(webhook_deliveries.c.created_at)
-            )
-            .mappings()
-            .all()
-        )
-        attempts = (
-            conn.execute(
-                sa.select(webhook_attempts)
-                .where(webhook_attempts.c.delivery_id.in_([d["id"] for d in deliveries]))
-                .order_by(webhook_attempts.c.id)
-            )
-            .mappings()
-            .all()
-        )
-    by_delivery: dict[str, list[dict[str, Any]]] = {}
-    for attempt in attempts:
-        by_delivery.setdefault(attempt["delivery_id"], []).append(
-            {
-                "attemptedAt": iso(attempt["attempted_at"]),
-                "statusCode": attempt["status_code"],
-                "latencyMs": attempt["latency_ms"],
-                "error": attempt["error"],
-            }
-        )
+        job = queries.get_job(conn, principal, job_id)
+        deliveries = job_store.list_deliveries(conn, job.id)
     return {
         "deliveries": [
             {
-                "id": d["id"],
-                "event": d["event"],
-                "url": d["url"],
-                "status": d["status"],
-                "attempts": by_delivery.get(d["id"], []),
-                "nextAttemptAt": iso(d["next_attempt_at"])
-                if d["status"] in ("pending", "failing")
+                "id": delivery["id"],
+                "event": delivery["event"],
+                "url": delivery["url"],
+                "status": delivery["status"],
+                "attempts": [
+                    {
+                        "attemptedAt": iso(attempt["attempted_at"]),
+                        "statusCode": attempt["status_code"],
+                        "latencyMs": attempt["latency_ms"],
+                        "error": attempt["error"],
+                    }
+                    for attempt in attempts
+                ],
+                "nextAttemptAt": iso(delivery["next_attempt_at"])
+                if delivery["status"] in job_store.RETRYABLE_DELIVERIES
                 else None,
-                "createdAt": iso(d["created_at"]),
+                "createdAt": iso(delivery["created_at"]),
             }
-            for d in deliveries
+            for delivery, attempts in deliveries
         ]
     }
 
@@ -197,12 +175,5 @@ def redeliver(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.write() as conn:
-        job = service.get_job(conn, principal, job_id)
-        if not job["webhook_url"]:
-            raise ApiError("webhook_not_configured")
-        if not states.is_terminal(job["status"]):
-            raise ApiError("job_not_finished")
-        event = "completed" if job["status"] == states.COMPLETED else "failed"
-        message_id = outbox.enqueue(conn, {**job, "webhook_events": [event]}, event)
-    services.webhook_notifier.notify()
+        message_id, event = job_store.redeliver(conn, queries.get_job(conn, principal, job_id))
     return {"deliveryId": message_id, "event": event, "status": "pending"}

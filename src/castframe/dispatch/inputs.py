@@ -1,4 +1,5 @@
-"""Turn a job's image sources (URL, upload reference) into decoded images, or a JobFailure."""
+"""Loading a job's (or a saved character's) images: media/sources.py's one resolver, with
+uploads read from this server's storage and a small cache of decoded uploads."""
 
 from __future__ import annotations
 
@@ -8,43 +9,49 @@ from dataclasses import dataclass, field
 
 from castframe.config import Settings
 from castframe.errors import JobFailure
-from castframe.jobs.uploads import UPLOAD_SCHEME, get_upload
-from castframe.media.fetch import FetchError, FetchPolicy, fetch
-from castframe.media.images import DecodedImage, ImageRejected, decode_image
+from castframe.jobs.uploads import get_upload
+from castframe.jobs.validation import image_reader
+from castframe.media.images import DecodedImage
+from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage
 from castframe.store.db import Database
 
 
 @dataclass
 class InputLoader:
-    """Loads job inputs. Uploads are immutable, so decoded uploads are kept in a small LRU:
+    """Loads image sources. Uploads are immutable, so decoded uploads are kept in a small LRU:
     repeated references (saved characters, SDK uploads) skip the read and the decode."""
 
     db: Database
     storage: Storage
     settings: Settings
     cache_size: int = 16
+    _reader: ImageReader = field(init=False)
     _cache: OrderedDict[str, DecodedImage] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def policy(self) -> FetchPolicy:
-        return FetchPolicy(
-            allow_private=self.settings.allow_private_urls,
-            read_timeout=self.settings.fetch_timeout,
-            total_timeout=self.settings.fetch_timeout * 3,
-            max_bytes=self.settings.max_image_bytes,
-            exempt_hosts=self.settings.trusted_host_set,
-        )
+    def __post_init__(self) -> None:
+        self._reader = image_reader(self.settings)
 
     def load(self, account_id: str, source: str, what: str) -> DecodedImage:
-        cache_key = f"{account_id}:{source}" if source.startswith(UPLOAD_SCHEME) else None
+        """The decoded image, or SourceError (its message names ``what``)."""
+        settings = self.settings
+        try:
+            found = classify(
+                source, settings.signing_key, settings.allow_private_urls, settings.trusted_host_set
+            )
+        except SourceError as exc:
+            raise SourceError(exc.code, f"{what}: {exc.message}") from exc
+        cache_key = f"{account_id}:{found.value}" if found.kind == "upload" else None
         if cache_key:
             with self._lock:
                 if cache_key in self._cache:
                     self._cache.move_to_end(cache_key)
                     return self._cache[cache_key]
-        image = self._decode(account_id, source, what)
+        try:
+            image = self._reader.read(found, lambda upload_id: self._upload(account_id, upload_id))
+        except SourceError as exc:
+            raise SourceError(exc.code, f"{what}: {exc.message}") from exc
         if cache_key:
             with self._lock:
                 self._cache[cache_key] = image
@@ -52,43 +59,23 @@ class InputLoader:
                     self._cache.popitem(last=False)
         return image
 
-    def _decode(self, account_id: str, source: str, what: str) -> DecodedImage:
-        data = self._bytes(account_id, source, what)
+    def load_for_job(self, account_id: str, source: str, what: str) -> DecodedImage:
+        """``load`` for the worker: a failure is the job's (``JobFailure``, same code)."""
         try:
-            return decode_image(
-                data,
-                max_bytes=self.settings.max_image_bytes,
-                max_pixels=self.settings.max_image_pixels,
-            )
-        except ImageRejected as exc:
-            raise JobFailure("invalid_image", f"{what}: {exc}") from exc
+            return self.load(account_id, source, what)
+        except SourceError as exc:
+            raise JobFailure(exc.code, exc.message) from exc
 
-    def _bytes(self, account_id: str, source: str, what: str) -> bytes:
-        if source.startswith(UPLOAD_SCHEME):
-            upload_id = source[len(UPLOAD_SCHEME) :]
-            with self.db.read() as conn:
-                row = get_upload(conn, account_id, upload_id)
-            if row is None:
-                raise JobFailure("upload_not_found", f"{what}: upload {upload_id} is gone")
-            try:
-                return self.storage.get(row["storage_key"])
-            except Exception as exc:  # missing file or object: storage not shared?
-                raise JobFailure(
-                    "upload_not_found",
-                    f"{what}: the stored file of {upload_id} cannot be read "
-                    f"({type(exc).__name__}); is storage shared between "
-                    "API and worker machines?",
-                ) from exc
+    def _upload(self, account_id: str, upload_id: str) -> bytes:
+        with self.db.read() as conn:
+            row = get_upload(conn, account_id, upload_id)
+        if row is None:
+            raise SourceError("upload_not_found", f"upload {upload_id} is gone")
         try:
-            response = fetch(source, self.policy, headers={"Accept": "image/*"})
-        except FetchError as exc:
-            if exc.code == "url_not_allowed":
-                raise JobFailure("url_not_allowed", f"{what}: {exc.message}") from exc
-            if exc.code == "too_large":
-                raise JobFailure("invalid_image", f"{what}: {exc.message}") from exc
-            raise JobFailure("reference_fetch_failed", f"{what}: {exc.message}") from exc
-        if response.status_code != 200:
-            raise JobFailure(
-                "reference_fetch_failed", f"{what}: the URL answered HTTP {response.status_code}"
-            )
-        return response.body
+            return self.storage.get(row["storage_key"])
+        except Exception as exc:  # missing file or object: storage not shared?
+            raise SourceError(
+                "upload_not_found",
+                f"the stored file of {upload_id} cannot be read ({type(exc).__name__}); is "
+                "storage shared between API and worker machines?",
+            ) from exc

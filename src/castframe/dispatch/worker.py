@@ -3,7 +3,7 @@
 It owns everything an engine must not: the database, storage, billing and webhooks. One
 ``Worker`` runs inside ``castframe serve`` (embedded) or alone under ``castframe worker``.
 A heartbeat thread extends the leases of running jobs; a job whose worker dies is claimed
-again once its lease expires (``dispatch.queue.requeue_expired``).
+again once its lease expires (``jobs.store.requeue_expired``).
 """
 
 from __future__ import annotations
@@ -21,20 +21,21 @@ import sqlalchemy as sa
 
 from castframe import logs
 from castframe.config import Settings
-from castframe.dispatch import queue
+from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import InputLoader
-from castframe.dispatch.notify import Notifier
 from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
 from castframe.faces import consistency, face_model
-from castframe.jobs import states
-from castframe.jobs.characters import CharacterDescriptors
+from castframe.jobs import store as job_store
+from castframe.jobs.record import Job
 from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
+from castframe.store import states
 from castframe.store.db import Database
 from castframe.store.group_commit import GroupCommit
+from castframe.store.notify import Notifier
 
 log = logging.getLogger("castframe.worker")
 
@@ -58,7 +59,7 @@ def output_key(job_id: str, created_at: float, index: int, seed: int) -> str:
 class Finished:
     """A job whose engine is done and whose outputs are stored, waiting to be completed."""
 
-    job: dict[str, Any]
+    job: Job
     result: dict[str, Any]
     delivered: int
 
@@ -68,7 +69,7 @@ class JobHooks:
     """Progress and cancellation for one running job, with throttled database access."""
 
     worker: Worker
-    job: dict[str, Any]
+    job: Job
     _last_write: float = 0.0
     _last_check: float = 0.0
     _canceled: bool = False
@@ -82,15 +83,16 @@ class JobHooks:
         self._last_write = self._last_check = now
         self._last_percent = percent
         with self.worker.db.write() as conn:
-            self._canceled = queue.report_progress(conn, self.job, self.worker.worker_id, percent)
-        self.worker.webhook_notifier.notify()
+            self._canceled = job_store.report_progress(
+                conn, self.job, self.worker.worker_id, percent
+            )
 
     def check_canceled(self) -> None:
         now = time.monotonic()
         if not self._canceled and now - self._last_check >= CANCEL_CHECK_INTERVAL:
             self._last_check = now
             with self.worker.db.read() as conn:
-                self._canceled = queue.cancel_requested(conn, self.job["id"])
+                self._canceled = job_store.cancel_requested(conn, self.job.id)
         if self._canceled:
             raise JobCanceled()
 
@@ -103,7 +105,6 @@ class Worker:
         storage: Storage,
         engines: EngineRegistry,
         notifier: Notifier,
-        webhook_notifier: Notifier,
         concurrency: int | None = None,
     ) -> None:
         self.settings = settings
@@ -111,20 +112,19 @@ class Worker:
         self.storage = storage
         self.engines = engines
         self.notifier = notifier
-        self.webhook_notifier = webhook_notifier
         self.concurrency = concurrency or settings.worker_concurrency
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.inputs = InputLoader(db, storage, settings)
         self.characters = CharacterDescriptors(db)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._running: dict[str, dict[str, Any]] = {}
+        self._running: dict[str, Job] = {}
         """Every job this worker holds a lease on: running, or claimed and waiting for a slot."""
-        self._ready: deque[dict[str, Any]] = deque()
+        self._ready: deque[Job] = deque()
         self._lock = threading.Lock()
         self._claim_lock = threading.Lock()
         self._last_reap = 0.0
-        self.completions: GroupCommit[Finished, str] = GroupCommit(
+        self.completions: GroupCommit[Finished, Job | str] = GroupCommit(
             self._complete_batch,
             self._complete_one,
             max_batch=self.concurrency,
@@ -158,7 +158,9 @@ class Worker:
             leftover = list(self._running.values())
         for job in leftover:
             with self.db.write() as conn:
-                queue.requeue(conn, job, self.worker_id, 0.0, "worker shut down; job given back")
+                job_store.requeue(
+                    conn, job, self.worker_id, 0.0, "worker shut down; job given back"
+                )
         log.info("worker %s stopped (%d jobs given back)", self.worker_id, len(leftover))
 
     def _slots_running(self) -> int:
@@ -184,7 +186,7 @@ class Worker:
                 continue
             self.run_job(job)
 
-    def _next_job(self) -> dict[str, Any] | None:
+    def _next_job(self) -> Job | None:
         """A job claimed earlier for an idle slot, or a fresh batch for all the idle slots.
 
         After a claim, idle slots are woken for the rest of the batch, plus one more only if
@@ -207,21 +209,21 @@ class Worker:
             with self._lock:
                 return self._ready.popleft() if self._ready else None
 
-    def _take_in(self, claimed: list[dict[str, Any]], free: int, takers: int) -> None:
+    def _take_in(self, claimed: list[Job], free: int, takers: int) -> None:
         """Hold freshly claimed jobs for the slots: ``takers`` threads are about to look, so
         idle slots are woken for the rest, plus one more if the batch came back full (the
         queue may hold more). Called with the claim lock held."""
         with self._lock:
             for job in claimed:
-                self._running[job["id"]] = job
+                self._running[job.id] = job
             self._ready.extend(claimed)
         for _ in range(max(0, len(claimed) - takers) + (0 < free == len(claimed))):
             self.notifier.notify()
 
-    def _claim(self, limit: int) -> list[dict[str, Any]]:
+    def _claim(self, limit: int) -> list[Job]:
         with self.db.write() as conn:
             self._maintain_if_due(conn)
-            return queue.claim_many(conn, self.worker_id, self.settings.lease_seconds, limit)
+            return job_store.claim_many(conn, self.worker_id, self.settings.lease_seconds, limit)
 
     def _maintain_if_due(self, conn: sa.Connection) -> None:
         """At most once per poll interval, before a claim (both claims: a busy worker claims
@@ -231,9 +233,8 @@ class Worker:
         if now - self._last_reap <= self.settings.poll_interval:
             return
         self._last_reap = now
-        queue.requeue_expired(conn, self.settings.max_attempts)
-        if queue.reap_abandoned(conn, self.settings.max_attempts):
-            self.webhook_notifier.notify()
+        job_store.requeue_expired(conn, self.settings.max_attempts)
+        job_store.reap_abandoned(conn, self.settings.max_attempts)
 
     def _heartbeat(self) -> None:
         interval = self.settings.lease_seconds / 3
@@ -247,45 +248,48 @@ class Worker:
             if ids:
                 try:
                     with self.db.write() as conn:
-                        queue.extend_leases(conn, self.worker_id, ids, self.settings.lease_seconds)
+                        job_store.extend_leases(
+                            conn, self.worker_id, ids, self.settings.lease_seconds
+                        )
                 except Exception:
                     log.exception("heartbeat failed")
             elif self._stopping.is_set():
                 return
 
     # -- one job ---------------------------------------------------------------------------
-    def run_job(self, job: dict[str, Any]) -> None:
+    def run_job(self, job: Job) -> None:
         started = time.monotonic()
-        token = logs.job_id.set(job["id"])
+        token = logs.job_id.set(job.id)
+        final: Job | None = None
         try:
-            self._run(job)
+            final = self._run(job)
         except Exception:  # never let a job kill the worker thread
-            log.exception("job %s: unexpected error while finishing", job["id"])
+            log.exception("job %s: unexpected error while finishing", job.id)
         finally:
             with self._lock:
-                self._running.pop(job["id"], None)
-            if job.get("webhook_url"):  # the finish wrote a delivery into the outbox
-                self.webhook_notifier.notify()
-            status = job["status"]
+                self._running.pop(job.id, None)
+            status = final.status if final is not None else job.status
             if status in states.TERMINAL:
-                JOBS_FINISHED.labels(job["model"], job["engine"], status).inc()
+                JOBS_FINISHED.labels(job.model, job.engine, status).inc()
             if status == states.COMPLETED:
-                END_TO_END_SECONDS.labels(job["model"], job["engine"]).observe(
-                    max(0.0, time.time() - float(job["created_at"]))
+                END_TO_END_SECONDS.labels(job.model, job.engine).observe(
+                    max(0.0, time.time() - job.created_at)
                 )
-            log.info("job %s: %s after %.2fs", job["id"], status, time.monotonic() - started)
+            log.info("job %s: %s after %.2fs", job.id, status, time.monotonic() - started)
             logs.job_id.reset(token)
 
-    def _run(self, job: dict[str, Any]) -> None:
+    def _run(self, job: Job) -> Job | None:
+        """Run the job to its end; returns it as the database now holds it (None: this worker
+        lost it, and whoever holds it now finishes it)."""
         # The claim has just read cancel_requested: the first database check can wait.
         now = time.monotonic()
-        hooks = JobHooks(self, job, _last_check=now, _canceled=bool(job.get("cancel_requested")))
+        hooks = JobHooks(self, job, _last_check=now, _canceled=job.cancel_requested)
         try:
             hooks.check_canceled()
             request = self._engine_request(job)
             hooks.check_canceled()
-            engine = self.engines.get(job["engine"])
-            with ENGINE_SECONDS.labels(job["engine"]).time():
+            engine = self.engines.get(job.engine)
+            with ENGINE_SECONDS.labels(job.engine).time():
                 result = engine.generate(request, hooks)
             scores = self._consistency(job, request, result)
             stored = self._store_outputs(job, result, scores)
@@ -293,31 +297,38 @@ class Worker:
             if outcome == "canceled":
                 raise JobCanceled()
             if outcome == "lost":
-                log.warning("job %s: lease lost before completion; result dropped", job["id"])
+                log.warning("job %s: lease lost before completion; result dropped", job.id)
+                return None
+            return outcome if isinstance(outcome, Job) else None
         except JobCanceled:
             with self.db.write() as conn:
-                queue.fail(
+                return job_store.fail(
                     conn,
                     job,
                     self.worker_id,
                     "cancelled",
                     "cancelled by the owner",
-                    status=states.CANCELLED,
+                    states.STOP_CANCELLED,
                 )
         except JobFailure as failure:
-            self._handle_failure(job, failure)
+            return self._handle_failure(job, failure)
         except MemoryError:
-            self._handle_failure(job, JobFailure("out_of_memory", "the engine ran out of memory"))
+            return self._handle_failure(
+                job, JobFailure("out_of_memory", "the engine ran out of memory")
+            )
         except LookupError as exc:
-            self._handle_failure(job, JobFailure("engine_misconfigured", str(exc)))
+            return self._handle_failure(job, JobFailure("engine_misconfigured", str(exc)))
         except Exception as exc:
-            log.exception("job %s: engine error", job["id"])
-            self._handle_failure(job, JobFailure("engine_error", f"{type(exc).__name__}: {exc}"))
+            log.exception("job %s: engine error", job.id)
+            return self._handle_failure(
+                job, JobFailure("engine_error", f"{type(exc).__name__}: {exc}")
+            )
 
-    def _complete_batch(self, batch: Sequence[Finished]) -> list[str]:
+    def _complete_batch(self, batch: Sequence[Finished]) -> list[Job | str]:
         """Complete the jobs that finished at the same moment in one transaction (group commit,
-        store/group_commit.py); each is "completed", "canceled" (asked for meanwhile: nothing
-        written) or "lost" (its lease expired and it went back to the queue).
+        store/group_commit.py); each comes back completed, or as "canceled" (asked for
+        meanwhile: nothing written) or "lost" (its lease expired and it went back to the
+        queue).
 
         The same transaction claims the next jobs for the slots it frees (and any idle ones),
         so under load a job costs one transaction in the worker, not two; their threads
@@ -326,54 +337,53 @@ class Worker:
         with self._claim_lock:
             with self._lock:
                 free = self.concurrency - len(self._running) + len(batch)
-            claimed: list[dict[str, Any]] = []
+            claimed: list[Job] = []
             with self.db.write() as conn:
-                completed = queue.complete_many(
+                completed = job_store.complete_many(
                     conn,
                     self.worker_id,
                     [(item.job, item.result, item.delivered) for item in batch],
                 )
-                outcomes = [
-                    "completed"
-                    if done
+                outcomes: list[Job | str] = [
+                    done
+                    if done is not None
                     else "canceled"
-                    if queue.cancel_requested(conn, item.job["id"])
+                    if job_store.cancel_requested(conn, item.job.id)
                     else "lost"
                     for item, done in zip(batch, completed, strict=True)
                 ]
                 if free > 0 and not self._stopping.is_set():
                     self._maintain_if_due(conn)
-                    claimed = queue.claim_many(
+                    claimed = job_store.claim_many(
                         conn, self.worker_id, self.settings.lease_seconds, free
                     )
             self._take_in(claimed, free, takers=len(batch))
         return outcomes
 
-    def _complete_one(self, item: Finished) -> str:
+    def _complete_one(self, item: Finished) -> Job | str:
         return self._complete_batch([item])[0]
 
-    def _handle_failure(self, job: dict[str, Any], failure: JobFailure) -> None:
+    def _handle_failure(self, job: Job, failure: JobFailure) -> Job | None:
         with self.db.write() as conn:
-            if failure.retryable and int(job["attempts"]) < self.settings.max_attempts:
+            if failure.retryable and job.attempts < self.settings.max_attempts:
                 delay = failure.retry_after
                 if delay is None:
-                    delay = self.settings.retry_base_seconds * 2 ** (int(job["attempts"]) - 1)
-                queue.requeue(conn, job, self.worker_id, delay, failure.message)
-                log.info("job %s: retry in %.1fs (%s)", job["id"], delay, failure.message)
-            else:
-                queue.fail(conn, job, self.worker_id, failure.code, failure.message)
+                    delay = self.settings.retry_base_seconds * 2 ** (job.attempts - 1)
+                log.info("job %s: retry in %.1fs (%s)", job.id, delay, failure.message)
+                return job_store.requeue(conn, job, self.worker_id, delay, failure.message)
+            return job_store.fail(conn, job, self.worker_id, failure.code, failure.message)
 
-    def _engine_request(self, job: dict[str, Any]) -> EngineRequest:
-        params = job["params"]
-        account = job["account_id"]
-        reference = self.inputs.load(
+    def _engine_request(self, job: Job) -> EngineRequest:
+        params = job.params
+        account = job.account_id
+        reference = self.inputs.load_for_job(
             account, params["character_reference_image"], "character_reference_image"
         )
         edit_image = edit_mask = None
         width, height = int(params["width"]), int(params["height"])
         if params.get("image") and params.get("mask"):
-            edit = self.inputs.load(account, params["image"], "image")
-            mask = self.inputs.load(account, params["mask"], "mask")
+            edit = self.inputs.load_for_job(account, params["image"], "image")
+            mask = self.inputs.load_for_job(account, params["mask"], "mask")
             if (mask.width, mask.height) != (edit.width, edit.height):
                 raise JobFailure(
                     "invalid_image",
@@ -383,7 +393,7 @@ class Worker:
             edit_image, edit_mask = edit.pixels, to_gray_mask(mask, (edit.width, edit.height))
             width, height = edit.width, edit.height
         style_references = tuple(
-            self.inputs.load(account, source, f"style_reference_images[{index}]").pixels
+            self.inputs.load_for_job(account, source, f"style_reference_images[{index}]").pixels
             for index, source in enumerate(params.get("style_reference_images") or ())
         )
         return EngineRequest(
@@ -407,22 +417,24 @@ class Worker:
         )
 
     def _consistency(
-        self, job: dict[str, Any], request: EngineRequest, result: EngineResult
+        self, job: Job, request: EngineRequest, result: EngineResult
     ) -> list[dict[str, Any] | None]:
         """Per image: does the output's best face match the reference's main face?"""
         model = face_model() if self.settings.faces_enabled else None
         if model is None:
             return [None] * len(result.images)
-        reference = self.characters.descriptor(job, request.reference, model)
+        reference = self.characters.descriptor(
+            job.account_id, job.params.get("character_id"), request.reference, model
+        )
         return [consistency(reference, model.faces(image.pixels)) for image in result.images]
 
     def _store_outputs(
-        self, job: dict[str, Any], result: EngineResult, scores: list[dict[str, Any] | None]
+        self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None]
     ) -> dict[str, Any]:
         images = []
         for index, (image, score) in enumerate(zip(result.images, scores, strict=True)):
             png = encode_png(image.pixels)
-            key = output_key(job["id"], float(job["created_at"]), index, image.seed)
+            key = output_key(job.id, job.created_at, index, image.seed)
             self.storage.put(key, png, "image/png")
             images.append(
                 {

@@ -66,6 +66,20 @@ def served_family(model_dir: str) -> Family:
     return detect_family(model_dir)
 
 
+class Routing:
+    """``route_engine`` and ``check_params`` under one operator's settings (what submission
+    validation asks of the engines: jobs/validation.py's ``EngineRules``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def engine_for(self, model_id: str, mode: str) -> str:
+        return route_engine(model_id, mode, self.settings)
+
+    def refusals(self, engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+        return check_params(engine, params, self.settings)
+
+
 def validate_engine_settings(settings: Settings) -> None:
     """Fail at start-up, not on the first job, when the engine setting is wrong."""
     engine = live_engine(settings)
@@ -147,13 +161,7 @@ class EngineRegistry:
         from castframe.media.fetch import FetchError, FetchPolicy, fetch
 
         settings = self.settings
-        policy = FetchPolicy(
-            allow_private=settings.allow_private_urls,
-            read_timeout=settings.fetch_timeout,
-            total_timeout=settings.fetch_timeout * 3,
-            max_bytes=settings.max_image_bytes * 2,
-            exempt_hosts=settings.trusted_host_set,
-        )
+        policy = FetchPolicy.from_settings(settings, max_bytes=settings.max_image_bytes * 2)
 
         def download(url: str) -> bytes:
             try:

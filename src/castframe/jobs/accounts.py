@@ -19,8 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from castframe.dispatch.notify import KEYS_CHANNEL, publish
 from castframe.jobs import ledger
+from castframe.store.notify import KEYS_CHANNEL, publish
 from castframe.store.tables import accounts, api_keys
 
 MODES = ("live", "test")

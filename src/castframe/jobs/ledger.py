@@ -233,3 +233,17 @@ def _entry(
         "created_at": now,
         "note": note,
     }
+
+
+def ledger_page(
+    conn: sa.Connection, account_id: str, limit: int, before: int | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The account's entries newest first, below entry id ``before``; (page, more after it)."""
+    query = sa.select(ledger).where(ledger.c.account_id == account_id)
+    if before is not None:
+        query = query.where(ledger.c.id < before)
+    rows = [
+        dict(row)
+        for row in conn.execute(query.order_by(ledger.c.id.desc()).limit(limit + 1)).mappings()
+    ]
+    return rows[:limit], len(rows) > limit

@@ -1,4 +1,19 @@
-"""Queue operations on the ``jobs`` table. Each function is one short transaction's worth.
+"""The job store: every statement that reads or writes ``jobs``, and the outbox rows written
+with them. Routes, the submitter, the worker and the webhook sender call these named functions;
+each is one short transaction's worth, run on the caller's connection.
+
+Jobs come back as frozen ``Job`` records (jobs/record.py). A finishing function returns the job
+as it now is, or None when its guard refused, and never changes what it was given.
+
+Why the hot statements look as they do, in one place:
+- Statements that run for every job are module-level constructs with bound parameters, so
+  SQLAlchemy compiles each once (building an expression per call cost more than running it).
+- The queue's indexes are partial (store/tables.py): queries name the status as SQL text
+  (``status_is``), so a prepared statement's generic plan can still use them.
+- Completing a batch moves all its job rows in one UPDATE (per-job values by ``CASE id``),
+  then the accounts' rows (``ledger.settle_many``: one UPDATE per account, in id order, held
+  only until the commit), so a batch costs the same few round trips whatever its size and
+  concurrent batches cannot deadlock.
 
 Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING``: atomic on SQLite
 (one writer at a time) and on PostgreSQL (``FOR UPDATE SKIP LOCKED`` in the sub-select, so
@@ -13,17 +28,32 @@ job or charge again.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import json
+import secrets
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from castframe.dispatch.notify import JOBS_CHANNEL, publish
-from castframe.jobs import ledger, states
-from castframe.store.tables import jobs, status_is
-from castframe.webhooks import outbox
+from castframe.errors import ApiError, field_error
+from castframe.jobs import ledger
+from castframe.jobs.record import Job
+from castframe.store import states
+from castframe.store.db import insert_rows
+from castframe.store.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, publish
+from castframe.store.tables import (
+    guard,
+    jobs,
+    status_is,
+    webhook_attempts,
+    webhook_deliveries,
+)
 
 
 def _build_claim(postgres: bool) -> sa.Update:
@@ -51,9 +81,9 @@ def _build_claim(postgres: bool) -> sa.Update:
         chosen = jobs.c.id.in_(pick.scalar_subquery())
     return (
         jobs.update()
-        .where(chosen, jobs.c.status == states.QUEUED)
+        .where(chosen, guard(jobs.c.status, states.CLAIM))
         .values(
-            status=states.PROCESSING,
+            status=states.CLAIM.target,
             lease_owner=sa.bindparam("worker_id", type_=sa.String),
             lease_expires_at=sa.bindparam("lease_until", type_=sa.Float),
             attempts=jobs.c.attempts + 1,
@@ -72,7 +102,7 @@ def claim(
     worker_id: str,
     lease_seconds: float,
     now: float | None = None,
-) -> dict[str, Any] | None:
+) -> Job | None:
     """Take the next due job (fairly across accounts) with a lease, or None."""
     claimed = claim_many(conn, worker_id, lease_seconds, 1, now)
     return claimed[0] if claimed else None
@@ -84,27 +114,23 @@ def claim_many(
     lease_seconds: float,
     limit: int,
     now: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Job]:
     """Take up to ``limit`` due jobs, in fair-queue order, with a lease: one statement.
 
     Jobs whose worker died come back through ``requeue_expired``.
     """
     now = time.time() if now is None else now
     statement = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    rows = (
-        conn.execute(
-            statement,
-            {
-                "now": now,
-                "worker_id": worker_id,
-                "lease_until": now + lease_seconds,
-                "limit": max(1, limit),
-            },
-        )
-        .mappings()
-        .all()
-    )
-    return sorted((dict(row) for row in rows), key=lambda job: float(job["queue_key"]))
+    rows = conn.execute(
+        statement,
+        {
+            "now": now,
+            "worker_id": worker_id,
+            "lease_until": now + lease_seconds,
+            "limit": max(1, limit),
+        },
+    ).mappings()
+    return sorted((Job.from_row(row) for row in rows), key=lambda job: job.queue_key)
 
 
 def extend_leases(
@@ -116,21 +142,21 @@ def extend_leases(
             .where(
                 jobs.c.id.in_(job_ids),
                 jobs.c.lease_owner == worker_id,
-                jobs.c.status == states.PROCESSING,
+                status_is(jobs.c.status, states.PROCESSING),
             )
             .values(lease_expires_at=time.time() + lease_seconds)
         )
 
 
-def report_progress(conn: sa.Connection, job: dict[str, Any], worker_id: str, percent: int) -> bool:
+def report_progress(conn: sa.Connection, job: Job, worker_id: str, percent: int) -> bool:
     """Store progress (and enqueue a throttled progress webhook); True if cancel was asked."""
     conn.execute(
         jobs.update()
-        .where(jobs.c.id == job["id"], jobs.c.lease_owner == worker_id)
+        .where(jobs.c.id == job.id, jobs.c.lease_owner == worker_id)
         .values(progress=percent)
     )
-    outbox.enqueue(conn, job, "progress", {"progress": percent})
-    return cancel_requested(conn, job["id"])
+    enqueue_delivery(conn, job, "progress", {"progress": percent})
+    return cancel_requested(conn, job.id)
 
 
 _CANCEL_REQUESTED = sa.select(jobs.c.cancel_requested).where(jobs.c.id == sa.bindparam("job_id"))
@@ -140,50 +166,42 @@ def cancel_requested(conn: sa.Connection, job_id: str) -> bool:
     return bool(conn.execute(_CANCEL_REQUESTED, {"job_id": job_id}).scalar())
 
 
-# The lease owner's finishing write; the SET clause comes from the parameters' keys, so the
-# compiled form is cached per kind of finish (fail, requeue).
-_FINISH = jobs.update().where(
-    jobs.c.id == sa.bindparam("job_id"),
-    jobs.c.lease_owner == sa.bindparam("owner"),
-    jobs.c.status == states.PROCESSING,
-)
+_RELEASED = {"lease_owner": None, "lease_expires_at": None}
+
+
+@functools.cache
+def _finish_statement(transition: states.Transition) -> sa.Update:
+    """The lease owner's finishing write for ``transition``; the SET clause comes from the
+    parameters' keys, so its compiled form is cached per kind of finish too."""
+    return jobs.update().where(
+        jobs.c.id == sa.bindparam("job_id"),
+        jobs.c.lease_owner == sa.bindparam("owner"),
+        guard(jobs.c.status, transition),
+    )
 
 
 def _finish(
     conn: sa.Connection,
-    job: dict[str, Any],
+    job: Job,
     worker_id: str,
+    transition: states.Transition,
     values: dict[str, Any],
-) -> bool:
+) -> Job | None:
+    values = {"status": transition.target, **_RELEASED, **values}
     result = conn.execute(
-        _FINISH,
-        {"job_id": job["id"], "owner": worker_id, "lease_owner": None, "lease_expires_at": None}
-        | values,
+        _finish_statement(transition), {"job_id": job.id, "owner": worker_id, **values}
     )
     if result.rowcount != 1:
-        return False
-    job.update(values)
-    return True
-
-
-def complete(
-    conn: sa.Connection, job: dict[str, Any], worker_id: str, result: dict[str, Any], delivered: int
-) -> bool:
-    """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
-
-    False (and nothing written) if the lease was lost or a cancellation was asked for; the
-    caller tells the two apart with ``cancel_requested``.
-    """
-    return complete_many(conn, worker_id, [(job, result, delivered)])[0]
+        return None
+    return job.replace(**values)
 
 
 _PER_JOB = {"result": jobs.c.result, "charged": jobs.c.charged, "delivered": jobs.c.delivered}
 _COMPLETED = {
-    "status": states.COMPLETED,
+    "status": states.COMPLETE.target,
     "progress": 100,
     "error_message": None,
-    "lease_owner": None,
-    "lease_expires_at": None,
+    **_RELEASED,
 }
 """What completing sets on every job, besides its completion time and ``_PER_JOB`` values."""
 
@@ -193,7 +211,7 @@ def _complete_statement(size: int) -> sa.Update:
     """Complete ``size`` jobs in one UPDATE: their own values chosen by ``CASE id``.
 
     Built once per batch size with named parameters (``id_0``, ``result_0``, ...), like the
-    other statements here: building the expression for every batch cost more than running it.
+    other statements here.
     """
     ids = [sa.bindparam(f"id_{index}", type_=jobs.c.id.type) for index in range(size)]
     return (
@@ -201,7 +219,7 @@ def _complete_statement(size: int) -> sa.Update:
         .where(
             jobs.c.id.in_(ids),
             jobs.c.lease_owner == sa.bindparam("owner", type_=jobs.c.lease_owner.type),
-            jobs.c.status == states.PROCESSING,
+            guard(jobs.c.status, states.COMPLETE),
             jobs.c.cancel_requested == sa.false(),
         )
         .values(
@@ -224,32 +242,31 @@ def _complete_statement(size: int) -> sa.Update:
     )
 
 
-def _requested(job: dict[str, Any]) -> int:
-    return int(job["params"]["num_images"])
+def complete(
+    conn: sa.Connection, job: Job, worker_id: str, result: dict[str, Any], delivered: int
+) -> Job | None:
+    """COMPLETED + capture of the delivered images + the ``completed`` webhook, atomically.
+
+    None (and nothing written) if the lease was lost or a cancellation was asked for; the
+    caller tells the two apart with ``cancel_requested``.
+    """
+    return complete_many(conn, worker_id, [(job, result, delivered)])[0]
 
 
 def complete_many(
     conn: sa.Connection,
     worker_id: str,
-    finished: Sequence[tuple[dict[str, Any], dict[str, Any], int]],
-) -> list[bool]:
-    """``complete`` for several (job, result, delivered) in one transaction; one bool each.
-
-    The job rows move in one statement (per-job values by ``CASE id``, the lease and
-    cancellation guards as in ``_finish``, ``RETURNING`` the ids that moved), so a batch costs
-    the same few round trips whatever its size. The accounts' rows come last
-    (``ledger.settle_many``: one UPDATE per account, in id order), so the account locks, which
-    submissions also need, are held only until the commit that follows, and concurrent
-    batches cannot deadlock (PostgreSQL locks the job rows in the order it finds them, but
-    each is a different worker's own leased job).
-    """
+    finished: Sequence[tuple[Job, dict[str, Any], int]],
+) -> list[Job | None]:
+    """``complete`` for several (job, result, delivered) in one transaction: each job as
+    completed, or None where the guard refused (see the module's notes on the statements)."""
     if not finished:
         return []
     now = time.time()
     values: dict[str, dict[str, Any]] = {}
     for job, result, delivered in finished:
-        charged = ledger.split_charge(int(job["price"]), _requested(job), delivered)[0]
-        values[str(job["id"])] = {"result": result, "charged": charged, "delivered": delivered}
+        charged = ledger.split_charge(job.price, job.requested, delivered)[0]
+        values[job.id] = {"result": result, "charged": charged, "delivered": delivered}
     ids = sorted(values)
     parameters: dict[str, Any] = {"owner": worker_id, "now": now}
     for index, job_id in enumerate(ids):
@@ -257,68 +274,64 @@ def complete_many(
         for name in _PER_JOB:
             parameters[f"{name}_{index}"] = values[job_id][name]
     moved = {str(row[0]) for row in conn.execute(_complete_statement(len(ids)), parameters)}
-    outcomes = []
+    outcomes: list[Job | None] = []
     closings: list[ledger.Closing] = []
     for job, _result, delivered in finished:
-        done = str(job["id"]) in moved
-        outcomes.append(done)
-        if not done:
+        if job.id not in moved:
+            outcomes.append(None)
             continue
-        job.update(_COMPLETED, completed_at=now, **values[str(job["id"])])
-        outbox.enqueue(conn, job, "completed")
-        closings.append(
-            ledger.Closing(
-                job["account_id"], job["id"], int(job["price"]), _requested(job), delivered
-            )
-        )
+        done = job.replace(**_COMPLETED, completed_at=now, **values[job.id])
+        outcomes.append(done)
+        enqueue_delivery(conn, done, "completed")
+        closings.append(ledger.Closing(job.account_id, job.id, job.price, job.requested, delivered))
     ledger.settle_many(conn, closings)
     return outcomes
 
 
 def fail(
     conn: sa.Connection,
-    job: dict[str, Any],
+    job: Job,
     worker_id: str | None,
     code: str,
     message: str,
-    status: str = states.FAILED,
-) -> bool:
-    """FAILED (or CANCELLED) + release of the hold + the ``failed`` webhook, atomically."""
+    transition: states.Transition = states.FAIL,
+) -> Job | None:
+    """FAILED (or CANCELLED) + release of the hold + the ``failed`` webhook, atomically.
+
+    With a ``worker_id`` only that worker's lease may finish the job (``FAIL``,
+    ``STOP_CANCELLED``); without one, whoever holds it (``GIVE_UP``, ``CANCEL_QUEUED``).
+    None if the guard refused.
+    """
     values = {
-        "status": status,
         "error_code": code,
         "error_message": message,
         "completed_at": time.time(),
         "charged": 0,
     }
+    finished: Job | None
     if worker_id is None:
-        guard = sa.and_(jobs.c.id == job["id"], jobs.c.status.in_(states.ACTIVE))
-        if (
-            conn.execute(
-                jobs.update().where(guard).values(lease_owner=None, lease_expires_at=None, **values)
-            ).rowcount
-            != 1
-        ):
-            return False
-        job.update(values)
-    elif not _finish(conn, job, worker_id, values):
-        return False
-    outbox.enqueue(conn, job, "failed")
-    ledger.settle(conn, job["account_id"], job["id"], int(job["price"]), 1, 0)
-    return True
+        values |= {"status": transition.target, **_RELEASED}
+        allowed = sa.and_(jobs.c.id == job.id, guard(jobs.c.status, transition))
+        moved = conn.execute(jobs.update().where(allowed).values(**values)).rowcount
+        finished = job.replace(**values) if moved == 1 else None
+    else:
+        finished = _finish(conn, job, worker_id, transition, values)
+    if finished is None:
+        return None
+    enqueue_delivery(conn, finished, "failed")
+    ledger.settle(conn, job.account_id, job.id, job.price, 1, 0)
+    return finished
 
 
-def requeue(
-    conn: sa.Connection, job: dict[str, Any], worker_id: str, delay: float, reason: str
-) -> bool:
+def requeue(conn: sa.Connection, job: Job, worker_id: str, delay: float, reason: str) -> Job | None:
     """Back to QUEUED after a retryable failure, due again in ``delay`` seconds."""
     publish(conn, JOBS_CHANNEL)
     return _finish(
         conn,
         job,
         worker_id,
+        states.REQUEUE,
         {
-            "status": states.QUEUED,
             "run_after": time.time() + delay,
             "progress": 0,
             "error_message": reason,
@@ -337,14 +350,13 @@ def requeue_expired(conn: sa.Connection, max_attempts: int, now: float | None = 
     requeued = conn.execute(
         jobs.update()
         .where(
-            status_is(jobs.c.status, states.PROCESSING),
+            guard(jobs.c.status, states.REQUEUE),
             jobs.c.lease_expires_at < now,
             jobs.c.attempts < max_attempts,
         )
         .values(
-            status=states.QUEUED,
-            lease_owner=None,
-            lease_expires_at=None,
+            status=states.REQUEUE.target,
+            **_RELEASED,
             run_after=now,
             progress=0,
             error_message="its worker stopped responding; retrying",
@@ -358,26 +370,348 @@ def requeue_expired(conn: sa.Connection, max_attempts: int, now: float | None = 
 def reap_abandoned(conn: sa.Connection, max_attempts: int, now: float | None = None) -> int:
     """Fail jobs whose workers died ``max_attempts`` times (lease expired, no attempts left)."""
     now = time.time() if now is None else now
-    rows = (
+    rows = conn.execute(
+        sa.select(jobs).where(
+            status_is(jobs.c.status, states.PROCESSING),
+            jobs.c.lease_expires_at < now,
+            jobs.c.attempts >= max_attempts,
+        )
+    ).mappings()
+    reaped = 0
+    for job in [Job.from_row(row) for row in rows]:
+        message = f"the job's worker stopped responding {job.attempts} times"
+        if fail(conn, job, None, "worker_lost", message, states.GIVE_UP):
+            reaped += 1
+    return reaped
+
+
+# -- submissions and reads ------------------------------------------------------------------
+
+
+def insert_jobs(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[Job]:
+    """Write admitted jobs' rows (one statement) and announce them to the workers."""
+    if not rows:
+        return []
+    insert_rows(conn, jobs, rows)
+    publish(conn, JOBS_CHANNEL)
+    return [Job.from_row(row) for row in rows]
+
+
+def check_job_id(job_id: str, name: str = "id") -> str:
+    """Job ids are UUIDs: anything else is a 400 (as Apiframe answers), not a lookup."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(job_id) != 36:
+        raise field_error("invalid_request", name, f"{job_id!r} is not a job id (a UUID)")
+    return str(parsed)
+
+
+def get_job(conn: sa.Connection, account_id: str, mode: str, job_id: str) -> Job:
+    """The account's job in this mode; another account's or mode's is a plain 404, a
+    non-UUID a 400."""
+    job_id = check_job_id(job_id)
+    row = (
         conn.execute(
             sa.select(jobs).where(
-                status_is(jobs.c.status, states.PROCESSING),
-                jobs.c.lease_expires_at < now,
-                jobs.c.attempts >= max_attempts,
+                jobs.c.id == job_id, jobs.c.account_id == account_id, jobs.c.mode == mode
             )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise ApiError("not_found", f"no job {job_id!r}")
+    return Job.from_row(row)
+
+
+def find_job(conn: sa.Connection, job_id: str) -> Job | None:
+    """A job by id, whoever owns it (the webhook sender renders deliveries with it)."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    return Job.from_row(row) if row else None
+
+
+def encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at!r}|{job.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return float(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise field_error("invalid_request", "cursor", "cursor is malformed") from exc
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which of an account's jobs a listing shows (``GET /v2/jobs``'s parameters)."""
+
+    account_id: str
+    mode: str
+    status: str | None = None
+    model: str | None = None
+    search: str | None = None
+    """A job id: that job only."""
+
+
+def list_jobs(
+    conn: sa.Connection, where: JobFilter, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on (created_at, id); returns (page, next cursor)."""
+    query = sa.select(jobs).where(jobs.c.account_id == where.account_id, jobs.c.mode == where.mode)
+    if where.search:
+        query = query.where(jobs.c.id == check_job_id(where.search, "search"))
+    if where.status:
+        query = query.where(jobs.c.status == where.status)
+    if where.model:
+        query = query.where(jobs.c.model == where.model)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created,
+                sa.and_(jobs.c.created_at == created, jobs.c.id < job_id),
+            )
+        )
+    ordered = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    rows = [Job.from_row(row) for row in conn.execute(ordered).mappings()]
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def models_used(conn: sa.Connection, account_id: str, mode: str) -> list[str]:
+    """The model ids the account has jobs of in this mode (``include_models=true``)."""
+    query = (
+        sa.select(jobs.c.model)
+        .where(jobs.c.account_id == account_id, jobs.c.mode == mode)
+        .distinct()
+        .order_by(jobs.c.model)
+    )
+    return [str(model) for model in conn.execute(query).scalars()]
+
+
+def cancel(conn: sa.Connection, job: Job) -> tuple[Job, bool]:
+    """Cancel: a queued job at once (CANCELLED, hold released, ``failed`` webhook); a running
+    one when its engine next checks. Returns (the job as it now is, whether it still runs)."""
+    if job.is_terminal:
+        raise ApiError("job_not_cancelable", f"the job is already {job.status}")
+    if job.status == states.QUEUED:
+        cancelled = fail(
+            conn, job, None, "cancelled", "cancelled by the owner", states.CANCEL_QUEUED
+        )
+        if cancelled is not None:
+            return cancelled, False
+        job = find_job(conn, job.id) or job  # a worker claimed it a moment ago
+    # Running: the worker sees the flag between engine steps.
+    conn.execute(jobs.update().where(jobs.c.id == job.id).values(cancel_requested=True))
+    return job.replace(cancel_requested=True), True
+
+
+def usage_rows(
+    conn: sa.Connection,
+    account_id: str,
+    mode: str,
+    start: float | None,
+    end: float | None,
+) -> list[tuple[float, str, int, int]]:
+    """(completed_at, model, delivered, charged) of the account's completed jobs in a window."""
+    query = sa.select(jobs.c.completed_at, jobs.c.model, jobs.c.delivered, jobs.c.charged).where(
+        jobs.c.account_id == account_id, jobs.c.mode == mode, jobs.c.status == states.COMPLETED
+    )
+    if start is not None:
+        query = query.where(jobs.c.completed_at >= start)
+    if end is not None:
+        query = query.where(jobs.c.completed_at < end)
+    return [
+        (float(at), str(model), int(delivered or 0), int(charged or 0))
+        for at, model, delivered, charged in conn.execute(query)
+    ]
+
+
+# Each read through its partial index, counting the index's own column (never NULL in it: a
+# queued job has its key, a running one its lease) rather than ``*``, for which SQLite would
+# pick the smallest whole-table index instead.
+_QUEUE_DEPTH = {
+    states.QUEUED: sa.select(sa.func.count(jobs.c.queue_key)).where(
+        status_is(jobs.c.status, states.QUEUED)
+    ),
+    states.PROCESSING: sa.select(sa.func.count(jobs.c.lease_expires_at)).where(
+        status_is(jobs.c.status, states.PROCESSING)
+    ),
+}
+_OLDEST_QUEUED = sa.select(sa.func.min(jobs.c.created_at)).where(
+    status_is(jobs.c.status, states.QUEUED)
+)
+
+
+def queue_depths(conn: sa.Connection) -> tuple[dict[str, int], float | None]:
+    """Jobs queued and running (through the partial indexes), and the oldest queued job's
+    creation time: what ``/metrics`` reports of the queue."""
+    depths = {
+        status: int(conn.execute(query).scalar() or 0) for status, query in _QUEUE_DEPTH.items()
+    }
+    oldest = conn.execute(_OLDEST_QUEUED).scalar()
+    return depths, None if oldest is None else float(oldest)
+
+
+# -- the outbox: webhook deliveries written with the job changes they announce ---------------
+
+FINAL_EVENTS = ("completed", "failed")
+DEFAULT_EVENTS = ("completed", "failed")
+PROGRESS_MIN_INTERVAL = 0.5
+RETRYABLE_DELIVERIES = ("pending", "failing")
+JOB_WEBHOOK_STATUS = {"delivered": "delivered", "failing": "pending", "failed": "failed"}
+"""A final delivery's state -> the job's ``webhookStatus`` (Apiframe's pending, delivered,
+failed: a delivery still being retried is pending)."""
+
+
+def wants(job: Job, event: str) -> bool:
+    return bool(job.webhook_url) and event in (job.webhook_events or DEFAULT_EVENTS)
+
+
+def enqueue_delivery(
+    conn: sa.Connection,
+    job: Job,
+    event: str,
+    data: dict[str, Any] | None = None,
+    now: float | None = None,
+    force: bool = False,
+) -> str | None:
+    """Insert a delivery of ``event`` if the job asked for it (``force``: whatever events it
+    asked for); returns its message id. Final events set the job's ``webhookStatus`` to
+    pending; progress events are throttled to one per ``PROGRESS_MIN_INTERVAL``."""
+    if not job.webhook_url or not (force or wants(job, event)):
+        return None
+    now = time.time() if now is None else now
+    final = event in FINAL_EVENTS
+    if not final:
+        last = conn.execute(
+            sa.select(sa.func.max(webhook_deliveries.c.created_at)).where(
+                webhook_deliveries.c.job_id == job.id, webhook_deliveries.c.event == event
+            )
+        ).scalar()
+        if last is not None and now - float(last) < PROGRESS_MIN_INTERVAL:
+            return None
+    message_id = "msg_" + secrets.token_hex(12)
+    conn.execute(
+        webhook_deliveries.insert().values(
+            id=message_id,
+            job_id=job.id,
+            account_id=job.account_id,
+            event=event,
+            url=job.webhook_url,
+            payload=json.dumps(data or {}),
+            final=final,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    publish(conn, WEBHOOKS_CHANNEL)
+    if final:
+        conn.execute(jobs.update().where(jobs.c.id == job.id).values(webhook_status="pending"))
+    return message_id
+
+
+def redeliver(conn: sa.Connection, job: Job) -> tuple[str, str]:
+    """A new delivery of the finished job's final event; (message id, event)."""
+    if not job.webhook_url:
+        raise ApiError("webhook_not_configured")
+    if not job.is_terminal:
+        raise ApiError("job_not_finished")
+    event = "completed" if job.status == states.COMPLETED else "failed"
+    message_id = enqueue_delivery(conn, job, event, force=True)
+    assert message_id is not None
+    return message_id, event
+
+
+def list_deliveries(
+    conn: sa.Connection, job_id: str
+) -> list[tuple[sa.RowMapping, list[sa.RowMapping]]]:
+    """The job's deliveries, oldest first, each with its attempts (two queries)."""
+    deliveries = (
+        conn.execute(
+            sa.select(webhook_deliveries)
+            .where(webhook_deliveries.c.job_id == job_id)
+            .order_by(webhook_deliveries.c.created_at)
         )
         .mappings()
         .all()
     )
-    reaped = 0
-    for row in rows:
-        job = dict(row)
-        if fail(
-            conn,
-            job,
-            None,
-            "worker_lost",
-            f"the job's worker stopped responding {job['attempts']} times",
-        ):
-            reaped += 1
-    return reaped
+    attempts = (
+        conn.execute(
+            sa.select(webhook_attempts)
+            .where(webhook_attempts.c.delivery_id.in_([d["id"] for d in deliveries]))
+            .order_by(webhook_attempts.c.id)
+        )
+        .mappings()
+        .all()
+    )
+    by_delivery: dict[str, list[sa.RowMapping]] = {}
+    for attempt in attempts:
+        by_delivery.setdefault(attempt["delivery_id"], []).append(attempt)
+    return [(delivery, by_delivery.get(delivery["id"], [])) for delivery in deliveries]
+
+
+DELIVERY_LEASE = 120.0
+
+
+def claim_due_delivery(conn: sa.Connection, now: float) -> dict[str, Any] | None:
+    """The next due delivery, leased to the caller for ``DELIVERY_LEASE`` seconds."""
+    pick = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.status.in_(RETRYABLE_DELIVERIES),
+            webhook_deliveries.c.next_attempt_at <= now,
+            sa.or_(
+                webhook_deliveries.c.lease_expires_at.is_(None),
+                webhook_deliveries.c.lease_expires_at < now,
+            ),
+        )
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    row = (
+        conn.execute(
+            webhook_deliveries.update()
+            .where(webhook_deliveries.c.id == pick.scalar_subquery())
+            .values(lease_expires_at=now + DELIVERY_LEASE)
+            .returning(*webhook_deliveries.c)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def record_attempt(
+    conn: sa.Connection,
+    delivery: Mapping[str, Any],
+    attempt: Mapping[str, Any],
+    status: str,
+    next_attempt_at: float,
+) -> None:
+    """The attempt (``status_code``, ``error``, ``latency_ms``, ``attempted_at``) in the log,
+    the delivery's new state, and (final events) the job's ``webhookStatus``."""
+    conn.execute(webhook_attempts.insert().values(delivery_id=delivery["id"], **attempt))
+    conn.execute(
+        webhook_deliveries.update()
+        .where(webhook_deliveries.c.id == delivery["id"])
+        .values(
+            status=status,
+            attempts=int(delivery["attempts"]) + 1,
+            next_attempt_at=next_attempt_at,
+            lease_expires_at=None,
+        )
+    )
+    if delivery["final"]:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == delivery["job_id"])
+            .values(webhook_status=JOB_WEBHOOK_STATUS[status])
+        )

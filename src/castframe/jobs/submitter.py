@@ -1,6 +1,6 @@
 """Getting accepted submissions into the database: one transaction for those that overlap.
 
-``POST /v2/images/generate`` validates on its own (``service.prepare``); what is left is a
+``POST /v2/images/generate`` validates on its own (``validation.prepare``); what is left is a
 few tiny statements per job, and under load the transaction around them costs as much as they
 do. The submitter writes concurrent submissions of this process through one group commit
 (store/group_commit.py): each caller still gets its own job, its own 402/404/429, and its own
@@ -10,26 +10,28 @@ idempotency record, written in the same transaction as its job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from castframe.config import Settings
-from castframe.dispatch.notify import Notifier
 from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
-from castframe.jobs.service import Submission, insert, insert_many
+from castframe.jobs.record import Job
+from castframe.jobs.submission import discard_inline_images, insert, insert_many
+from castframe.jobs.validation import Submission
+from castframe.media.storage import Storage
 from castframe.store.db import Database
 from castframe.store.group_commit import GroupCommit
 
 
-def accepted_body(job: dict[str, Any]) -> str:
+def accepted_body(job: Job) -> str:
     """The 202 body of an accepted submission (also what an idempotent replay returns)."""
-    return json.dumps({"jobId": job["id"], "status": job["status"]})
+    return json.dumps({"jobId": job.id, "status": job.status})
 
 
 @dataclass(frozen=True)
@@ -40,27 +42,27 @@ class _Pending:
 
 
 class Submitter:
-    def __init__(self, db: Database, settings: Settings, job_notifier: Notifier) -> None:
+    def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
         self.db = db
+        self.storage = storage
         self.settings = settings
-        self.job_notifier = job_notifier
-        self.group: GroupCommit[_Pending, dict[str, Any]] = GroupCommit(
+        self.group: GroupCommit[_Pending, Job] = GroupCommit(
             self._write_batch, self._write_one, max_batch=settings.submit_batch_max
         )
-        self._waiting: list[tuple[_Pending, asyncio.Future[dict[str, Any]]]] = []
+        self._waiting: list[tuple[_Pending, asyncio.Future[Job]]] = []
         """Submissions of the event loop waiting for the next batch."""
         self._writer: asyncio.Task[None] | None = None
 
     async def submit_async(
         self, principal: Principal, submission: Submission, idempotency_key: str | None
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Write the job, with the submissions that wait at the same moment; raises its
         ApiError. The coroutines that overlap share one batch, written by one thread, so a
         submission costs the API no thread of its own."""
         pending = _Pending(principal, submission, idempotency_key)
         if self.settings.submit_batch_max == 1:
             return await run_in_threadpool(self._write_one, pending)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._waiting.append((pending, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
@@ -72,7 +74,7 @@ class Submitter:
             while self._waiting:
                 batch = self._waiting[: self.settings.submit_batch_max]
                 del self._waiting[: self.settings.submit_batch_max]
-                outcomes: list[dict[str, Any] | BaseException]
+                outcomes: list[Job | BaseException]
                 try:
                     outcomes = await run_in_threadpool(
                         self.group.write, [pending for pending, _future in batch]
@@ -89,13 +91,16 @@ class Submitter:
         finally:
             self._writer = None
 
-    def _write_batch(self, batch: Sequence[_Pending]) -> list[dict[str, Any] | ApiError]:
-        with self.db.write() as conn:
+    def _write_batch(self, batch: Sequence[_Pending]) -> list[Job | ApiError]:
+        with self._discarding_on_failure(batch), self.db.write() as conn:
             outcomes = insert_many(
-                conn, [(item.principal, item.submission) for item in batch], self.settings
+                conn,
+                self.storage,
+                [(item.principal, item.submission) for item in batch],
+                self.settings,
             )
             for item, outcome in zip(batch, outcomes, strict=True):
-                if item.idempotency_key and isinstance(outcome, dict):
+                if item.idempotency_key and isinstance(outcome, Job):
                     idempotency.complete(
                         conn,
                         item.principal.account_id,
@@ -103,15 +108,22 @@ class Submitter:
                         202,
                         accepted_body(outcome),
                     )
-        self.job_notifier.notify()
         return outcomes
 
-    def _write_one(self, item: _Pending) -> dict[str, Any]:
-        with self.db.write() as conn:
-            job = insert(conn, item.principal, item.submission, self.settings)
+    def _write_one(self, item: _Pending) -> Job:
+        with self._discarding_on_failure([item]), self.db.write() as conn:
+            job = insert(conn, self.storage, item.principal, item.submission, self.settings)
             if item.idempotency_key:
                 idempotency.complete(
                     conn, item.principal.account_id, item.idempotency_key, 202, accepted_body(job)
                 )
-        self.job_notifier.notify()
         return job
+
+    @contextlib.contextmanager
+    def _discarding_on_failure(self, batch: Sequence[_Pending]) -> Iterator[None]:
+        """A transaction that fails takes its inline images' stored files with it."""
+        try:
+            yield
+        except BaseException:
+            discard_inline_images(self.storage, [item.submission for item in batch])
+            raise

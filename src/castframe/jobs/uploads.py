@@ -1,7 +1,7 @@
 """Uploaded images (multipart uploads and inline data URIs), stored once per account.
 
 An upload's ``url`` is this server's signed file URL, valid until the upload's ``expiresAt``.
-Given back in an image field, it is recognised by its signature (``own_upload``) and read
+Given back in an image field, it is recognised by its signature (media/sources.py) and read
 from storage as ``upload://<id>``: never fetched over the network, so it works on a server
 whose outbound fetches are locked down or that sits on a private address.
 """
@@ -10,38 +10,39 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from castframe.errors import field_error
 from castframe.jobs.views import iso
 from castframe.media.images import DecodedImage
-from castframe.media.signing import own_file, signed_url
+from castframe.media.signing import signed_url
+from castframe.media.sources import UPLOAD_SCHEME, UPLOADS_PREFIX
 from castframe.media.storage import Storage
 from castframe.store.db import insert_rows
 from castframe.store.tables import uploads
 
-UPLOAD_SCHEME = "upload://"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
-UPLOADS_PREFIX = "uploads/"
+@dataclass(frozen=True)
+class PlannedUpload:
+    """An upload's row and bytes, before anything is written: a submission stores the files
+    of its inline images only once its job is admitted."""
+
+    row: dict[str, Any]
+    data: bytes
 
 
-def new_upload(
-    storage: Storage, account_id: str, image: DecodedImage, ttl: float | None = None
-) -> dict[str, Any]:
-    """Write the bytes to storage and return the row to insert (in the caller's transaction).
-
-    ``ttl`` (seconds) sets ``expires_at``; None keeps the upload as long as what uses it
-    (inline images of a job, a saved character's image).
-    """
+def plan_upload(account_id: str, image: DecodedImage, ttl: float | None = None) -> PlannedUpload:
+    """The row to insert and the bytes to store (pure). ``ttl`` (seconds) sets
+    ``expires_at``; None keeps the upload as long as what uses it (inline images of a job, a
+    saved character's image)."""
     upload_id = str(uuid.uuid4())
     key = f"{UPLOADS_PREFIX}{account_id}/{upload_id}.{EXTENSIONS[image.content_type]}"
-    storage.put(key, image.raw, image.content_type)
     now = time.time()
-    return {
+    row = {
         "id": upload_id,
         "account_id": account_id,
         "storage_key": key,
@@ -52,6 +53,21 @@ def new_upload(
         "created_at": now,
         "expires_at": None if ttl is None else now + ttl,
     }
+    return PlannedUpload(row, image.raw)
+
+
+def store_upload(storage: Storage, planned: PlannedUpload) -> dict[str, Any]:
+    """Write the planned upload's bytes; returns its row (to insert in the caller's
+    transaction)."""
+    storage.put(planned.row["storage_key"], planned.data, planned.row["content_type"])
+    return planned.row
+
+
+def new_upload(
+    storage: Storage, account_id: str, image: DecodedImage, ttl: float | None = None
+) -> dict[str, Any]:
+    """Plan and store at once (multipart uploads, saved characters)."""
+    return store_upload(storage, plan_upload(account_id, image, ttl))
 
 
 def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
@@ -93,23 +109,6 @@ def upload_url(row: dict[str, Any], base_url: str, secret: bytes) -> str:
     """The upload's own signed URL (``/v2/files/...``), valid until it expires."""
     ttl = max(1, int(float(row["expires_at"]) - time.time()))
     return signed_url(base_url, secret, row["storage_key"], ttl)
-
-
-def own_upload(source: str, secret: bytes, field_path: str) -> str | None:
-    """``upload://<id>`` for an upload URL this server signed; None for any other source.
-
-    An expired one is refused here (400 upload_expired), at submission; whether it is the
-    caller's is checked with the other references, inside the submission's transaction.
-    """
-    found = own_file(source, secret)
-    if found is None or not found.key.startswith(UPLOADS_PREFIX):
-        return None
-    if found.verdict == "expired":
-        raise field_error(
-            "upload_expired", field_path, "this upload URL has expired; upload the file again"
-        )
-    upload_id = found.key.rsplit("/", 1)[-1].split(".", 1)[0]
-    return UPLOAD_SCHEME + upload_id
 
 
 def upload_view(row: dict[str, Any], url: str) -> dict[str, Any]:

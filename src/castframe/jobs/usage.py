@@ -7,9 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from castframe.jobs import states
+from castframe.jobs import store as job_store
 from castframe.jobs.views import iso
-from castframe.store.tables import jobs
 
 
 def usage_rows(
@@ -20,17 +19,12 @@ def usage_rows(
     end: float | None,
     group_by: str,
 ) -> list[dict[str, Any]]:
-    query = sa.select(jobs.c.completed_at, jobs.c.model, jobs.c.delivered, jobs.c.charged).where(
-        jobs.c.account_id == account_id, jobs.c.mode == mode, jobs.c.status == states.COMPLETED
-    )
-    if start is not None:
-        query = query.where(jobs.c.completed_at >= start)
-    if end is not None:
-        query = query.where(jobs.c.completed_at < end)
     groups: dict[str, dict[str, int]] = defaultdict(lambda: {"jobs": 0, "images": 0, "credits": 0})
-    for completed_at, model, delivered, charged in conn.execute(query):
+    for completed_at, model, delivered, charged in job_store.usage_rows(
+        conn, account_id, mode, start, end
+    ):
         group = groups[model if group_by == "model" else (iso(completed_at) or "")[:10]]
         group["jobs"] += 1
-        group["images"] += int(delivered or 0)
-        group["credits"] += int(charged or 0)
+        group["images"] += delivered
+        group["credits"] += charged
     return [{group_by: key, **values} for key, values in sorted(groups.items())]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from castframe.jobs import states
+from castframe.jobs.record import Job
+from castframe.store import states
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -19,13 +20,13 @@ def iso(timestamp: float | None) -> str | None:
     )
 
 
-def credit_cost(job: dict[str, Any]) -> int:
+def credit_cost(job: Job) -> int:
     """Apiframe's ``creditCost``: the price while held, the charge once done, 0 if not charged."""
-    if job["status"] in (states.FAILED, states.CANCELLED):
+    if job.status in (states.FAILED, states.CANCELLED):
         return 0
-    if job["status"] == states.COMPLETED:
-        return int(job["charged"] or 0)
-    return int(job["price"])
+    if job.status == states.COMPLETED:
+        return int(job.charged or 0)
+    return job.price
 
 
 IMAGE_FACTS = ("width", "height", "seed", "prompt", "contentType", "consistency", "metadata")
@@ -52,24 +53,24 @@ def result_view(
     }
 
 
-def job_view(job: dict[str, Any], url_for: Callable[[str], str]) -> dict[str, Any]:
+def job_view(job: Job, url_for: Callable[[str], str]) -> dict[str, Any]:
     """Apiframe's job object, plus Castframe's extensions after its own fields."""
     return {
-        "id": job["id"],
-        "status": job["status"],
-        "model": job["model"],
-        "progress": 100 if job["status"] == states.COMPLETED else int(job["progress"] or 0),
-        "result": result_view(job["result"], url_for),
-        "error": (job["error_message"] or job["error_code"]) if job["error_code"] else None,
+        "id": job.id,
+        "status": job.status,
+        "model": job.model,
+        "progress": 100 if job.status == states.COMPLETED else int(job.progress or 0),
+        "result": result_view(job.result, url_for),
+        "error": (job.error_message or job.error_code) if job.error_code else None,
         "creditCost": credit_cost(job),
-        "webhookStatus": job["webhook_status"],
-        "createdAt": iso(job["created_at"]),
-        "completedAt": iso(job["completed_at"]),
-        "expired": bool(job.get("expired")),
-        "input": job["input"],
+        "webhookStatus": job.webhook_status,
+        "createdAt": iso(job.created_at),
+        "completedAt": iso(job.completed_at),
+        "expired": job.expired,
+        "input": job.input,
         # Castframe's extensions.
-        "errorCode": job["error_code"],
-        "startedAt": iso(job["started_at"]),
-        "engine": job["engine"],
-        "mode": job["mode"],
+        "errorCode": job.error_code,
+        "startedAt": iso(job.started_at),
+        "engine": job.engine,
+        "mode": job.mode,
     }

@@ -18,6 +18,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -32,6 +33,9 @@ _EXTRA_BLOCKED = [
     ipaddress.ip_network("64:ff9b::/96"),  # NAT64 can embed private IPv4
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
 ]
+
+if TYPE_CHECKING:
+    from castframe.config import Settings
 
 
 class FetchError(Exception):
@@ -54,6 +58,19 @@ class FetchPolicy:
     follow_redirects: bool = True
     exempt_hosts: frozenset[str] = frozenset()
     """Host names (as written in URLs) the operator trusts even on private addresses."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> FetchPolicy:
+        """The operator's policy for image downloads; ``overrides`` adapt it to another use
+        (webhooks: their own timeouts, small answers, no redirects)."""
+        values: dict[str, Any] = {
+            "allow_private": settings.allow_private_urls,
+            "read_timeout": settings.fetch_timeout,
+            "total_timeout": settings.fetch_timeout * 3,
+            "max_bytes": settings.max_image_bytes,
+            "exempt_hosts": settings.trusted_host_set,
+        }
+        return cls(**(values | overrides))
 
 
 @dataclass

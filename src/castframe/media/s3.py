@@ -63,6 +63,9 @@ class S3Storage:
             return False
         return True
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
     def url(self, key: str, ttl: int) -> str:
         url: str = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=ttl

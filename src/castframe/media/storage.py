@@ -20,6 +20,9 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None:
+        """Remove the key's file or object; a key that is not there is not an error."""
+
     def url(self, key: str, ttl: int) -> str: ...
 
 
@@ -66,6 +69,9 @@ class LocalStorage:
             return self.path_for(key).is_file()
         except ValueError:
             return False
+
+    def delete(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
 
     def url(self, key: str, ttl: int) -> str:
         return signed_url(self.base_url, self.secret, key, ttl)

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from castframe.store.notify import Wakeups, take_published
+
 
 def normalise_url(url: str) -> str:
     """Accept ``postgresql://`` (what operators paste) and use the psycopg 3 driver."""
@@ -78,17 +80,25 @@ class Database:
 
     On SQLite a write transaction takes the write lock up front (``BEGIN IMMEDIATE``) and a
     read transaction does not, so polling readers never queue behind writers under WAL.
+    A write transaction that committed wakes this process's subscribers of the channels it
+    published (store/notify.py).
     """
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.engine = create_db_engine(self.url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.wakeups = Wakeups()
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
+        published: set[str] = set()
         with self.engine.begin() as connection:
-            yield connection
+            try:
+                yield connection
+            finally:
+                published = take_published(connection)
+        self.wakeups.fire(published)  # reached only once the transaction has committed
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -1,12 +1,17 @@
-"""Wake-ups: tell idle workers (and webhook senders) that there is new work.
+"""Wake-ups: tell idle workers (and webhook senders, and key caches) that something changed.
 
-In one process a condition variable wakes one idle thread per announcement (waking all of
-them would make every idle thread of every worker run a claim for each new job: a thundering
-herd that costs more than the jobs). On PostgreSQL, writers also run
-``pg_notify`` inside the transaction that creates the work (delivered at commit), and every
-process listens on a dedicated connection, so a queued job is picked up within milliseconds by
-a worker on another machine. A slow poll in each loop stays as the safety net for anything a
-wake-up misses (a dropped listener connection, SQLite in several processes).
+A writer says what its transaction touched with ``publish(conn, channel)``, once, where it
+writes; the transaction itself does the rest, so no caller can forget half of it:
+- on PostgreSQL ``pg_notify`` runs inside the transaction (delivered to every listening
+  process at commit, so a worker on another machine picks a job up within milliseconds);
+- after the commit, ``Database.write`` fires this process's subscribers of each channel
+  (``Wakeups``), once per transaction; a rolled-back transaction wakes nobody.
+
+In one process a condition variable (``Notifier``) wakes one idle thread per announcement
+(waking all of them would make every idle thread of every worker run a claim for each new
+job: a thundering herd that costs more than the jobs). A slow poll in each loop stays as the
+safety net for anything a wake-up misses (a dropped listener connection, SQLite in several
+processes).
 """
 
 from __future__ import annotations
@@ -55,13 +60,45 @@ class Notifier:
             self._pending = False
 
 
+PUBLISHED = "castframe_published"
+"""Key of ``Connection.info`` where a transaction collects the channels it published."""
+
+
 def publish(conn: sa.Connection, channel: str) -> None:
-    """Announce new work to other processes; a no-op on SQLite (one process polls)."""
+    """Announce, at this transaction's commit, that ``channel``'s work changed: to other
+    processes (PostgreSQL NOTIFY) and to this one's subscribers (``Wakeups``, fired by
+    ``Database.write``). Once per channel per transaction, however often it is called."""
+    published: set[str] = conn.info.setdefault(PUBLISHED, set())
+    if channel in published:
+        return
+    published.add(channel)
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY, {"channel": channel})
 
 
+def take_published(conn: sa.Connection) -> set[str]:
+    """The channels this transaction published, forgotten by the connection (which the pool
+    hands to the next transaction)."""
+    published: set[str] = conn.info.pop(PUBLISHED, set())
+    return published
+
+
 _NOTIFY = sa.text("SELECT pg_notify(:channel, '')")
+
+
+class Wakeups:
+    """This process's subscribers of each channel, called after a commit that published it."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Callable[[], None]]] = {}
+
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
+        self._subscribers.setdefault(channel, []).append(callback)
+
+    def fire(self, channels: set[str]) -> None:
+        for channel in channels:
+            for callback in self._subscribers.get(channel, ()):
+                callback()
 
 
 class PostgresListener:

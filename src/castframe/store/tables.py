@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from castframe.jobs import states
+from castframe.store import states
 
 metadata = sa.MetaData()
 
@@ -116,6 +116,12 @@ def status_is(column: sa.ColumnElement[str], status: str) -> sa.ColumnElement[bo
     if status not in states.ALL:
         raise ValueError(f"unknown job status {status!r}")
     return column == sa.literal_column(f"'{status}'")
+
+
+def guard(column: sa.ColumnElement[str], transition: states.Transition) -> sa.ColumnElement[bool]:
+    """The WHERE clause of a write that makes ``transition``: the status is one of its
+    sources (``status_is``, so the partial indexes still match)."""
+    return sa.or_(*(status_is(column, status) for status in sorted(transition.sources)))
 
 
 ledger = sa.Table(

@@ -16,26 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from castframe.config import Settings
-from castframe.dispatch.notify import Notifier
+from castframe.jobs import store as job_store
 from castframe.jobs.accounts import get_account, webhook_secrets
 from castframe.jobs.views import job_view
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
 from castframe.metrics import WEBHOOK_ATTEMPTS
 from castframe.store.db import Database
-from castframe.store.tables import jobs, webhook_attempts, webhook_deliveries
+from castframe.store.notify import Notifier
 from castframe.webhooks.payloads import event_payload
 from castframe.webhooks.signing import signature_headers
 
 log = logging.getLogger("castframe.webhooks")
-
-CLAIM_LEASE = 120.0
-RETRYABLE_STATES = ("pending", "failing")
-JOB_WEBHOOK_STATUS = {"delivered": "delivered", "failing": "pending", "failed": "failed"}
-"""A final delivery's state -> the job's ``webhookStatus`` (Apiframe's pending, delivered,
-failed: a delivery still being retried is pending)."""
 
 
 @dataclass(frozen=True)
@@ -66,35 +58,6 @@ def parse_retry_after(value: str | None) -> float | None:
     if value and value.strip().isdigit():
         return min(float(value.strip()), 24 * 3600.0)
     return None
-
-
-def claim_due(conn: sa.Connection, now: float) -> dict[str, Any] | None:
-    pick = (
-        sa.select(webhook_deliveries.c.id)
-        .where(
-            webhook_deliveries.c.status.in_(RETRYABLE_STATES),
-            webhook_deliveries.c.next_attempt_at <= now,
-            sa.or_(
-                webhook_deliveries.c.lease_expires_at.is_(None),
-                webhook_deliveries.c.lease_expires_at < now,
-            ),
-        )
-        .order_by(webhook_deliveries.c.next_attempt_at)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    row = (
-        conn.execute(
-            webhook_deliveries.update()
-            .where(webhook_deliveries.c.id == pick.scalar_subquery())
-            .values(lease_expires_at=now + CLAIM_LEASE)
-            .returning(*webhook_deliveries.c)
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
 
 
 class WebhookSender:
@@ -136,7 +99,7 @@ class WebhookSender:
         claimed = 0
         while not self._stopping.is_set() and self._slots.acquire(timeout=0.5):
             with self.db.write() as conn:
-                delivery = claim_due(conn, time.time())
+                delivery = job_store.claim_due_delivery(conn, time.time())
             if delivery is None:
                 self._slots.release()
                 break
@@ -154,15 +117,11 @@ class WebhookSender:
 
     def render(self, delivery: dict[str, Any]) -> tuple[bytes, dict[str, str]] | None:
         with self.db.read() as conn:
-            job = (
-                conn.execute(sa.select(jobs).where(jobs.c.id == delivery["job_id"]))
-                .mappings()
-                .first()
-            )
+            job = job_store.find_job(conn, delivery["job_id"])
             account = get_account(conn, delivery["account_id"])
         if job is None or account is None:
             return None
-        view = job_view(dict(job), self.url_for)
+        view = job_view(job, self.url_for)
         payload = event_payload(delivery["event"], view, json.loads(delivery["payload"] or "{}"))
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = signature_headers(
@@ -170,7 +129,7 @@ class WebhookSender:
             delivery["id"],
             delivery["event"],
             webhook_secrets(account),
-            job["webhook_key_hash"],
+            job.webhook_key_hash,
         )
         return body, headers
 
@@ -181,14 +140,13 @@ class WebhookSender:
             self._record(delivery, outcome, give_up=True)
             return outcome
         body, headers = rendered
-        policy = FetchPolicy(
-            allow_private=self.settings.allow_private_urls,
+        policy = FetchPolicy.from_settings(
+            self.settings,
             read_timeout=self.settings.webhook_timeout,
             connect_timeout=min(5.0, self.settings.webhook_timeout),
             total_timeout=self.settings.webhook_timeout * 2,
             max_bytes=64 * 1024,
             follow_redirects=False,
-            exempt_hosts=self.settings.trusted_host_set,
         )
         started = time.monotonic()
         try:
@@ -227,27 +185,17 @@ class WebhookSender:
                 outcome.status_code or outcome.error,
             )
         with self.db.write() as conn:
-            conn.execute(
-                webhook_attempts.insert().values(
-                    delivery_id=delivery["id"],
-                    attempted_at=now,
-                    status_code=outcome.status_code,
-                    latency_ms=round(outcome.latency_ms, 2),
-                    error=outcome.error,
-                )
+            job_store.record_attempt(
+                conn,
+                delivery,
+                {
+                    "attempted_at": now,
+                    "status_code": outcome.status_code,
+                    "latency_ms": round(outcome.latency_ms, 2),
+                    "error": outcome.error,
+                },
+                status,
+                next_at,
             )
-            conn.execute(
-                webhook_deliveries.update()
-                .where(webhook_deliveries.c.id == delivery["id"])
-                .values(
-                    status=status, attempts=attempts, next_attempt_at=next_at, lease_expires_at=None
-                )
-            )
-            if delivery["final"]:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == delivery["job_id"])
-                    .values(webhook_status=JOB_WEBHOOK_STATUS[status])
-                )
         if status == "failing":
             self.notifier.notify()

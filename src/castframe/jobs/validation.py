@@ -1,0 +1,186 @@
+"""Validating a generate request into a ``Submission``: pure, no database, no storage.
+
+Inline images are decoded and checked here and planned as uploads; submission.py stores
+their files only for jobs that are admitted, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from castframe.catalog import MODELS, ModelSpec
+from castframe.catalog.ideogram_character import MAX_SEED
+from castframe.config import Settings
+from castframe.errors import ApiError, details_of, field_error
+from castframe.jobs.accounts import Principal
+from castframe.jobs.uploads import PlannedUpload, plan_upload
+from castframe.media.fetch import FetchError, check_url_syntax
+from castframe.media.sources import UPLOAD_SCHEME, ImageReader, SourceError, classify
+
+
+class EngineRules(Protocol):
+    """Which engine runs a job, and what it cannot honour (engines/router.py's ``Routing``),
+    handed in so that validation does not depend on the engines."""
+
+    def engine_for(self, model_id: str, mode: str) -> str: ...
+
+    def refusals(self, engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field path, message naming the engine) for each parameter it cannot honour."""
+
+
+@dataclass
+class Submission:
+    """A validated request, ready for admission."""
+
+    spec: ModelSpec
+    params: dict[str, Any]
+    input_echo: dict[str, Any]
+    price: int
+    engine: str
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    inline_uploads: list[PlannedUpload] = field(default_factory=list)
+    """Inline images as uploads to store once the job is admitted."""
+    upload_refs: list[tuple[str, str]] = field(default_factory=list)
+    """(field path, upload id) pairs to check inside the transaction."""
+
+
+def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``)."""
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"] if part not in ("body",))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append((path or "body", message))
+    return problems
+
+
+def invalid(error: ValidationError, what: str = "request") -> ApiError:
+    """A 400 validation_error whose message names the first few fields."""
+    problems = pydantic_problems(error)
+    summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
+    return ApiError("validation_error", f"invalid {what} ({summary})", details_of(problems))
+
+
+def source_error(error: SourceError, field_path: str) -> ApiError:
+    """An image source's failure as the API error about its field."""
+    return field_error(error.code, field_path, error.message)
+
+
+def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
+    if not isinstance(body, dict):
+        raise ApiError("invalid_json", "the body must be a JSON object")
+    model_id = body.get("model")
+    if model_id is None:
+        raise field_error("validation_error", "model", "model is required")
+    if not isinstance(model_id, str) or model_id not in MODELS:
+        raise field_error(
+            "unknown_model",
+            "model",
+            f"unknown model {model_id!r}; known: {', '.join(sorted(MODELS))}",
+        )
+    spec = MODELS[model_id]
+    try:
+        return spec, spec.request_model.model_validate(body)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def image_reader(settings: Settings) -> ImageReader:
+    """The operator's limits for reading images (the worker's fetch policy with them)."""
+    from castframe.media.fetch import FetchPolicy
+
+    return ImageReader(
+        FetchPolicy.from_settings(settings), settings.max_image_bytes, settings.max_image_pixels
+    )
+
+
+def prepare(
+    body: Any, principal: Principal, settings: Settings, engines: EngineRules
+) -> Submission:
+    """Validate a generate request and resolve what can be resolved before the transaction."""
+    spec, request = validate_request(body)
+    params = spec.normalise(request)
+    echo = request.model_dump(mode="json", exclude_none=True)
+    submission = Submission(
+        spec=spec,
+        params=params,
+        input_echo=echo,
+        price=0,
+        engine=engines.engine_for(spec.id, principal.mode),
+        webhook_url=echo.get("webhookUrl"),
+        webhook_events=echo.get("webhookEvents"),
+    )
+    reader = image_reader(settings)
+    for name in spec.image_fields:
+        source = params.get(name)
+        if source is None:
+            continue
+        path = f"{spec.params_key}.{name}"
+        sources, listed = (source, True) if isinstance(source, list) else ([source], False)
+        resolved = [
+            _resolve(
+                item, f"{path}.{i}" if listed else path, principal, settings, reader, submission
+            )
+            for i, item in enumerate(sources)
+        ]
+        params[name] = resolved if listed else resolved[0]
+        # The echo keeps the URLs the client sent; inline images show as their upload.
+        shown = [
+            new if old.startswith("data:") else old
+            for old, new in zip(sources, resolved, strict=True)
+        ]
+        echo[spec.params_key][name] = shown if listed else shown[0]
+    if submission.webhook_url:
+        try:
+            check_url_syntax(
+                submission.webhook_url,
+                allow_private=settings.allow_private_urls,
+                exempt_hosts=settings.trusted_host_set,
+            )
+        except FetchError as exc:
+            raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
+    problems = engines.refusals(submission.engine, params)
+    if problems:
+        raise ApiError("unsupported_parameter", problems[0][1], details=details_of(problems))
+    if params.get("seed") is None:
+        params["seed"] = secrets.randbelow(MAX_SEED + 1)
+    if principal.mode == "live":
+        submission.price = spec.price(params, settings)
+    return submission
+
+
+def _resolve(
+    source: str,
+    path: str,
+    principal: Principal,
+    settings: Settings,
+    reader: ImageReader,
+    submission: Submission,
+) -> str:
+    """The source a job keeps: an inline image becomes a planned upload (jobs stay small),
+    an upload (by URL or reference) its ``upload://`` reference, a URL itself."""
+    try:
+        found = classify(
+            source, settings.signing_key, settings.allow_private_urls, settings.trusted_host_set
+        )
+        if found.kind == "data":
+            planned = plan_upload(principal.account_id, reader.read(found, _no_uploads))
+            submission.inline_uploads.append(planned)
+            return UPLOAD_SCHEME + planned.row["id"]
+    except SourceError as exc:
+        raise source_error(exc, path) from exc
+    if found.kind == "upload":
+        submission.upload_refs.append((path, found.value))
+        return UPLOAD_SCHEME + found.value
+    return source
+
+
+def _no_uploads(upload_id: str) -> bytes:
+    raise AssertionError("a data: source reads no upload")
