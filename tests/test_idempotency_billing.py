@@ -237,7 +237,7 @@ def test_one_batch_admits_and_refuses_each_submission_on_its_own(api_no_worker: 
         pending(rich_principal),
     ]
     with services.db.write() as conn:
-        outcomes = insert_many(conn, services.storage, batch, services.settings)
+        outcomes = insert_many(conn, batch, services.settings)
     codes = [o.code if isinstance(o, ApiError) else "accepted" for o in outcomes]
     assert codes == [
         "accepted",

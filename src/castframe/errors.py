@@ -60,7 +60,6 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 JOB_ERROR_CODES: dict[str, str] = {
     "reference_fetch_failed": "An input image URL could not be fetched (status, timeout, size).",
     "invalid_image": "An input image is not a decodable PNG, JPEG or WebP within the limits.",
-    "image_too_large": "An input image is over the byte or pixel limit.",
     "url_not_allowed": "An input URL resolves to a private or reserved address.",
     "upload_not_found": "An upload:// reference no longer exists.",
     "upload_expired": "An upload URL was past its expiresAt.",

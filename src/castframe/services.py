@@ -53,9 +53,6 @@ class Services:
         self.submitter = Submitter(self.db, self.storage, self.settings)
         self.inputs = InputLoader(self.db, self.storage, self.settings)
         self.routing = Routing(self.settings)
-        # Every committed write that published a channel wakes this process's waiters.
-        self.db.wakeups.subscribe(JOBS_CHANNEL, self.job_notifier.notify)
-        self.db.wakeups.subscribe(WEBHOOKS_CHANNEL, self.webhook_notifier.notify)
         self.key_cache = KeyCache(self.settings.resolved_key_cache_seconds)
 
     @classmethod

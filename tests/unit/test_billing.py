@@ -120,7 +120,7 @@ class World:
         pending = self._submission(speed, count)
         try:
             with self.db.write() as conn:
-                job = submission.insert(conn, self.storage, self.principal, pending, self.settings)
+                job = submission.insert(conn, self.principal, pending, self.settings)
                 self.jobs.append(job.id)
         except ApiError as error:
             assert error.code in ("insufficient_credits", "too_many_active_jobs")
@@ -129,7 +129,7 @@ class World:
         """Several submissions in one transaction, as the API's group commit writes them."""
         pending = [(self.principal, self._submission(speed, count)) for speed, count in jobs]
         with self.db.write() as conn:
-            outcomes = submission.insert_many(conn, self.storage, pending, self.settings)
+            outcomes = submission.insert_many(conn, pending, self.settings)
         for outcome in outcomes:
             if isinstance(outcome, ApiError):
                 assert outcome.code in ("insufficient_credits", "too_many_active_jobs")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from castframe.config import Settings
 from castframe.errors import JobFailure
 from castframe.jobs.uploads import get_upload
-from castframe.jobs.validation import image_reader
 from castframe.media.images import DecodedImage
 from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage
@@ -31,7 +30,7 @@ class InputLoader:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._reader = image_reader(self.settings)
+        self._reader = ImageReader.from_settings(self.settings)
 
     def load(self, account_id: str, source: str, what: str) -> DecodedImage:
         """The decoded image, or SourceError (its message names ``what``)."""
@@ -60,11 +59,13 @@ class InputLoader:
         return image
 
     def load_for_job(self, account_id: str, source: str, what: str) -> DecodedImage:
-        """``load`` for the worker: a failure is the job's (``JobFailure``, same code)."""
+        """``load`` for the worker: a failure is the job's ``JobFailure``. An image over the
+        limits is ``invalid_image`` there (the job error table has no size code of its own)."""
         try:
             return self.load(account_id, source, what)
         except SourceError as exc:
-            raise JobFailure(exc.code, exc.message) from exc
+            code = "invalid_image" if exc.code == "image_too_large" else exc.code
+            raise JobFailure(code, exc.message) from exc
 
     def _upload(self, account_id: str, upload_id: str) -> bytes:
         with self.db.read() as conn:

@@ -35,7 +35,7 @@ from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
 from castframe.store.db import Database
 from castframe.store.group_commit import GroupCommit
-from castframe.store.notify import Notifier
+from castframe.store.notify import JOBS_CHANNEL, Notifier
 
 log = logging.getLogger("castframe.worker")
 
@@ -112,6 +112,9 @@ class Worker:
         self.storage = storage
         self.engines = engines
         self.notifier = notifier
+        # This process's committed writes that queue work wake its idle slots (others'
+        # arrive through the PostgreSQL listener: services.py).
+        db.wakeups.subscribe(JOBS_CHANNEL, notifier.notify)
         self.concurrency = concurrency or settings.worker_concurrency
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.inputs = InputLoader(db, storage, settings)

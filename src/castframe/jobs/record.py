@@ -1,9 +1,10 @@
 """The job as a frozen record: what the job store reads from a row and hands to every layer.
 
-Nothing changes a ``Job`` in place. A finishing write of the job store returns the job as it
-now is (``job.replace(...)`` with the values it wrote), or None when the write's guard refused
-(a lost lease, a cancellation), so a caller can never mistake the job it passed in for the
-job the database holds.
+A ``Job``'s fields cannot be reassigned, and nothing changes its JSON fields (``input``,
+``params``, ``result``) in place either. A finishing write of the job store returns the job as
+it now is (``job.replace(...)`` with the values it wrote), or None when the write's guard
+refused (a lost lease, a cancellation), so a caller can never mistake the job it passed in for
+the job the database holds.
 """
 
 from __future__ import annotations

@@ -288,6 +288,10 @@ def complete_many(
     return outcomes
 
 
+_UNLEASED = (states.GIVE_UP, states.CANCEL_QUEUED)
+"""The failing transitions made without a lease: by whoever holds the job."""
+
+
 def fail(
     conn: sa.Connection,
     job: Job,
@@ -302,6 +306,8 @@ def fail(
     ``STOP_CANCELLED``); without one, whoever holds it (``GIVE_UP``, ``CANCEL_QUEUED``).
     None if the guard refused.
     """
+    assert (worker_id is None) == (transition in _UNLEASED), transition
+    assert transition.target in (states.FAILED, states.CANCELLED), transition
     values = {
         "error_code": code,
         "error_message": message,
@@ -388,12 +394,19 @@ def reap_abandoned(conn: sa.Connection, max_attempts: int, now: float | None = N
 # -- submissions and reads ------------------------------------------------------------------
 
 
+def announce_jobs(conn: sa.Connection) -> None:
+    """Tell workers, at this transaction's commit, that it queues jobs. Submissions call it
+    before admission locks the account row: on PostgreSQL it is a statement (the NOTIFY),
+    and a lock held for one round trip less is held as briefly as it can be."""
+    publish(conn, JOBS_CHANNEL)
+
+
 def insert_jobs(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[Job]:
-    """Write admitted jobs' rows (one statement) and announce them to the workers."""
+    """Write admitted jobs' rows (one statement), announced to the workers at commit."""
     if not rows:
         return []
     insert_rows(conn, jobs, rows)
-    publish(conn, JOBS_CHANNEL)
+    announce_jobs(conn)  # already done by a submission: then free
     return [Job.from_row(row) for row in rows]
 
 
@@ -403,9 +416,9 @@ def check_job_id(job_id: str, name: str = "id") -> str:
         parsed = uuid.UUID(job_id)
     except ValueError:
         parsed = None
-    if parsed is None or len(job_id) != 36:
+    if parsed is None or str(parsed) != job_id.lower():
         raise field_error("invalid_request", name, f"{job_id!r} is not a job id (a UUID)")
-    return str(parsed)
+    return job_id.lower()
 
 
 def get_job(conn: sa.Connection, account_id: str, mode: str, job_id: str) -> Job:
@@ -509,7 +522,7 @@ def cancel(conn: sa.Connection, job: Job) -> tuple[Job, bool]:
     return job.replace(cancel_requested=True), True
 
 
-def usage_rows(
+def completed_jobs(
     conn: sa.Connection,
     account_id: str,
     mode: str,
@@ -559,7 +572,8 @@ def queue_depths(conn: sa.Connection) -> tuple[dict[str, int], float | None]:
 # -- the outbox: webhook deliveries written with the job changes they announce ---------------
 
 FINAL_EVENTS = ("completed", "failed")
-DEFAULT_EVENTS = ("completed", "failed")
+DEFAULT_EVENTS = FINAL_EVENTS
+"""What a job that names no ``webhookEvents`` is sent."""
 PROGRESS_MIN_INTERVAL = 0.5
 RETRYABLE_DELIVERIES = ("pending", "failing")
 JOB_WEBHOOK_STATUS = {"delivered": "delivered", "failing": "pending", "failed": "failed"}

@@ -3,13 +3,16 @@
 ``insert`` (one) and ``insert_many`` (a group commit's batch: jobs/submitter.py) check the
 references a submission names, admit it (its active-job slot and credit hold: one
 conditional UPDATE of the account row, jobs/admission.py) and write what an admitted job
-needs: its inline images' files and upload rows, its job row (the job store) and its hold.
-A refused submission writes nothing, because every check and the admission come first.
+needs: its inline images' upload rows, its job row (the job store) and its hold. A refused
+submission writes nothing, because every check and the admission come first. The files of
+inline images are stored before the transaction and discarded when it refuses or fails
+(``store_inline_images``, ``discard_inline_images``).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,25 +33,26 @@ from castframe.media.sources import UPLOAD_SCHEME
 from castframe.media.storage import Storage
 from castframe.store import states
 
+log = logging.getLogger("castframe.submission")
+
 
 def insert(
     conn: sa.Connection,
-    storage: Storage,
     principal: Principal,
     submission: Submission,
     settings: Settings,
 ) -> Job:
     """Admit and write one submission; raises its 400/402/429 ApiError (nothing written)."""
     check_references(conn, principal, submission, _uploads_of(conn, [(principal, submission)]))
+    job_store.announce_jobs(conn)
     row = admit(conn, principal, submission, settings)
-    # Admission locks the account row until the commit (see jobs/admission.py): only the job
-    # and its hold are written after it.
-    return write_jobs(conn, storage, [(submission, row)])[0]
+    # Admission locks the account row until the commit (see jobs/admission.py): only the
+    # rows of the job, its inline images and its hold are written after it.
+    return write_jobs(conn, [(submission, row)])[0]
 
 
 def insert_many(
     conn: sa.Connection,
-    storage: Storage,
     pending: Sequence[tuple[Principal, Submission]],
     settings: Settings,
 ) -> list[Job | ApiError]:
@@ -61,6 +65,7 @@ def insert_many(
     """
     outcomes: list[dict[str, Any] | ApiError | None] = [None] * len(pending)
     known = _uploads_of(conn, pending)
+    job_store.announce_jobs(conn)
     admitted: list[tuple[int, Submission, dict[str, Any]]] = []
     order = sorted(range(len(pending)), key=lambda index: pending[index][0].account_id)
     for _account, group in itertools.groupby(order, key=lambda i: pending[i][0].account_id):
@@ -79,7 +84,7 @@ def insert_many(
             outcomes[index] = outcome
             if isinstance(outcome, dict):
                 admitted.append((index, pending[index][1], outcome))
-    written = write_jobs(conn, storage, [(submission, row) for _i, submission, row in admitted])
+    written = write_jobs(conn, [(submission, row) for _i, submission, row in admitted])
     results: list[Job | ApiError | None] = [
         outcome if isinstance(outcome, ApiError) else None for outcome in outcomes
     ]
@@ -202,17 +207,14 @@ def job_row(
 
 
 def write_jobs(
-    conn: sa.Connection, storage: Storage, admitted: Sequence[tuple[Submission, dict[str, Any]]]
+    conn: sa.Connection, admitted: Sequence[tuple[Submission, dict[str, Any]]]
 ) -> list[Job]:
-    """Admitted jobs: their inline images (files, then upload rows), the jobs, their holds
-    (a statement per table). If the transaction then fails, the caller removes the files
-    (``discard_inline_images``)."""
+    """Admitted jobs' rows: their inline images' uploads, the jobs, their holds (a statement
+    per table)."""
     if not admitted:
         return []
     uploads = [
-        store_upload(storage, planned)
-        for submission, _row in admitted
-        for planned in submission.inline_uploads
+        planned.row for submission, _row in admitted for planned in submission.inline_uploads
     ]
     if uploads:
         insert_uploads(conn, uploads)
@@ -223,8 +225,21 @@ def write_jobs(
     return written
 
 
-def discard_inline_images(storage: Storage, submissions: Sequence[Submission]) -> None:
-    """Remove the files ``write_jobs`` may have stored for a transaction that did not commit."""
+def store_inline_images(storage: Storage, submissions: Sequence[Submission]) -> None:
+    """Write the files of the submissions' inline images, before their transaction (so no
+    lock is held during storage I/O); ``discard_inline_images`` removes those of the
+    submissions that were then refused, or whose transaction failed."""
     for submission in submissions:
         for planned in submission.inline_uploads:
-            storage.delete(planned.row["storage_key"])
+            store_upload(storage, planned)
+
+
+def discard_inline_images(storage: Storage, submissions: Sequence[Submission]) -> None:
+    """Remove stored inline images that no committed job needs (best effort: a file left
+    behind is an orphan, never an error for the client)."""
+    for submission in submissions:
+        for planned in submission.inline_uploads:
+            try:
+                storage.delete(planned.row["storage_key"])
+            except Exception:
+                log.warning("could not remove %s", planned.row["storage_key"], exc_info=True)

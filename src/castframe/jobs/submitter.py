@@ -22,7 +22,12 @@ from castframe.errors import ApiError
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
 from castframe.jobs.record import Job
-from castframe.jobs.submission import discard_inline_images, insert, insert_many
+from castframe.jobs.submission import (
+    discard_inline_images,
+    insert,
+    insert_many,
+    store_inline_images,
+)
 from castframe.jobs.validation import Submission
 from castframe.media.storage import Storage
 from castframe.store.db import Database
@@ -92,27 +97,30 @@ class Submitter:
             self._writer = None
 
     def _write_batch(self, batch: Sequence[_Pending]) -> list[Job | ApiError]:
-        with self._discarding_on_failure(batch), self.db.write() as conn:
-            outcomes = insert_many(
-                conn,
-                self.storage,
-                [(item.principal, item.submission) for item in batch],
-                self.settings,
+        with self._inline_images(batch) as refused:
+            with self.db.write() as conn:
+                outcomes = insert_many(
+                    conn, [(item.principal, item.submission) for item in batch], self.settings
+                )
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    if item.idempotency_key and isinstance(outcome, Job):
+                        idempotency.complete(
+                            conn,
+                            item.principal.account_id,
+                            item.idempotency_key,
+                            202,
+                            accepted_body(outcome),
+                        )
+            refused.extend(
+                item
+                for item, outcome in zip(batch, outcomes, strict=True)
+                if isinstance(outcome, ApiError)
             )
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if item.idempotency_key and isinstance(outcome, Job):
-                    idempotency.complete(
-                        conn,
-                        item.principal.account_id,
-                        item.idempotency_key,
-                        202,
-                        accepted_body(outcome),
-                    )
         return outcomes
 
     def _write_one(self, item: _Pending) -> Job:
-        with self._discarding_on_failure([item]), self.db.write() as conn:
-            job = insert(conn, self.storage, item.principal, item.submission, self.settings)
+        with self._inline_images([item]), self.db.write() as conn:
+            job = insert(conn, item.principal, item.submission, self.settings)
             if item.idempotency_key:
                 idempotency.complete(
                     conn, item.principal.account_id, item.idempotency_key, 202, accepted_body(job)
@@ -120,10 +128,14 @@ class Submitter:
         return job
 
     @contextlib.contextmanager
-    def _discarding_on_failure(self, batch: Sequence[_Pending]) -> Iterator[None]:
-        """A transaction that fails takes its inline images' stored files with it."""
+    def _inline_images(self, batch: Sequence[_Pending]) -> Iterator[list[_Pending]]:
+        """Store the batch's inline images before its transaction; afterwards remove those
+        of the submissions it refused (the caller lists them), or all of them if it failed."""
+        refused: list[_Pending] = []
         try:
-            yield
+            store_inline_images(self.storage, [item.submission for item in batch])
+            yield refused
         except BaseException:
             discard_inline_images(self.storage, [item.submission for item in batch])
             raise
+        discard_inline_images(self.storage, [item.submission for item in refused])

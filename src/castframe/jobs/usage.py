@@ -20,7 +20,7 @@ def usage_rows(
     group_by: str,
 ) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, int]] = defaultdict(lambda: {"jobs": 0, "images": 0, "credits": 0})
-    for completed_at, model, delivered, charged in job_store.usage_rows(
+    for completed_at, model, delivered, charged in job_store.completed_jobs(
         conn, account_id, mode, start, end
     ):
         group = groups[model if group_by == "model" else (iso(completed_at) or "")[:10]]

@@ -92,15 +92,6 @@ def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
         raise invalid(exc) from exc
 
 
-def image_reader(settings: Settings) -> ImageReader:
-    """The operator's limits for reading images (the worker's fetch policy with them)."""
-    from castframe.media.fetch import FetchPolicy
-
-    return ImageReader(
-        FetchPolicy.from_settings(settings), settings.max_image_bytes, settings.max_image_pixels
-    )
-
-
 def prepare(
     body: Any, principal: Principal, settings: Settings, engines: EngineRules
 ) -> Submission:
@@ -117,7 +108,7 @@ def prepare(
         webhook_url=echo.get("webhookUrl"),
         webhook_events=echo.get("webhookEvents"),
     )
-    reader = image_reader(settings)
+    reader = ImageReader.from_settings(settings)
     for name in spec.image_fields:
         source = params.get(name)
         if source is None:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from castframe.media.fetch import FetchError, FetchPolicy, check_url_syntax, fetch
 from castframe.media.images import DecodedImage, ImageRejected, decode_image, parse_data_uri
 from castframe.media.signing import own_file
+
+if TYPE_CHECKING:
+    from castframe.config import Settings
 
 UPLOAD_SCHEME = "upload://"
 UPLOADS_PREFIX = "uploads/"
@@ -52,7 +56,9 @@ def classify(
     found = own_file(source, signing_key)
     if found is not None and found.key.startswith(UPLOADS_PREFIX):
         if found.verdict == "expired":
-            raise SourceError("upload_expired", "this upload URL has expired; upload it again")
+            raise SourceError(
+                "upload_expired", "this upload URL has expired; upload the file again"
+            )
         return Source("upload", found.key.rsplit("/", 1)[-1].split(".", 1)[0])
     try:
         check_url_syntax(source, allow_private=allow_private, exempt_hosts=exempt_hosts)
@@ -68,6 +74,13 @@ class ImageReader:
     policy: FetchPolicy
     max_bytes: int
     max_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageReader:
+        """The operator's limits, and its fetch policy for image downloads."""
+        return cls(
+            FetchPolicy.from_settings(settings), settings.max_image_bytes, settings.max_image_pixels
+        )
 
     def decode(self, data: bytes) -> DecodedImage:
         try:

@@ -97,7 +97,9 @@ class Database:
             try:
                 yield connection
             finally:
-                published = take_published(connection)
+                # An invalidated connection (the database went away) has no info to read,
+                # and the transaction will not commit: nothing to announce.
+                published = set() if connection.invalidated else take_published(connection)
         self.wakeups.fire(published)  # reached only once the transaction has committed
 
     @contextmanager

@@ -96,9 +96,14 @@ class Wakeups:
         self._subscribers.setdefault(channel, []).append(callback)
 
     def fire(self, channels: set[str]) -> None:
+        """Call each subscriber; one that fails is logged, never raised: the transaction has
+        committed, and its caller must not take the failure for its own."""
         for channel in channels:
             for callback in self._subscribers.get(channel, ()):
-                callback()
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a wake-up subscriber of %s failed", channel)
 
 
 class PostgresListener:

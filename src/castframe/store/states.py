@@ -43,7 +43,3 @@ ALLOWED: dict[str, frozenset[str]] = {
     status: frozenset(t.target for t in TRANSITIONS if status in t.sources) for status in ALL
 }
 """Status -> the statuses it may move to (terminal ones: none)."""
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL

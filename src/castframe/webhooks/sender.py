@@ -23,7 +23,7 @@ from castframe.jobs.views import job_view
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
 from castframe.metrics import WEBHOOK_ATTEMPTS
 from castframe.store.db import Database
-from castframe.store.notify import Notifier
+from castframe.store.notify import WEBHOOKS_CHANNEL, Notifier
 from castframe.webhooks.payloads import event_payload
 from castframe.webhooks.signing import signature_headers
 
@@ -68,6 +68,7 @@ class WebhookSender:
         self.db = db
         self.url_for = url_for
         self.notifier = notifier
+        db.wakeups.subscribe(WEBHOOKS_CHANNEL, notifier.notify)
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "castframe-webhook")
         self._slots = threading.Semaphore(settings.webhook_concurrency)
