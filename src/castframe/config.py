@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=30 * 1024 * 1024, gt=0, description="Largest JSON request body, in bytes."
     )
+    body_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body (JSON or upload) may take to arrive in full; then "
+        "400 `body_timeout` and the connection is closed.",
+    )
 
     output_url_ttl: int = Field(default=3600, gt=0, description="Seconds a signed URL lives.")
     upload_retention_hours: float = Field(

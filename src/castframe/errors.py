@@ -13,10 +13,17 @@ from typing import Any
 ERROR_CODES: dict[str, tuple[int, str]] = {
     # 400: Apiframe answers every request it cannot accept as given with 400 (its SDK's
     # ValidationError), with `details` keyed by the field's JSON path.
-    "invalid_json": (400, "The body is not valid JSON (or not a JSON object)."),
+    "invalid_json": (
+        400,
+        "The body is not valid JSON, not a JSON object, or nested deeper than 64 levels.",
+    ),
     "invalid_idempotency_key": (400, "Idempotency-Key must be 1-255 printable ASCII characters."),
     "invalid_request": (400, "A path or query parameter or a header is malformed."),
-    "validation_error": (400, "A field is missing, unknown, of the wrong type or out of range."),
+    "validation_error": (
+        400,
+        "A field is missing, unknown, of the wrong type or out of range, or holds text that "
+        "cannot be stored (a NUL character, an unpaired surrogate).",
+    ),
     "unknown_model": (400, "`model` is not in the catalog (see GET /v2/models)."),
     "unsupported_parameter": (
         400,
@@ -26,11 +33,19 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "image_too_large": (400, "An image is over the byte or pixel limit."),
     # Apiframe lists no 413 or 415: a body it cannot read is a 400 like any other.
     "payload_too_large": (400, "The request body is over its size limit."),
+    "body_timeout": (
+        400,
+        "The request body did not arrive in full within CASTFRAME_BODY_READ_TIMEOUT seconds.",
+    ),
     "unsupported_media_type": (
         400,
         "The request body must be application/json (multipart/form-data for uploads).",
     ),
-    "url_not_allowed": (400, "A URL is not http(s) or points at a private/reserved address."),
+    "url_not_allowed": (
+        400,
+        "A URL is malformed (over 2048 characters, control characters or spaces, a bad host or "
+        "port), not http(s), or points at a private/reserved address.",
+    ),
     "reference_fetch_failed": (400, "An image URL could not be fetched (status, timeout, size)."),
     "upload_not_found": (400, "An upload URL names no upload of this account."),
     "upload_expired": (400, "An upload URL is past its expiresAt; upload the file again."),

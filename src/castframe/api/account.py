@@ -110,7 +110,7 @@ def ledger_entries(
     request: Request,
     principal: Principal = Depends(authenticate),
     limit: int = Query(50, ge=1, le=500),
-    cursor: int | None = Query(None, ge=1),
+    cursor: int | None = Query(None, ge=1, le=ledger_mod.MAX_ENTRY_ID),
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:

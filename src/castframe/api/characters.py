@@ -46,7 +46,8 @@ async def create_character(
     request: Request, principal: Principal = Depends(authenticate)
 ) -> dict[str, Any]:
     services = get_services(request)
-    body, _ = await read_json_body(request, services.settings.max_body_bytes)
+    settings = services.settings
+    body, _ = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
     try:
         payload = CharacterRequest.model_validate(body)
     except ValidationError as exc:

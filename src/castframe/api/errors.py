@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from castframe.errors import ApiError, details_of
 
@@ -66,6 +67,20 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
         return error_response(
             ApiError("invalid_request", f"invalid request ({summary})", details_of(problems)),
+            request,
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up before its body was complete: nothing to answer and nothing
+        # wrong with the server, so an INFO line rather than an unhandled error and a 500.
+        log.info(
+            "client disconnected before sending the whole body of %s %s",
+            request.method,
+            request.url.path,
+        )
+        return error_response(
+            ApiError("invalid_request", "the client disconnected before the body was complete"),
             request,
         )
 

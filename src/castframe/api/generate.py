@@ -6,14 +6,17 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
 from castframe.catalog.ideogram_character import IdeogramCharacterRequest
-from castframe.errors import ApiError
+from castframe.errors import ApiError, field_error
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
 from castframe.jobs.queries import get_job
@@ -51,7 +54,87 @@ GENERATE_DOC = {
 }
 
 
-async def read_json_body(request: Request, limit: int) -> tuple[Any, bytes]:
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a JSON body may have (a request needs 3)."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
+"""A JSON string, or an unterminated one to the end; possessive, so the scan stays linear."""
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_DEPTH_CHUNK = 1 << 20
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text nests arrays and objects deeper than ``limit``, found without
+    parsing: ``json.loads`` recurses once per level (a RecursionError at ~1,000, and on other
+    builds the C stack). Brackets inside strings do not count; the few bodies with more than
+    ``limit`` brackets at all are scanned with numpy (a running sum of +1/-1 steps)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    steps = np.frombuffer(brackets, dtype=np.int8)
+    depth = 0
+    for begin in range(0, len(steps), _DEPTH_CHUNK):
+        running = np.cumsum(steps[begin : begin + _DEPTH_CHUNK], dtype=np.int64) + depth
+        if int(running.max()) > limit:
+            return True
+        depth = int(running[-1])
+    return False
+
+
+def unstorable_text(value: Any) -> str | None:
+    """The JSON path of the first string (key or value) holding a NUL or an unpaired
+    surrogate (``"\\ud800"`` is valid JSON), or None: PostgreSQL cannot store either in text,
+    and neither can be encoded as UTF-8, so they are refused at the door rather than failing a
+    statement. Walks with a stack (the depth is already bounded)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                # A key that cannot be encoded is shown escaped: the path goes into the answer.
+                shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                child_path = f"{path}.{shown}" if path else shown
+                if not _storable(key):
+                    return child_path
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}" if path else str(i), child) for i, child in enumerate(item))
+        elif isinstance(item, str) and not _storable(item):
+            return path or "body"
+    return None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def body_deadline(seconds: float) -> AsyncIterator[None]:
+    """Reading a request body within ``seconds``: a client whose Content-Length promises more
+    than it sends would otherwise hold its connection (and a request slot) forever. On expiry,
+    400 body_timeout with ``Connection: close``, so the server drops the half-read connection."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise ApiError(
+            "body_timeout",
+            f"the request body did not arrive within {seconds:g} seconds",
+            headers={"Connection": "close"},
+        ) from exc
+
+
+async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[Any, bytes]:
+    """The parsed body and its bytes: application/json, at most ``limit`` bytes arriving
+    within ``timeout`` seconds, nested at most MAX_JSON_DEPTH deep, every string storable."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise ApiError(
@@ -61,15 +144,29 @@ async def read_json_body(request: Request, limit: int) -> tuple[Any, bytes]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError("payload_too_large", f"the body is over {limit} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError("payload_too_large", f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async with body_deadline(timeout):
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ApiError("payload_too_large", f"the body is over {limit} bytes")
+    raw = b"".join(chunks)
+    too_deep = ApiError("invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if json_too_deep(raw):
+        raise too_deep
     try:
-        return json.loads(raw), raw
+        body = json.loads(raw)
+    except RecursionError as exc:  # a text the scan cannot read (UTF-16) nested too deep
+        raise too_deep from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if (path := unstorable_text(body)) is not None:
+        raise field_error(
+            "validation_error", path, "text may not contain NUL characters or unpaired surrogates"
+        )
+    return body, raw
 
 
 MAX_WAIT_SECONDS = 60.0
@@ -143,7 +240,8 @@ def take_submission_token(request: Request, principal: Principal) -> None:
 )
 async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
     services = get_services(request)
-    body, raw = await read_json_body(request, services.settings.max_body_bytes)
+    settings = services.settings
+    body, raw = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
     key_header = request.headers.get("idempotency-key")
     key = idempotency.validate_key(key_header) if key_header is not None else None
     if key:

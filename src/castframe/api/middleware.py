@@ -15,12 +15,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from castframe import logs
+from castframe.api.errors import error_response
+from castframe.errors import ApiError
 from castframe.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 
 class RequestContextMiddleware:
     """``X-Request-Id`` (taken from the request or made), the request id in every log line,
-    the route's ``RateLimit-*`` headers, and the HTTP request metrics."""
+    the route's ``RateLimit-*`` headers, the HTTP request metrics, and a 400 for a NUL in the
+    path or query."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,6 +53,11 @@ class RequestContextMiddleware:
 
         token = logs.request_id.set(request_id)
         try:
+            if has_nul(scope):
+                await error_response(
+                    ApiError("invalid_request", "the path or query contains a NUL character")
+                )(scope, receive, send_with_headers)
+                return
             await self.app(scope, receive, send_with_headers)
         finally:
             logs.request_id.reset(token)
@@ -57,6 +65,13 @@ class RequestContextMiddleware:
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_SECONDS.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+def has_nul(scope: Scope) -> bool:
+    """Whether the path or query string carries a NUL (``%00``): no route means one, and
+    PostgreSQL refuses it in any text parameter, so it is a 400 before any route runs."""
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

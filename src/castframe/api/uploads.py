@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from castframe.api.deps import authenticate, get_services
+from castframe.api.generate import body_deadline
 from castframe.errors import ApiError, field_error
 from castframe.jobs.accounts import Principal
 from castframe.jobs.uploads import insert_upload, new_upload, upload_url, upload_view
@@ -31,11 +32,12 @@ async def create_upload(
         raise field_error(
             "image_too_large", "file", f"uploads are limited to {settings.max_image_bytes} bytes"
         )
-    form = await request.form(max_files=1, max_fields=5)
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise field_error("validation_error", "file", "the multipart field `file` is missing")
-    data = await file.read(settings.max_image_bytes + 1)
+    async with body_deadline(settings.body_read_timeout):
+        form = await request.form(max_files=1, max_fields=5)
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise field_error("validation_error", "file", "the multipart field `file` is missing")
+        data = await file.read(settings.max_image_bytes + 1)
     try:
         image = decode_image(
             data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels

@@ -235,6 +235,11 @@ def _entry(
     }
 
 
+MAX_ENTRY_ID = 2**31 - 1
+"""The largest ledger entry id (an ``Integer`` column: 32 bits on PostgreSQL), so the top of
+the range a ``cursor`` may name; a larger one would overflow the driver (SQLite: 64 bits)."""
+
+
 def ledger_page(
     conn: sa.Connection, account_id: str, limit: int, before: int | None
 ) -> tuple[list[dict[str, Any]], bool]:

@@ -32,6 +32,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import secrets
 import time
 import uuid
@@ -450,9 +451,14 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """(created_at, job id) of a cursor from ``encode_cursor``; anything else, a NUL or a
+    non-finite time included (PostgreSQL would refuse or misorder them), is a 400."""
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return float(created), job_id
+        when = float(created)
+        if not math.isfinite(when) or str(uuid.UUID(job_id)) != job_id:
+            raise ValueError(cursor)
+        return when, job_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise field_error("invalid_request", "cursor", "cursor is malformed") from exc
 

@@ -1,6 +1,8 @@
 """The one safe way out: every outbound URL (input images, webhooks) goes through here.
 
 Rules, checked on the first URL and again on every redirect:
+- well formed: at most 2048 characters, no control characters or spaces, a host DNS can
+  carry (or a bracketed IPv6 literal) and a port of 1-65535;
 - only ``http`` and ``https``, no user:password part;
 - the host is resolved once, every address it resolves to must be public (no private,
   loopback, link-local, CGNAT, multicast, reserved, unspecified or cloud-metadata ranges, in
@@ -15,8 +17,10 @@ Rules, checked on the first URL and again on every redirect:
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -58,6 +62,9 @@ class FetchPolicy:
     follow_redirects: bool = True
     exempt_hosts: frozenset[str] = frozenset()
     """Host names (as written in URLs) the operator trusts even on private addresses."""
+    truncate_body: bool = False
+    """Keep only the first ``max_bytes`` of the answer and stop reading, instead of failing
+    with too_large: for webhooks, whose receiver's status is all that counts."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> FetchPolicy:
@@ -121,24 +128,39 @@ def parse_host_literal(host: str) -> IPAddress | None:
         return None
 
 
+MAX_URL_LENGTH = 2048
+"""Longest URL accepted (as ``webhookUrl``'s schema, and what browsers and CDNs reliably take)."""
+MAX_HOST_LENGTH = 253
+"""Longest host name DNS can carry (RFC 1035), in its ASCII (IDNA) form."""
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Controls, invisible format characters, lone surrogates and every kind of space."""
+_FORBIDDEN_HOST_CHARACTERS = frozenset('<>[]\\^|%"{}`')
+"""Characters no host name may contain (WHATWG's forbidden host code points, and ``%``:
+a percent-encoded host means something else to each parser)."""
+_BRACKETED_HOST = re.compile(r"^\[([^\[\]]*)\](?::[^:]*)?$")
+
+
 def check_url_syntax(
     url: str, *, allow_private: bool, exempt_hosts: frozenset[str] = frozenset()
 ) -> None:
-    """Cheap checks without DNS, for submission time: scheme, host, literal addresses."""
+    """Cheap checks without DNS, for submission time: the URL is complete and well formed
+    (length, characters, host, port), http(s), without credentials, and not a literal private
+    address. Raises only ``FetchError`` (url_not_allowed), so that whatever a client sends is a
+    400 naming its field here, rather than a job that fails later or a 500 from a parser."""
+    check_url_form(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(
             "url_not_allowed", f"only http and https URLs are allowed, not {url[:40]!r}"
         )
-    if not parts.hostname:
-        raise FetchError("url_not_allowed", "the URL has no host")
-    if parts.username or parts.password:
+    if parts.username is not None or parts.password is not None:
         raise FetchError("url_not_allowed", "URLs with credentials are not allowed")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise FetchError("url_not_allowed", "the URL's port is invalid") from exc
     host = parts.hostname
+    if not host:
+        raise FetchError("url_not_allowed", "the URL has no host")
+    check_host(parts.netloc, host)
+    if parts.port == 0:
+        raise FetchError("url_not_allowed", "the URL's port must be 1-65535")
     if allow_private or host in exempt_hosts:
         return
     if host == "localhost" or host.endswith(".localhost"):
@@ -146,6 +168,66 @@ def check_url_syntax(
     literal = parse_host_literal(host)
     if literal is not None and (reason := address_block_reason(literal)):
         raise FetchError("url_not_allowed", f"the address {literal} is {reason}")
+
+
+def check_url_form(url: str) -> None:
+    """The URL's length and characters, then that Python can split it and read its port
+    (``urlsplit`` raises ValueError for ``http://[`` and silently drops tabs and newlines, so
+    the characters are checked on the string as sent)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise FetchError(
+            "url_not_allowed", f"the URL is {len(url)} characters; the limit is {MAX_URL_LENGTH}"
+        )
+    if not (url.isascii() and url.isprintable() and " " not in url):
+        for position, char in enumerate(url):
+            if char == " " or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+                raise FetchError(
+                    "url_not_allowed",
+                    f"the URL contains a control character or space ({char!r} at {position})",
+                )
+    try:
+        parts = urlsplit(url)
+        _ = parts.hostname, parts.port
+    except ValueError as exc:
+        raise FetchError("url_not_allowed", f"the URL is malformed ({exc})") from exc
+
+
+def check_host(netloc: str, host: str) -> None:
+    """A bracketed IPv6 literal (no zone), or a name DNS can carry: no forbidden characters,
+    labels of 1-63 characters once IDNA-encoded, at most 253 in all."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        match = _BRACKETED_HOST.match(hostport)
+        literal = match.group(1) if match else ""
+        if "%" in literal or not isinstance(parse_host_literal(literal), ipaddress.IPv6Address):
+            raise FetchError("url_not_allowed", "the URL's host is not a valid IPv6 address")
+        return
+    if len(host) > MAX_HOST_LENGTH:
+        raise FetchError(
+            "url_not_allowed",
+            f"the URL's host is {len(host)} characters; the limit is {MAX_HOST_LENGTH}",
+        )
+    if bad := sorted(_FORBIDDEN_HOST_CHARACTERS.intersection(host)):
+        raise FetchError("url_not_allowed", f"the URL's host contains {', '.join(map(repr, bad))}")
+    try:
+        encoded = ascii_host(host)
+    except UnicodeError as exc:
+        raise FetchError(
+            "url_not_allowed", "the URL's host is not a valid name (a label is empty or too long)"
+        ) from exc
+    if len(encoded.rstrip(".")) > MAX_HOST_LENGTH:
+        raise FetchError("url_not_allowed", f"the URL's host is over {MAX_HOST_LENGTH} characters")
+
+
+def ascii_host(host: str) -> str:
+    """The host as DNS, ``Host`` and SNI carry it: IDNA for a name that is not ASCII (as
+    ``getaddrinfo`` encodes it), raising UnicodeError for one that cannot be encoded."""
+    if host.isascii():
+        labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+        if any(not 0 < len(label) <= 63 for label in labels):
+            raise UnicodeError("label empty or too long")
+        return host
+    return host.encode("idna").decode("ascii")
 
 
 def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
@@ -192,7 +274,10 @@ def fetch(
         if not location:
             raise FetchError("fetch_failed", "redirect without a Location header")
         history.append(current)
-        current = urljoin(current, location)
+        try:
+            current = urljoin(current, location)
+        except ValueError as exc:
+            raise FetchError("fetch_failed", "redirect to a malformed Location") from exc
         if response.status_code == 303:
             method, content = "GET", None
     raise FetchError("fetch_failed", f"more than {policy.max_redirects} redirects")
@@ -206,15 +291,18 @@ def _one_request(
     content: bytes | None,
     started: float,
 ) -> FetchResponse:
+    check_url_form(url)  # before urlsplit, which raises ValueError for some malformed URLs
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    allow_private = policy.allow_private or host in policy.exempt_hosts
+    name = parts.hostname or ""
+    allow_private = policy.allow_private or name in policy.exempt_hosts
     check_url_syntax(url, allow_private=allow_private)
+    host = ascii_host(name)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = resolve_checked(host, port, allow_private=allow_private)
     pinned_host = f"[{address}]" if address.version == 6 else str(address)
     pinned = urlunsplit((parts.scheme, f"{pinned_host}:{port}", parts.path or "/", parts.query, ""))
-    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if parts.port is None else f"{shown}:{parts.port}"
     request_headers = {"User-Agent": "castframe/0.1", **headers, "Host": host_header}
     timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
@@ -238,12 +326,18 @@ def _one_request(
 
 
 def _read_capped(response: httpx.Response, policy: FetchPolicy, started: float) -> bytes:
+    """At most ``max_bytes`` of the body: more is too_large, or cut off there (and the rest
+    left unread: the connection is closed) with ``truncate_body``."""
     declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+    too_long = declared and declared.isdigit() and int(declared) > policy.max_bytes
+    if too_long and not policy.truncate_body:
         raise FetchError("too_large", f"the response is {declared} bytes; limit {policy.max_bytes}")
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():
+    for chunk in response.iter_raw() if policy.truncate_body else response.iter_bytes():
+        if policy.truncate_body and size + len(chunk) >= policy.max_bytes:
+            chunks.append(chunk[: policy.max_bytes - size])
+            break
         size += len(chunk)
         if size > policy.max_bytes:
             raise FetchError("too_large", f"the response exceeds {policy.max_bytes} bytes")

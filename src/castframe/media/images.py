@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DATA_URI = re.compile(r"^data:(image/[a-zA-Z0-9.+-]+)?(;[a-zA-Z0-9=.-]+)*;base64,(.*)$", re.S)
@@ -87,13 +87,42 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), ALLOWED_FORMATS[fmt], data)
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Pillow's modes for 16-bit greyscale (PNG); ``I`` holds the same 0..65535 values."""
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Flatten transparency onto white so a cut-out PNG reference keeps its subject visible."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    """The image upright and as 8-bit RGB, whatever its mode:
+
+    - EXIF orientation applied (a phone's portrait JPEG is stored sideways with a tag);
+    - 16-bit greyscale scaled from 0..65535 to 0..255 (Pillow's own conversion clips it,
+      turning every mid-grey white), any transparency of it dropped;
+    - every image with transparency (RGBA, LA, PA, a palette or L/RGB image with a tRNS
+      colour) composited on white, so a cut-out reference keeps its subject visible and all
+      transparent pixels read the same; CMYK, palette, 1-bit and L converted by Pillow.
+    """
+    image = _upright(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.uint32)
+        scaled = (np.clip(wide, 0, 65535) * 255 + 32767) // 65535
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.has_transparency_data:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (copied only when it must turn). A
+    broken EXIF block is not a broken image: it is then used as stored (Pillow raises several
+    types for bad EXIF data)."""
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
+            return image
+        return ImageOps.exif_transpose(image)
+    except Exception:  # see the docstring
+        return image
 
 
 def parse_data_uri(uri: str) -> bytes:

@@ -29,6 +29,10 @@ from castframe.webhooks.signing import signature_headers
 
 log = logging.getLogger("castframe.webhooks")
 
+ANSWER_BYTES = 4096
+"""The most of a receiver's answer that is read: its status is the outcome, so a 2xx is a
+delivery whatever its body, and a large body is cut off here instead of failing it."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -146,7 +150,8 @@ class WebhookSender:
             read_timeout=self.settings.webhook_timeout,
             connect_timeout=min(5.0, self.settings.webhook_timeout),
             total_timeout=self.settings.webhook_timeout * 2,
-            max_bytes=64 * 1024,
+            max_bytes=ANSWER_BYTES,
+            truncate_body=True,
             follow_redirects=False,
         )
         started = time.monotonic()
