@@ -178,14 +178,20 @@ def accounts_usage(name: str) -> None:
 
 
 @accounts_app.command("webhook-secret")
-def accounts_webhook_secret(name: str, rotate: Annotated[bool, typer.Option()] = False) -> None:
-    """Show (or --rotate) the account's Standard Webhooks secret."""
+def accounts_webhook_secret(
+    name: str,
+    rotate: Annotated[bool, typer.Option()] = False,
+    mode: Annotated[str, typer.Option(help="live or test: each mode signs with its own")] = "live",
+) -> None:
+    """Show (or --rotate) the account's Standard Webhooks secret of a mode."""
+    if mode not in accounts_mod.MODES:
+        raise typer.BadParameter(f"mode must be one of {', '.join(accounts_mod.MODES)}")
     db = _db(Settings())
     with db.write() as conn:
         account = _account(conn, name)
         if rotate:
-            account = accounts_mod.rotate_webhook_secret(conn, account["id"])
-    typer.echo(account["webhook_secret"])
+            account = accounts_mod.rotate_webhook_secret(conn, account["id"], mode)
+    typer.echo(accounts_mod.secret_state(account, mode).secret)
 
 
 def _account(conn: Any, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from castframe.jobs.accounts import (
     account_email,
     get_account,
     rotate_webhook_secret,
-    webhook_secrets,
+    secret_state,
 )
 from castframe.jobs.usage import usage_rows
 from castframe.jobs.views import iso
@@ -44,7 +44,7 @@ def me(request: Request, principal: Principal = Depends(authenticate)) -> dict[s
     account's id; ``credits`` are the available ones (balance less what running jobs hold)."""
     services = get_services(request)
     with services.db.read() as conn:
-        balance = ledger_mod.account_balance(conn, principal.account_id)
+        balance = ledger_mod.balance_in_mode(conn, principal.account_id, principal.mode)
         account_row = get_account(conn, principal.account_id)
     assert account_row is not None
     return {
@@ -70,7 +70,7 @@ def me(request: Request, principal: Principal = Depends(authenticate)) -> dict[s
 def account(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
-        balance = ledger_mod.account_balance(conn, principal.account_id)
+        balance = ledger_mod.balance_in_mode(conn, principal.account_id, principal.mode)
         active = admission.active_jobs(conn, principal.account_id)
     return {
         "id": principal.account_id,
@@ -114,7 +114,9 @@ def ledger_entries(
 ) -> dict[str, Any]:
     services = get_services(request)
     with services.db.read() as conn:
-        rows, more = ledger_mod.ledger_page(conn, principal.account_id, limit, cursor)
+        rows, more = ledger_mod.ledger_page(
+            conn, principal.account_id, principal.mode, limit, cursor
+        )
     return {
         "entries": [
             {
@@ -140,10 +142,11 @@ def webhook_secret(
     with services.db.read() as conn:
         account_row = get_account(conn, principal.account_id)
     assert account_row is not None
+    state = secret_state(account_row, principal.mode)
     return {
-        "secret": account_row["webhook_secret"],
-        "activeSecrets": len(webhook_secrets(account_row)),
-        "previousSecretExpiresAt": iso(account_row["previous_secret_expires_at"]),
+        "secret": state.secret,
+        "activeSecrets": len(state.active),
+        "previousSecretExpiresAt": iso(state.previous_expires_at),
     }
 
 
@@ -154,8 +157,6 @@ def webhook_secret(
 def rotate_secret(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
     services = get_services(request)
     with services.db.write() as conn:
-        account_row = rotate_webhook_secret(conn, principal.account_id)
-    return {
-        "secret": account_row["webhook_secret"],
-        "previousSecretExpiresAt": iso(account_row["previous_secret_expires_at"]),
-    }
+        account_row = rotate_webhook_secret(conn, principal.account_id, principal.mode)
+    state = secret_state(account_row, principal.mode)
+    return {"secret": state.secret, "previousSecretExpiresAt": iso(state.previous_expires_at)}

@@ -36,7 +36,7 @@ class CharacterRequest(BaseModel):
 def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
     """The character image from any source, with the same rules as job inputs."""
     try:
-        return services.inputs.load(principal.account_id, source, "image")
+        return services.inputs.load(principal.owner, source, "image")
     except SourceError as exc:
         raise source_error(exc, "image") from exc
 
@@ -57,11 +57,11 @@ async def create_character(
         image = load_image(services, principal, payload.image)
         model = face_model() if services.settings.faces_enabled else None
         check = check_single_face(image, model)
-        upload = new_upload(services.storage, principal.account_id, image)
+        upload = new_upload(services.storage, principal.account_id, principal.mode, image)
         with services.db.write() as conn:
             insert_upload(conn, upload)
             return characters.insert_character(
-                conn, principal.account_id, payload.name, upload["id"], check
+                conn, principal.owner, payload.name, upload["id"], check
             )
 
     return characters.character_view(await run_in_threadpool(save))
@@ -72,7 +72,7 @@ def list_characters(
     request: Request, principal: Principal = Depends(authenticate)
 ) -> dict[str, Any]:
     with get_services(request).db.read() as conn:
-        rows = characters.list_characters(conn, principal.account_id)
+        rows = characters.list_characters(conn, principal.owner)
     return {"characters": [characters.character_view(row) for row in rows]}
 
 
@@ -81,7 +81,7 @@ def get_character(
     character_id: str, request: Request, principal: Principal = Depends(authenticate)
 ) -> dict[str, Any]:
     with get_services(request).db.read() as conn:
-        row = characters.get_character(conn, principal.account_id, character_id)
+        row = characters.get_character(conn, principal.owner, character_id)
     if row is None:
         raise ApiError("not_found", f"no character {character_id!r}")
     return characters.character_view(row)
@@ -96,5 +96,5 @@ def delete_character(
     character_id: str, request: Request, principal: Principal = Depends(authenticate)
 ) -> None:
     with get_services(request).db.write() as conn:
-        if not characters.delete_character(conn, principal.account_id, character_id):
+        if not characters.delete_character(conn, principal.owner, character_id):
             raise ApiError("not_found", f"no character {character_id!r}")

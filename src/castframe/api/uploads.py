@@ -49,6 +49,7 @@ async def create_upload(
         row = new_upload(
             services.storage,
             principal.account_id,
+            principal.mode,
             image,
             ttl=settings.upload_retention_hours * 3600,
         )

@@ -8,6 +8,7 @@ import numpy as np
 from castframe.errors import ApiError
 from castframe.faces.identity import CLEAR_FACE_SCORE, FaceModel
 from castframe.jobs.characters import FaceCheck, get_character
+from castframe.jobs.uploads import Owner
 from castframe.media.images import DecodedImage
 from castframe.store.db import Database
 
@@ -55,11 +56,11 @@ class CharacterDescriptors:
         self.db = db
 
     def descriptor(
-        self, account_id: str, character_id: str | None, reference: np.ndarray, model: FaceModel
+        self, owner: Owner, character_id: str | None, reference: np.ndarray, model: FaceModel
     ) -> np.ndarray | None:
         if character_id:
             with self.db.read() as conn:
-                row = get_character(conn, account_id, character_id, include_deleted=True)
+                row = get_character(conn, owner, character_id, include_deleted=True)
             if row and row["descriptor"]:
                 return np.asarray(row["descriptor"], dtype=np.float64)
         face = model.main_face(reference)

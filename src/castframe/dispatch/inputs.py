@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from castframe.config import Settings
 from castframe.errors import JobFailure
-from castframe.jobs.uploads import get_upload
+from castframe.jobs.uploads import Owner, get_upload
 from castframe.media.images import DecodedImage
 from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage
@@ -32,7 +32,7 @@ class InputLoader:
     def __post_init__(self) -> None:
         self._reader = ImageReader.from_settings(self.settings)
 
-    def load(self, account_id: str, source: str, what: str) -> DecodedImage:
+    def load(self, owner: Owner, source: str, what: str) -> DecodedImage:
         """The decoded image, or SourceError (its message names ``what``)."""
         settings = self.settings
         try:
@@ -41,14 +41,14 @@ class InputLoader:
             )
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
-        cache_key = f"{account_id}:{found.value}" if found.kind == "upload" else None
+        cache_key = f"{owner[0]}:{owner[1]}:{found.value}" if found.kind == "upload" else None
         if cache_key:
             with self._lock:
                 if cache_key in self._cache:
                     self._cache.move_to_end(cache_key)
                     return self._cache[cache_key]
         try:
-            image = self._reader.read(found, lambda upload_id: self._upload(account_id, upload_id))
+            image = self._reader.read(found, lambda upload_id: self._upload(owner, upload_id))
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
         if cache_key:
@@ -58,18 +58,18 @@ class InputLoader:
                     self._cache.popitem(last=False)
         return image
 
-    def load_for_job(self, account_id: str, source: str, what: str) -> DecodedImage:
+    def load_for_job(self, owner: Owner, source: str, what: str) -> DecodedImage:
         """``load`` for the worker: a failure is the job's ``JobFailure``. An image over the
         limits is ``invalid_image`` there (the job error table has no size code of its own)."""
         try:
-            return self.load(account_id, source, what)
+            return self.load(owner, source, what)
         except SourceError as exc:
             code = "invalid_image" if exc.code == "image_too_large" else exc.code
             raise JobFailure(code, exc.message) from exc
 
-    def _upload(self, account_id: str, upload_id: str) -> bytes:
+    def _upload(self, owner: Owner, upload_id: str) -> bytes:
         with self.db.read() as conn:
-            row = get_upload(conn, account_id, upload_id)
+            row = get_upload(conn, owner, upload_id)
         if row is None:
             raise SourceError("upload_not_found", f"upload {upload_id} is gone")
         try:

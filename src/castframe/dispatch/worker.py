@@ -378,7 +378,7 @@ class Worker:
 
     def _engine_request(self, job: Job) -> EngineRequest:
         params = job.params
-        account = job.account_id
+        account = (job.account_id, job.mode)
         reference = self.inputs.load_for_job(
             account, params["character_reference_image"], "character_reference_image"
         )
@@ -427,7 +427,7 @@ class Worker:
         if model is None:
             return [None] * len(result.images)
         reference = self.characters.descriptor(
-            job.account_id, job.params.get("character_id"), request.reference, model
+            (job.account_id, job.mode), job.params.get("character_id"), request.reference, model
         )
         return [consistency(reference, model.faces(image.pixels)) for image in result.images]
 

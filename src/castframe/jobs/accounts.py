@@ -42,6 +42,11 @@ class Principal:
     rate_burst: int | None
     max_active_jobs: int | None
 
+    @property
+    def owner(self) -> tuple[str, str]:
+        """(account, mode): what this key's uploads and characters belong to."""
+        return (self.account_id, self.mode)
+
 
 def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
@@ -91,6 +96,7 @@ def create_account(
         "max_active_jobs": None,
         "webhook_secret": new_webhook_secret(),
         "previous_webhook_secret": None,
+        "test_webhook_secret": new_webhook_secret(),
         "previous_secret_expires_at": None,
     }
     conn.execute(accounts.insert().values(**account))
@@ -214,25 +220,53 @@ def list_keys(conn: sa.Connection, account_id: str | None = None) -> list[dict[s
     return [dict(row) for row in conn.execute(query.order_by(api_keys.c.created_at)).mappings()]
 
 
-def webhook_secrets(account: dict[str, Any], now: float | None = None) -> list[str]:
-    """Secrets to sign with: the current one, plus the previous one during rotation overlap."""
+SECRET_COLUMNS = {
+    "live": ("webhook_secret", "previous_webhook_secret", "previous_secret_expires_at"),
+    "test": (
+        "test_webhook_secret",
+        "test_previous_webhook_secret",
+        "test_previous_secret_expires_at",
+    ),
+}
+"""Each mode's Standard Webhooks secret, the previous one and when that stops signing."""
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """A mode's signing secrets as the API shows them."""
+
+    secret: str
+    active: list[str]
+    previous_expires_at: float | None
+
+
+def secret_state(account: dict[str, Any], mode: str, now: float | None = None) -> SecretState:
+    """The mode's current secret and the ones that sign (the previous one during rotation)."""
+    current_name, previous_name, expires_name = SECRET_COLUMNS[mode]
     now = time.time() if now is None else now
-    current = [account["webhook_secret"]]
-    previous = account.get("previous_webhook_secret")
-    expires = account.get("previous_secret_expires_at")
+    active = [account[current_name]]
+    previous, expires = account.get(previous_name), account.get(expires_name)
     if previous and expires and expires > now:
-        current.append(previous)
-    return current
+        active.append(previous)
+    return SecretState(account[current_name], active, expires)
 
 
-def rotate_webhook_secret(conn: sa.Connection, account_id: str) -> dict[str, Any]:
+def webhook_secrets(account: dict[str, Any], mode: str, now: float | None = None) -> list[str]:
+    """Secrets to sign a ``mode`` job's deliveries with: the current one, plus the previous
+    one during a rotation's overlap. Test jobs are signed with the test secret only."""
+    return secret_state(account, mode, now).active
+
+
+def rotate_webhook_secret(conn: sa.Connection, account_id: str, mode: str) -> dict[str, Any]:
+    """A new secret for ``mode``; the old one keeps signing for ``SECRET_ROTATION_OVERLAP``."""
     account = get_account(conn, account_id)
     if account is None:
         raise KeyError(account_id)
+    current_name, previous_name, expires_name = SECRET_COLUMNS[mode]
     values = {
-        "webhook_secret": new_webhook_secret(),
-        "previous_webhook_secret": account["webhook_secret"],
-        "previous_secret_expires_at": time.time() + SECRET_ROTATION_OVERLAP,
+        current_name: new_webhook_secret(),
+        previous_name: account[current_name],
+        expires_name: time.time() + SECRET_ROTATION_OVERLAP,
     }
     conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values))
     account.update(values)

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.jobs.uploads import Owner
 from castframe.jobs.views import iso
 from castframe.store.tables import characters
 
@@ -28,11 +29,13 @@ class FaceCheck:
 
 
 def insert_character(
-    conn: sa.Connection, account_id: str, name: str, upload_id: str, check: FaceCheck
+    conn: sa.Connection, owner: Owner, name: str, upload_id: str, check: FaceCheck
 ) -> dict[str, Any]:
+    account_id, mode = owner
     row = {
         "id": "chr_" + secrets.token_hex(10),
         "account_id": account_id,
+        "mode": mode,
         "name": name,
         "upload_id": upload_id,
         "face_box": list(check.box),
@@ -44,33 +47,33 @@ def insert_character(
     return row
 
 
+def _owned_by(owner: Owner) -> sa.ColumnElement[bool]:
+    return sa.and_(characters.c.account_id == owner[0], characters.c.mode == owner[1])
+
+
 def get_character(
-    conn: sa.Connection, account_id: str, character_id: str, include_deleted: bool = False
+    conn: sa.Connection, owner: Owner, character_id: str, include_deleted: bool = False
 ) -> dict[str, Any] | None:
-    query = sa.select(characters).where(
-        characters.c.id == character_id, characters.c.account_id == account_id
-    )
+    query = sa.select(characters).where(characters.c.id == character_id, _owned_by(owner))
     if not include_deleted:
         query = query.where(characters.c.deleted_at.is_(None))
     row = conn.execute(query).mappings().first()
     return dict(row) if row else None
 
 
-def list_characters(conn: sa.Connection, account_id: str) -> list[dict[str, Any]]:
-    query = sa.select(characters).where(
-        characters.c.account_id == account_id, characters.c.deleted_at.is_(None)
-    )
+def list_characters(conn: sa.Connection, owner: Owner) -> list[dict[str, Any]]:
+    query = sa.select(characters).where(_owned_by(owner), characters.c.deleted_at.is_(None))
     return [
         dict(r) for r in conn.execute(query.order_by(characters.c.created_at.desc())).mappings()
     ]
 
 
-def delete_character(conn: sa.Connection, account_id: str, character_id: str) -> bool:
+def delete_character(conn: sa.Connection, owner: Owner, character_id: str) -> bool:
     result = conn.execute(
         characters.update()
         .where(
             characters.c.id == character_id,
-            characters.c.account_id == account_id,
+            _owned_by(owner),
             characters.c.deleted_at.is_(None),
         )
         .values(deleted_at=time.time())

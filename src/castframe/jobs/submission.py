@@ -27,7 +27,7 @@ from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
 from castframe.jobs.characters import get_character
 from castframe.jobs.record import Job
-from castframe.jobs.uploads import existing_uploads, insert_uploads, store_upload
+from castframe.jobs.uploads import Owner, existing_uploads, insert_uploads, store_upload
 from castframe.jobs.validation import Submission
 from castframe.media.sources import UPLOAD_SCHEME
 from castframe.media.storage import Storage
@@ -126,10 +126,10 @@ def _admit_group(
 
 def _uploads_of(
     conn: sa.Connection, pending: Sequence[tuple[Principal, Submission]]
-) -> set[tuple[str, str]]:
-    """(account, upload id) of the uploads these submissions name that exist: one query."""
+) -> set[tuple[Owner, str]]:
+    """(owner, upload id) of the uploads these submissions name that exist: one query."""
     wanted = {
-        (principal.account_id, upload_id)
+        (principal.owner, upload_id)
         for principal, submission in pending
         for _path, upload_id in submission.upload_refs
     }
@@ -140,12 +140,12 @@ def check_references(
     conn: sa.Connection,
     principal: Principal,
     submission: Submission,
-    known_uploads: set[tuple[str, str]],
+    known_uploads: set[tuple[Owner, str]],
 ) -> None:
     """The saved character and the uploads a submission names must be the caller's (400s)."""
     character_id = submission.params.get("character_id")
     if character_id:
-        character = get_character(conn, principal.account_id, character_id)
+        character = get_character(conn, principal.owner, character_id)
         if character is None:
             raise field_error(
                 "character_not_found",
@@ -154,7 +154,7 @@ def check_references(
             )
         submission.params["character_reference_image"] = UPLOAD_SCHEME + character["upload_id"]
     for path, upload_id in submission.upload_refs:
-        if (principal.account_id, upload_id) not in known_uploads:
+        if (principal.owner, upload_id) not in known_uploads:
             raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
 
 

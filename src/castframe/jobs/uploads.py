@@ -35,7 +35,9 @@ class PlannedUpload:
     data: bytes
 
 
-def plan_upload(account_id: str, image: DecodedImage, ttl: float | None = None) -> PlannedUpload:
+def plan_upload(
+    account_id: str, mode: str, image: DecodedImage, ttl: float | None = None
+) -> PlannedUpload:
     """The row to insert and the bytes to store (pure). ``ttl`` (seconds) sets
     ``expires_at``; None keeps the upload as long as what uses it (inline images of a job, a
     saved character's image)."""
@@ -45,6 +47,7 @@ def plan_upload(account_id: str, image: DecodedImage, ttl: float | None = None) 
     row = {
         "id": upload_id,
         "account_id": account_id,
+        "mode": mode,
         "storage_key": key,
         "content_type": image.content_type,
         "size": len(image.raw),
@@ -64,10 +67,10 @@ def store_upload(storage: Storage, planned: PlannedUpload) -> dict[str, Any]:
 
 
 def new_upload(
-    storage: Storage, account_id: str, image: DecodedImage, ttl: float | None = None
+    storage: Storage, account_id: str, mode: str, image: DecodedImage, ttl: float | None = None
 ) -> dict[str, Any]:
     """Plan and store at once (multipart uploads, saved characters)."""
-    return store_upload(storage, plan_upload(account_id, image, ttl))
+    return store_upload(storage, plan_upload(account_id, mode, image, ttl))
 
 
 def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
@@ -78,22 +81,29 @@ def insert_uploads(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     insert_rows(conn, uploads, rows)
 
 
-def existing_uploads(conn: sa.Connection, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of these (account, upload id) pairs exist, in one query."""
+Owner = tuple[str, str]
+"""(account id, mode): an upload (or character) belongs to one account in one mode; a test
+key never sees a live one, nor a live key a test one."""
+
+
+def existing_uploads(conn: sa.Connection, wanted: set[tuple[Owner, str]]) -> set[tuple[Owner, str]]:
+    """Which of these (owner, upload id) pairs exist, in one query."""
     rows = conn.execute(
-        _UPLOADS_AMONG, {"ids": sorted({upload_id for _account, upload_id in wanted})}
+        _UPLOADS_AMONG, {"ids": sorted({upload_id for _owner, upload_id in wanted})}
     ).all()
-    return {(str(account), str(upload_id)) for upload_id, account in rows} & wanted
+    found = {((str(account), str(mode)), str(upload_id)) for upload_id, account, mode in rows}
+    return found & wanted
 
 
-_UPLOADS_AMONG = sa.select(uploads.c.id, uploads.c.account_id).where(
+_UPLOADS_AMONG = sa.select(uploads.c.id, uploads.c.account_id, uploads.c.mode).where(
     uploads.c.id.in_(sa.bindparam("ids", expanding=True))
 )
 
 
-def get_upload(conn: sa.Connection, account_id: str, upload_id: str) -> dict[str, Any] | None:
+def get_upload(conn: sa.Connection, owner: Owner, upload_id: str) -> dict[str, Any] | None:
+    account_id, mode = owner
     row = (
-        conn.execute(_GET_UPLOAD, {"upload_id": upload_id, "account_id": account_id})
+        conn.execute(_GET_UPLOAD, {"upload_id": upload_id, "account_id": account_id, "mode": mode})
         .mappings()
         .first()
     )
@@ -101,7 +111,9 @@ def get_upload(conn: sa.Connection, account_id: str, upload_id: str) -> dict[str
 
 
 _GET_UPLOAD = sa.select(uploads).where(
-    uploads.c.id == sa.bindparam("upload_id"), uploads.c.account_id == sa.bindparam("account_id")
+    uploads.c.id == sa.bindparam("upload_id"),
+    uploads.c.account_id == sa.bindparam("account_id"),
+    uploads.c.mode == sa.bindparam("mode"),
 )
 
 

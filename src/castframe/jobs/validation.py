@@ -162,7 +162,9 @@ def _resolve(
             source, settings.signing_key, settings.allow_private_urls, settings.trusted_host_set
         )
         if found.kind == "data":
-            planned = plan_upload(principal.account_id, reader.read(found, _no_uploads))
+            planned = plan_upload(
+                principal.account_id, principal.mode, reader.read(found, _no_uploads)
+            )
             submission.inline_uploads.append(planned)
             return UPLOAD_SCHEME + planned.row["id"]
     except SourceError as exc:

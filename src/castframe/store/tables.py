@@ -23,6 +23,10 @@ accounts = sa.Table(
     sa.Column("webhook_secret", sa.String(100), nullable=False),
     sa.Column("previous_webhook_secret", sa.String(100), nullable=True),
     sa.Column("previous_secret_expires_at", sa.Float, nullable=True),
+    # Test keys' own Standard Webhooks secret (test mode shares nothing with live).
+    sa.Column("test_webhook_secret", sa.String(100), nullable=True),
+    sa.Column("test_previous_webhook_secret", sa.String(100), nullable=True),
+    sa.Column("test_previous_secret_expires_at", sa.Float, nullable=True),
     # Running totals, moved in the same transaction as the ledger rows and job transitions
     # they summarise (jobs/ledger.py, jobs/admission.py): submission checks them in one
     # conditional UPDATE instead of summing a ledger that grows forever.
@@ -157,6 +161,7 @@ uploads = sa.Table(
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False, server_default="live"),
     sa.Column("storage_key", sa.Text, nullable=False),
     sa.Column("content_type", sa.String(32), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
@@ -202,6 +207,7 @@ characters = sa.Table(
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False, server_default="live"),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("upload_id", sa.String(40), sa.ForeignKey("uploads.id"), nullable=False),
     sa.Column("face_box", sa.JSON, nullable=True),

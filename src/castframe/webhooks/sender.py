@@ -133,7 +133,7 @@ class WebhookSender:
             body,
             delivery["id"],
             delivery["event"],
-            webhook_secrets(account),
+            webhook_secrets(account, job.mode),
             job.webhook_key_hash,
         )
         return body, headers
