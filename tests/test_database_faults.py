@@ -23,7 +23,9 @@ from castframe.jobs import ledger
 from castframe.store.db import Database
 from castframe.store.tables import jobs
 from tests.conftest import PG_ADMIN_URL, Api, body_for, open_api
+from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut_png
+from tests.support.polling import wait_until
 
 ENGINE = "tests.support.engines:SteppingEngine"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -177,22 +179,26 @@ def test_first_request_after_backends_are_terminated_succeeds(
             assert response.status_code == 200, response.text
 
 
+WORKER_THREADS = ("castframe-worker", "castframe-heartbeat")
+
+
 class FlakyWrites:
     """``Database.write`` failing as a dropped connection does, on every other call made by the
-    worker's threads, until ``budget`` failures have been injected."""
+    given threads (the worker's by default), until ``budget`` failures have been injected."""
 
-    def __init__(self, db: Database, budget: int) -> None:
+    def __init__(
+        self, db: Database, budget: int, threads: tuple[str, ...] = WORKER_THREADS
+    ) -> None:
         self.real = db.write
         self.budget = budget
+        self.threads = threads
         self.calls = 0
         self.injected = 0
         self.lock = threading.Lock()
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        worker_thread = threading.current_thread().name.startswith(
-            ("castframe-worker", "castframe-heartbeat")
-        )
+        worker_thread = threading.current_thread().name.startswith(self.threads)
         with self.lock:
             self.calls += worker_thread
             fail = worker_thread and self.calls % 2 == 1 and self.injected < self.budget
@@ -267,3 +273,29 @@ def test_an_engine_raising_a_database_error_fails_the_job_without_sql(
     assert set(entries) == {"hold", "release"}
     assert (job["status"], job["errorCode"]) == ("FAILED", "internal_error")
     assert "SELECT" not in job["error"] and "w-" not in job["error"]
+
+
+def test_webhook_attempts_are_recorded_across_a_blinking_database(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, http_server: LoopbackServer
+) -> None:
+    """The sender's writes failing as a dropped connection does: the delivery is recorded once
+    the database answers again, so the receiver gets the completed event once, not again after
+    the delivery's lease runs out."""
+    with open_api(
+        tmp_path, database_url, engine_ideogram_character=ENGINE, faces_enabled=False
+    ) as api:
+        http_server.routes["/hook"] = lambda _request: Reply(200, b"ok")
+        key = api.key()
+        reference = upload_reference(api, key)
+        flaky = FlakyWrites(api.services.db, budget=2, threads=("castframe-webhook_",))
+        monkeypatch.setattr(api.services.db, "write", flaky.write)
+        body = body_for(reference, top={"webhookUrl": http_server.url("/hook")})
+        job = api.submit_and_wait(key, body)
+        assert job["status"] == "COMPLETED"
+        wait_until(lambda: api.get_job(key, job["id"])["webhookStatus"] == "delivered", timeout=15)
+        time.sleep(1.0)  # long enough for a second, duplicate attempt to show up
+        completed = [
+            hit for hit in http_server.received("/hook") if hit.json()["event"] == "completed"
+        ]
+        assert flaky.injected > 0
+        assert len(completed) == 1

@@ -22,7 +22,7 @@ from castframe.jobs.accounts import get_account, webhook_secrets
 from castframe.jobs.views import job_view
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
 from castframe.metrics import WEBHOOK_ATTEMPTS
-from castframe.store.db import Database
+from castframe.store.db import Database, is_transient, retry_transient
 from castframe.store.notify import WEBHOOKS_CHANNEL, Notifier
 from castframe.webhooks.payloads import event_payload
 from castframe.webhooks.signing import signature_headers
@@ -91,11 +91,17 @@ class WebhookSender:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        outage = False
         while not self._stopping.is_set():
             try:
                 claimed = self._dispatch_due()
-            except Exception:
-                log.exception("claiming webhook deliveries failed")
+                outage = False
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("claiming webhook deliveries failed")
+                elif not outage:  # one line per outage, not one per poll
+                    log.warning("cannot claim webhook deliveries: the database is unavailable")
+                outage = is_transient(exc)
                 claimed = 0
             if not claimed:
                 self.notifier.wait(min(self.settings.poll_interval, 1.0))
@@ -139,7 +145,9 @@ class WebhookSender:
         return body, headers
 
     def deliver(self, delivery: dict[str, Any]) -> Outcome:
-        rendered = self.render(delivery)
+        rendered = retry_transient(
+            lambda: self.render(delivery), f"rendering webhook {delivery['id']}", self._stopping
+        )
         if rendered is None:
             outcome = Outcome(None, "job or account no longer exists", 0.0, None)
             self._record(delivery, outcome, give_up=True)
@@ -190,18 +198,18 @@ class WebhookSender:
                 attempts,
                 outcome.status_code or outcome.error,
             )
-        with self.db.write() as conn:
-            job_store.record_attempt(
-                conn,
-                delivery,
-                {
-                    "attempted_at": now,
-                    "status_code": outcome.status_code,
-                    "latency_ms": round(outcome.latency_ms, 2),
-                    "error": outcome.error,
-                },
-                status,
-                next_at,
-            )
+        attempt = {
+            "attempted_at": now,
+            "status_code": outcome.status_code,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "error": outcome.error,
+        }
+        # Retried across a database blink: an attempt that is not recorded would be made again
+        # once its lease ran out (receivers dedupe by webhook-id, but should rarely have to).
+        self.db.retry_write(
+            lambda conn: job_store.record_attempt(conn, delivery, attempt, status, next_at),
+            f"recording webhook {delivery['id']}",
+            self._stopping,
+        )
         if status == "failing":
             self.notifier.notify()
