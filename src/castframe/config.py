@@ -81,7 +81,44 @@ class Settings(BaseSettings):
     upload_retention_hours: float = Field(
         default=24.0,
         gt=0,
-        description="How long an upload's URL works (its `expiresAt`) for new submissions.",
+        description="How long an upload's URL works (its `expiresAt`) for new submissions; "
+        "after it the retention sweeper deletes its file and row, once no queued or running "
+        "job uses it.",
+    )
+    output_retention_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Hours a finished job's files (outputs and inline inputs) are kept, as "
+        "Apiframe does; then they are deleted and the job reads `expired: true` (0: keep "
+        "forever).",
+    )
+    output_retention_delete_files: bool = Field(
+        default=True,
+        description="Let the sweeper delete expired jobs' output files; false: only mark the "
+        "jobs expired, leaving the files to a storage lifecycle rule on `outputs/`.",
+    )
+    job_retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="Days a finished job's row (and its webhook deliveries) is kept; then it "
+        "is deleted, its ledger entries kept (0: keep forever).",
+    )
+    webhook_attempt_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Days a finished webhook delivery and its attempt log are kept (0: keep "
+        "forever).",
+    )
+    retention_sweep_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between the retention sweeper's passes in each worker.",
+    )
+    retention_batch: int = Field(
+        default=500,
+        ge=1,
+        description="Most items of each kind (jobs, uploads, deliveries, files) one sweeper "
+        "pass handles; a full pass is followed by another one second later.",
     )
     storage_url: str = Field(
         default="", description="`s3://bucket/prefix` for S3-compatible storage; empty = data_dir."

@@ -66,6 +66,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_reused": (409, "This Idempotency-Key was used with a different request."),
     "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still in progress."),
     "url_expired": (410, "A signed file URL is past its expiry."),
+    "output_expired": (
+        410,
+        "The job's output files were deleted after CASTFRAME_OUTPUT_RETENTION_HOURS (the job "
+        "reads `expired: true`); generate again.",
+    ),
     "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "internal_error": (500, "An unexpected server error; it is logged with the request id."),

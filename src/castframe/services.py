@@ -17,6 +17,7 @@ from castframe.engines.router import (
 )
 from castframe.jobs.keycache import KeyCache
 from castframe.jobs.submitter import Submitter
+from castframe.media.signing import signed_url
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
@@ -86,6 +87,14 @@ class Services:
 
     def url_for(self, key: str) -> str:
         return self.storage.url(key, self.settings.output_url_ttl)
+
+    def expired_url_for(self, key: str) -> str:
+        """This server's own signed link to a file retention deleted, whatever the storage:
+        ``/v2/files`` answers it ``410 output_expired`` (jobs/views.py: ``job_view``)."""
+        settings = self.settings
+        return signed_url(
+            settings.resolved_public_url, settings.signing_key, key, settings.output_url_ttl
+        )
 
     def start_worker(self, concurrency: int | None = None) -> Worker:
         if live_engine(self.settings) == "diffusers":

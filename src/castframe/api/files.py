@@ -1,7 +1,8 @@
 """``GET /v2/files/...``: stored images behind expiring HMAC-signed URLs (no API key needed).
 
 Uploads' URLs are always of this form, whatever the storage; on S3 the answer is a redirect
-to a short-lived presigned URL of the object.
+to a short-lived presigned URL of the object. An output deleted by retention answers ``410
+output_expired`` (expired jobs' ``result.images`` are such links on every storage).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ router = APIRouter(tags=["files"])
 
 REDIRECT_TTL = 300
 """Seconds the presigned URL of a redirect lives: long enough to follow it."""
+OUTPUTS_PREFIX = "outputs/"
+"""Storage keys of job outputs (dispatch/worker.py: ``output_key``)."""
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -33,6 +36,10 @@ def get_file(
         raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
     storage = services.storage
     if not storage.exists(key):
+        if key.startswith(OUTPUTS_PREFIX):
+            # This server signed the link, so the output existed: retention deleted it (or a
+            # lifecycle rule did). Gone for good, not "never was".
+            raise ApiError("output_expired")
         raise ApiError("not_found", "no such file")
     if not isinstance(storage, LocalStorage):
         return RedirectResponse(storage.url(key, REDIRECT_TTL), status_code=307)

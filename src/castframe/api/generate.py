@@ -197,7 +197,9 @@ async def wait_for_terminal(
 
 def read_job_view(services: Services, principal: Principal, job_id: str) -> dict[str, Any]:
     with services.db.read() as conn:
-        return job_view(get_job(conn, principal, job_id), services.url_for)
+        return job_view(
+            get_job(conn, principal, job_id), services.url_for, services.expired_url_for
+        )
 
 
 async def submit(

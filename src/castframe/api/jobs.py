@@ -32,7 +32,7 @@ def get_job(
     services = get_services(request)
     with services.db.read() as conn:
         job = queries.get_job(conn, principal, job_id)
-    return job_view(job, services.url_for)
+    return job_view(job, services.url_for, services.expired_url_for)
 
 
 SSE_POLL_SECONDS = 0.25
@@ -112,7 +112,7 @@ def list_jobs(
         )
         models = queries.models_used(conn, principal) if include_models == "true" else None
     page: dict[str, Any] = {
-        "jobs": [job_view(row, services.url_for) for row in rows],
+        "jobs": [job_view(row, services.url_for, services.expired_url_for) for row in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
     }
@@ -128,7 +128,7 @@ def cancel_job(
     services = get_services(request)
     with services.db.write() as conn:
         job, _running = queries.cancel_job(conn, principal, job_id)
-    return job_view(job, services.url_for)
+    return job_view(job, services.url_for, services.expired_url_for)
 
 
 @router.get("/v2/jobs/{job_id}/webhooks", summary="Webhook deliveries and attempts of a job")

@@ -36,6 +36,7 @@ from castframe.errors import JobFailure
 from castframe.faces import consistency, face_model
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
+from castframe.jobs.retention import RetentionSweeper
 from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
@@ -173,6 +174,9 @@ class Worker:
         self._lock = threading.Lock()
         self._claim_lock = threading.Lock()
         self._last_reap = 0.0
+        # Retention passes on a thread of their own, never in the claim transaction: they
+        # delete files (jobs/retention.py).
+        self.retention = RetentionSweeper(settings, db, storage)
         self.completions: GroupCommit[Finished, Job | str] = GroupCommit(
             self._complete_batch,
             self._complete_one,
@@ -194,12 +198,14 @@ class Worker:
         )
         heartbeat.start()
         self._threads.append(heartbeat)
+        self.retention.start()
         log.info("worker %s started with %d slots", self.worker_id, self.concurrency)
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let running jobs finish within ``grace``, then give them back."""
         self._stopping.set()
         self.notifier.notify_all()
+        self.retention.stop()
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

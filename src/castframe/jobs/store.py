@@ -642,6 +642,8 @@ def redeliver(conn: sa.Connection, job: Job) -> tuple[str, str]:
         raise ApiError("webhook_not_configured")
     if not job.is_terminal:
         raise ApiError("job_not_finished")
+    if not _hold_row(conn, job.id):  # deleted by retention since it was read
+        raise ApiError("not_found", f"no job {job.id!r}")
     event = "completed" if job.status == states.COMPLETED else "failed"
     message_id = enqueue_delivery(conn, job, event, force=True)
     assert message_id is not None
@@ -735,3 +737,142 @@ def record_attempt(
             .where(jobs.c.id == delivery["job_id"])
             .values(webhook_status=JOB_WEBHOOK_STATUS[status])
         )
+
+
+def _hold_row(conn: sa.Connection, job_id: str) -> bool:
+    """Whether the job's row still exists, holding it until the commit (``FOR KEY SHARE`` on
+    PostgreSQL): the retention sweeper skips a held row, and a row it is deleting is waited
+    for and then found gone, so a new outbox row never points at a deleted job."""
+    query = sa.select(jobs.c.id).where(jobs.c.id == job_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True, key_share=True)
+    return conn.execute(query).first() is not None
+
+
+# -- retention: what the sweeper (jobs/retention.py) reads and deletes ----------------------
+#
+# Each query takes the oldest rows from the head of an index (``ix_jobs_finished`` for jobs,
+# ``ix_webhook_due`` for deliveries), at most ``limit``, and locks them until the caller's
+# commit with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: two sweepers at once take different
+# rows and never wait for each other. SQLite's write transaction serialises them.
+
+FINISHED_DELIVERIES = ("delivered", "failed")
+
+
+def _skip_locked(query: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+    return query.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else query
+
+
+def _finished_before(before: float, expired: bool) -> list[sa.ColumnElement[bool]]:
+    """Finished jobs (the predicate of ``ix_jobs_finished``) that finished before ``before``.
+
+    ``completed_at`` is set by the finishing writes only (``complete_many``, ``fail``), so it
+    alone says "finished"; a status condition too would tempt PostgreSQL into the
+    status-led ``ix_jobs_account_status``, which holds every finished job.
+    """
+    return [
+        jobs.c.completed_at.is_not(None),
+        jobs.c.expired == (sa.true() if expired else sa.false()),
+        jobs.c.completed_at < before,
+    ]
+
+
+def outputs_due_for_expiry(conn: sa.Connection, before: float, limit: int) -> list[Job]:
+    """Finished, unexpired jobs that finished before ``before``, oldest first, locked."""
+    query = (
+        sa.select(jobs)
+        .where(*_finished_before(before, expired=False))
+        .order_by(jobs.c.expired, jobs.c.completed_at)
+        .limit(limit)
+    )
+    return [Job.from_row(row) for row in conn.execute(_skip_locked(query, conn)).mappings()]
+
+
+def mark_expired(conn: sa.Connection, job_ids: Sequence[str]) -> int:
+    """Set ``expired`` on these finished jobs: their files are (being) deleted."""
+    if not job_ids:
+        return 0
+    moved = conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.id.in_(sorted(job_ids)),
+            jobs.c.expired == sa.false(),
+            jobs.c.completed_at.is_not(None),
+        )
+        .values(expired=True)
+    ).rowcount
+    return int(moved or 0)
+
+
+def unfinished_params(conn: sa.Connection) -> list[dict[str, Any]]:
+    """The params of every queued or running job (through the queue's partial indexes): the
+    image sources that jobs still to run will read."""
+    query = sa.select(jobs.c.params).where(
+        sa.or_(status_is(jobs.c.status, states.QUEUED), status_is(jobs.c.status, states.PROCESSING))
+    )
+    return [dict(params or {}) for params in conn.execute(query).scalars()]
+
+
+def jobs_due_for_deletion(conn: sa.Connection, before: float, limit: int) -> list[str]:
+    """Expired jobs that finished before ``before`` and have no delivery still being
+    retried, oldest first, locked."""
+    retrying = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.job_id == jobs.c.id,
+            webhook_deliveries.c.status.in_(RETRYABLE_DELIVERIES),
+        )
+        .exists()
+    )
+    query = (
+        sa.select(jobs.c.id)
+        .where(*_finished_before(before, expired=True), ~retrying)
+        .order_by(jobs.c.expired, jobs.c.completed_at)
+        .limit(limit)
+    )
+    return [str(job_id) for job_id in conn.execute(_skip_locked(query, conn)).scalars()]
+
+
+def delete_jobs(conn: sa.Connection, job_ids: Sequence[str]) -> int:
+    """Delete these expired jobs' rows with their webhook deliveries and attempts (the rows
+    that reference them). Their ledger entries stay: the ledger is the account's history."""
+    if not job_ids:
+        return 0
+    ids = sorted(job_ids)
+    deliveries = sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.job_id.in_(ids))
+    conn.execute(webhook_attempts.delete().where(webhook_attempts.c.delivery_id.in_(deliveries)))
+    conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.job_id.in_(ids)))
+    deleted = conn.execute(
+        jobs.delete().where(jobs.c.id.in_(ids), jobs.c.expired == sa.true())
+    ).rowcount
+    return int(deleted or 0)
+
+
+def deliveries_due_for_deletion(conn: sa.Connection, before: float, limit: int) -> list[str]:
+    """Finished deliveries (delivered, or given up) whose last attempt was before ``before``,
+    oldest first, locked."""
+    query = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.status.in_(FINISHED_DELIVERIES),
+            webhook_deliveries.c.next_attempt_at < before,
+        )
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    return [str(delivery) for delivery in conn.execute(_skip_locked(query, conn)).scalars()]
+
+
+def delete_deliveries(conn: sa.Connection, delivery_ids: Sequence[str]) -> int:
+    """Delete these finished deliveries and their attempt logs."""
+    if not delivery_ids:
+        return 0
+    ids = sorted(delivery_ids)
+    conn.execute(webhook_attempts.delete().where(webhook_attempts.c.delivery_id.in_(ids)))
+    deleted = conn.execute(
+        webhook_deliveries.delete().where(
+            webhook_deliveries.c.id.in_(ids),
+            webhook_deliveries.c.status.in_(FINISHED_DELIVERIES),
+        )
+    ).rowcount
+    return int(deleted or 0)

@@ -21,7 +21,7 @@ from castframe.media.signing import signed_url
 from castframe.media.sources import UPLOAD_SCHEME, UPLOADS_PREFIX
 from castframe.media.storage import Storage
 from castframe.store.db import insert_rows
-from castframe.store.tables import uploads
+from castframe.store.tables import characters, uploads
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -87,9 +87,15 @@ key never sees a live one, nor a live key a test one."""
 
 
 def existing_uploads(conn: sa.Connection, wanted: set[tuple[Owner, str]]) -> set[tuple[Owner, str]]:
-    """Which of these (owner, upload id) pairs exist, in one query."""
+    """Which of these (owner, upload id) pairs exist, in one query.
+
+    On PostgreSQL the rows found are held (``FOR KEY SHARE``) until the submission commits:
+    the retention sweeper skips a held upload, and one it is deleting is waited for and then
+    found gone (a 400 ``upload_not_found``), so a job is never queued with a deleted upload.
+    """
+    statement = _UPLOADS_AMONG_HELD if conn.dialect.name == "postgresql" else _UPLOADS_AMONG
     rows = conn.execute(
-        _UPLOADS_AMONG, {"ids": sorted({upload_id for _owner, upload_id in wanted})}
+        statement, {"ids": sorted({upload_id for _owner, upload_id in wanted})}
     ).all()
     found = {((str(account), str(mode)), str(upload_id)) for upload_id, account, mode in rows}
     return found & wanted
@@ -98,6 +104,7 @@ def existing_uploads(conn: sa.Connection, wanted: set[tuple[Owner, str]]) -> set
 _UPLOADS_AMONG = sa.select(uploads.c.id, uploads.c.account_id, uploads.c.mode).where(
     uploads.c.id.in_(sa.bindparam("ids", expanding=True))
 )
+_UPLOADS_AMONG_HELD = _UPLOADS_AMONG.with_for_update(read=True, key_share=True)
 
 
 def get_upload(conn: sa.Connection, owner: Owner, upload_id: str) -> dict[str, Any] | None:
@@ -136,3 +143,68 @@ def upload_view(row: dict[str, Any], url: str) -> dict[str, Any]:
         "width": row["width"],
         "height": row["height"],
     }
+
+
+# -- retention: what the sweeper (jobs/retention.py) expires and deletes --------------------
+
+_CHARACTER_IMAGES = sa.select(characters.c.upload_id)
+"""Saved characters' images are uploads that never expire (a character keeps its image)."""
+
+
+def expire_inputs(conn: sa.Connection, owner: Owner, upload_ids: set[str], now: float) -> int:
+    """Give these uploads of ``owner`` (a finished job's stored inline images) an expiry of
+    ``now``, so the sweeper deletes them once no queued or running job uses them. Uploads
+    that already expire (multipart uploads) and saved characters' images are left as they
+    are."""
+    if not upload_ids:
+        return 0
+    account_id, mode = owner
+    moved = conn.execute(
+        uploads.update()
+        .where(
+            uploads.c.id.in_(sorted(upload_ids)),
+            uploads.c.account_id == account_id,
+            uploads.c.mode == mode,
+            uploads.c.expires_at.is_(None),
+            uploads.c.id.not_in(_CHARACTER_IMAGES),
+        )
+        .values(expires_at=now)
+    ).rowcount
+    return int(moved or 0)
+
+
+@dataclass(frozen=True)
+class ExpiredUpload:
+    id: str
+    storage_key: str
+
+
+def expired_uploads(conn: sa.Connection, now: float, limit: int) -> list[ExpiredUpload]:
+    """Uploads past their expiry (never a character's image), oldest first; on PostgreSQL
+    locked until the commit (``FOR UPDATE SKIP LOCKED``: a submission holding one is
+    skipped, and two sweepers take different ones)."""
+    query = (
+        sa.select(uploads.c.id, uploads.c.storage_key)
+        .where(
+            uploads.c.expires_at.is_not(None),
+            uploads.c.expires_at <= now,
+            uploads.c.id.not_in(_CHARACTER_IMAGES),
+        )
+        .order_by(uploads.c.expires_at, uploads.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [ExpiredUpload(str(i), str(key)) for i, key in conn.execute(query).all()]
+
+
+def delete_uploads(conn: sa.Connection, upload_ids: set[str]) -> int:
+    """Delete these uploads' rows (their files are queued for deletion by the caller)."""
+    if not upload_ids:
+        return 0
+    deleted = conn.execute(
+        uploads.delete().where(
+            uploads.c.id.in_(sorted(upload_ids)), uploads.c.id.not_in(_CHARACTER_IMAGES)
+        )
+    ).rowcount
+    return int(deleted or 0)

@@ -53,14 +53,25 @@ def result_view(
     }
 
 
-def job_view(job: Job, url_for: Callable[[str], str]) -> dict[str, Any]:
-    """Apiframe's job object, plus Castframe's extensions after its own fields."""
+def job_view(
+    job: Job,
+    url_for: Callable[[str], str],
+    expired_url_for: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Apiframe's job object, plus Castframe's extensions after its own fields.
+
+    An expired job (its files deleted by retention) keeps its ``result.images`` list, so that
+    clients reading URL strings do not break, with links from ``expired_url_for``: this
+    server's own signed ``/v2/files`` links, which answer ``410 output_expired`` (a presigned
+    S3 URL would answer the bucket's 404 or 403).
+    """
+    links = expired_url_for if job.expired and expired_url_for is not None else url_for
     return {
         "id": job.id,
         "status": job.status,
         "model": job.model,
         "progress": 100 if job.status == states.COMPLETED else int(job.progress or 0),
-        "result": result_view(job.result, url_for),
+        "result": result_view(job.result, links),
         "error": (job.error_message or job.error_code) if job.error_code else None,
         "creditCost": credit_cost(job),
         "webhookStatus": job.webhook_status,

@@ -107,6 +107,17 @@ jobs = sa.Table(
     _index_of_jobs_in(states.PROCESSING, "ix_jobs_running", "lease_expires_at"),
     sa.Index("ix_jobs_account_created", "account_id", "mode", "created_at"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),
+    # Finished jobs by (expired, finish time), for the retention sweeper (jobs/retention.py):
+    # its passes read the oldest unexpired ones (outputs due) and the oldest expired ones
+    # (rows due) from the head of the index, however long history is kept. Partial: queued
+    # and running jobs (no completed_at) never enter it.
+    sa.Index(
+        "ix_jobs_finished",
+        "expired",
+        "completed_at",
+        postgresql_where=sa.text("completed_at IS NOT NULL"),
+        sqlite_where=sa.text("completed_at IS NOT NULL"),
+    ),
 )
 
 
@@ -215,4 +226,17 @@ characters = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("deleted_at", sa.Float, nullable=True),
     sa.Index("ix_characters_account", "account_id", "created_at"),
+)
+
+file_deletions = sa.Table(
+    "file_deletions",
+    metadata,
+    # Storage keys whose files must go, written in the transaction that decided it (a job
+    # expired, an upload deleted) and removed once the file is deleted: the deletes happen
+    # outside any transaction, and a crash between the two leaves the key here to retry.
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("due_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_file_deletions_due", "due_at"),
 )
