@@ -1,10 +1,15 @@
 """``GET /v2/files/...``: stored images behind expiring HMAC-signed URLs (no API key needed).
 
 Uploads' URLs are always of this form, whatever the storage; on S3 the answer is a redirect
-to a short-lived presigned URL of the object.
+to a short-lived presigned URL of the object. Storage that cannot be read answers 503
+storage_unavailable (api/errors.py), found before the answer starts: the file's ``stat`` is
+taken here and handed to the response. A read that fails once the bytes are flowing can only
+cut the response short.
 """
 
 from __future__ import annotations
+
+from stat import S_ISREG
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -32,13 +37,17 @@ def get_file(
     if verdict == "expired":
         raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
     storage = services.storage
-    if not storage.exists(key):
-        raise ApiError("not_found", "no such file")
     if not isinstance(storage, LocalStorage):
+        if not storage.exists(key):
+            raise ApiError("not_found", "no such file")
         return RedirectResponse(storage.url(key, REDIRECT_TTL), status_code=307)
+    stat = storage.stat(key)
+    if stat is None or not S_ISREG(stat.st_mode):
+        raise ApiError("not_found", "no such file")
     suffix = "." + key.rsplit(".", 1)[-1]
     return FileResponse(
         storage.path_for(key),
         media_type=CONTENT_TYPES.get(suffix, "image/png"),
         headers={"Cache-Control": "private, max-age=300"},
+        stat_result=stat,
     )
