@@ -219,7 +219,7 @@ def closed_port() -> int:
     return port
 
 
-def s3(endpoint: str, bucket: str = "castframe-b") -> S3Storage:
+def s3(endpoint: str, bucket: str = "castframe-b", read_timeout: float = 60.0) -> S3Storage:
     return S3Storage(
         f"s3://{bucket}/pre",
         endpoint_url=endpoint,
@@ -227,6 +227,7 @@ def s3(endpoint: str, bucket: str = "castframe-b") -> S3Storage:
         access_key_id="test",
         secret_access_key="test-secret-key",
         max_attempts=1,
+        read_timeout=read_timeout,
     )
 
 
@@ -283,6 +284,15 @@ def test_s3_error_answers_map_to_full_or_unavailable(
         store.put("outputs/d/a.png", b"png", "image/png")
     assert f"S3 {status} {code}" in str(caught.value)
     assert "castframe-b" not in str(caught.value)
+
+
+def test_an_s3_server_that_does_not_answer_in_time_is_unavailable(
+    http_server: LoopbackServer,
+) -> None:
+    store = s3(http_server.url(""), read_timeout=0.2)
+    http_server.routes["/castframe-b/pre/outputs/d/a.png"] = lambda _r: Reply(200, delay=1.0)
+    with pytest.raises(StorageUnavailable, match="ReadTimeoutError"):
+        store.put("outputs/d/a.png", b"png", "image/png")
 
 
 # -- the API ----------------------------------------------------------------------------------

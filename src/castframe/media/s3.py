@@ -43,7 +43,10 @@ class S3Storage:
         access_key_id: str | None,
         secret_access_key: str | None,
         max_attempts: int = 5,
+        read_timeout: float = 60.0,
     ) -> None:
+        """``max_attempts`` and ``read_timeout`` (seconds a call may wait for an answer) are
+        botocore's; a call that runs out of either is StorageUnavailable."""
         import boto3
         from botocore.config import Config
 
@@ -61,6 +64,7 @@ class S3Storage:
             config=Config(
                 signature_version="s3v4",
                 retries={"max_attempts": max_attempts, "mode": "standard"},
+                read_timeout=read_timeout,
                 s3={"addressing_style": "path"},
             ),
         )
