@@ -152,7 +152,8 @@ def errors_markdown() -> str:
         '`insufficient_credits` is Apiframe\'s 402 body: `"error": "Insufficient credits"`, '
         "`creditsRequired` (the job's price) and `creditsAvailable` (balance less holds), plus "
         "Castframe's `balance` and `held`. `rate_limited`, `too_many_active_jobs`, "
-        "`idempotency_key_in_use` and `not_ready` carry a `Retry-After` header.",
+        "`idempotency_key_in_use`, `not_ready` and `storage_unavailable` carry a "
+        "`Retry-After` header.",
         "",
         "Apiframe's SDK picks its exception class by status alone: 400 `ValidationError`, 401 "
         "`AuthenticationError`, 402 `InsufficientCreditsError`, 403 `PermissionError`, 404 "

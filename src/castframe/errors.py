@@ -75,6 +75,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "internal_error": (500, "An unexpected server error; it is logged with the request id."),
     "not_ready": (503, "The server cannot reach its database; retry after Retry-After."),
+    "storage_unavailable": (
+        503,
+        "The server cannot read or write its file storage right now (I/O error, permissions, "
+        "S3 unreachable or failing); nothing was stored or charged. Retry after Retry-After.",
+    ),
+    "storage_full": (
+        507,
+        "The server's file storage or database is out of space; nothing was stored or "
+        "charged. Retry once the operator has freed some.",
+    ),
 }
 
 JOB_ERROR_CODES: dict[str, str] = {
@@ -93,6 +103,10 @@ JOB_ERROR_CODES: dict[str, str] = {
     "out_of_memory": "The engine ran out of memory on this request.",
     "internal_error": "Castframe itself failed while running the job (the operator's log has "
     "the details, by job id); the job was not charged.",
+    "storage_failed": (
+        "The job's images could not be stored or its inputs read (storage full or "
+        "unavailable); it was retried with backoff, then given up. Nothing was charged."
+    ),
 }
 
 

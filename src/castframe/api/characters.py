@@ -15,7 +15,7 @@ from castframe.errors import ApiError
 from castframe.faces import face_model
 from castframe.jobs import characters
 from castframe.jobs.accounts import Principal
-from castframe.jobs.uploads import insert_upload, new_upload
+from castframe.jobs.uploads import insert_upload, plan_upload, stored_upload
 from castframe.jobs.validation import invalid, source_error
 from castframe.media.images import DecodedImage
 from castframe.media.sources import SourceError
@@ -57,8 +57,9 @@ async def create_character(
         image = load_image(services, principal, payload.image)
         model = face_model() if services.settings.faces_enabled else None
         check = check_single_face(image, model)
-        upload = new_upload(services.storage, principal.account_id, principal.mode, image)
-        with services.db.write() as conn:
+        planned = plan_upload(principal.account_id, principal.mode, image)
+        # A storage failure is a 507/503 (api/errors.py); the file goes if the rows fail.
+        with stored_upload(services.storage, planned) as upload, services.db.write() as conn:
             insert_upload(conn, upload)
             return characters.insert_character(
                 conn, principal.owner, payload.name, upload["id"], check

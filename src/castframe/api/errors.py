@@ -1,5 +1,6 @@
 """Every error leaves as Apiframe's error body (``error``, plus ``code`` and ``details``):
-ours, FastAPI's, a database that cannot be reached, and unexpected ones."""
+ours, FastAPI's, a database that cannot be reached or is out of space, file storage that
+failed (media/storage.py's two errors), and unexpected ones."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from castframe.errors import ApiError, details_of
+from castframe.media.storage import StorageError, StorageFull
 from castframe.store.db import is_transient
 
 log = logging.getLogger("castframe.api")
@@ -39,6 +41,33 @@ def error_response(error: ApiError, request: Request | None = None) -> JSONRespo
 
 DATABASE_RETRY_AFTER = "2"
 """Seconds a client is told to wait while the database cannot be reached."""
+
+
+STORAGE_RETRY_AFTER = "5"
+"""Seconds a client is told to wait while file storage is unavailable."""
+SQLITE_FULL = 13
+"""SQLite's result code for "database or disk is full" (also what ``max_page_count`` gives)."""
+POSTGRES_DISK_FULL = "53100"
+"""PostgreSQL's SQLSTATE ``disk_full``."""
+
+
+def storage_api_error(exc: StorageError) -> ApiError:
+    """507 storage_full or 503 storage_unavailable (with Retry-After), with the storage
+    error's message, which names the failure but no path or bucket."""
+    if isinstance(exc, StorageFull):
+        return ApiError("storage_full", str(exc))
+    return ApiError("storage_unavailable", str(exc), headers={"Retry-After": STORAGE_RETRY_AFTER})
+
+
+def is_database_full(exc: BaseException) -> bool:
+    """Whether the database refused a write for lack of space: SQLite's SQLITE_FULL (its file
+    system, or ``max_page_count``) or PostgreSQL's disk_full. A 507, not an outage to retry
+    in two seconds."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+        return True
+    return getattr(orig, "sqlstate", None) == POSTGRES_DISK_FULL
 
 
 def _query_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
@@ -85,10 +114,33 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}"
         return error_response(ApiError(code, message), request)
 
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+        # The operator's line names the backend's own error (paths included); the client's
+        # answer only the kind of failure.
+        log.error(
+            "storage failed on %s %s: %s (%s)",
+            request.method,
+            request.url.path,
+            exc,
+            exc.__cause__,
+        )
+        return error_response(storage_api_error(exc), request)
+
     @app.exception_handler(sa_exc.SQLAlchemyError)
     async def _database(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
         # Handled here rather than by the catch-all below, so an outage is an answer (and a
         # warning line) instead of an unhandled error with its traceback.
+        if is_database_full(exc):
+            log.error(
+                "database out of space on %s %s: %s",
+                request.method,
+                request.url.path,
+                str(exc).splitlines()[0],
+            )
+            return error_response(
+                ApiError("storage_full", "the server's database is out of space"), request
+            )
         if not is_transient(exc):
             return await _unexpected(request, exc)
         log.warning(

@@ -2,10 +2,15 @@
 
 Uploads' URLs are always of this form, whatever the storage; on S3 the answer is a redirect
 to a short-lived presigned URL of the object. An output deleted by retention answers ``410
-output_expired`` (expired jobs' ``result.images`` are such links on every storage).
+output_expired`` (expired jobs' ``result.images`` are such links on every storage). Storage
+that cannot be read answers 503 storage_unavailable (api/errors.py), found before the answer
+starts: the file's ``stat`` is taken here and handed to the response. A read that fails once
+the bytes are flowing can only cut the response short.
 """
 
 from __future__ import annotations
+
+from stat import S_ISREG
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -35,17 +40,25 @@ def get_file(
     if verdict == "expired":
         raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
     storage = services.storage
-    if not storage.exists(key):
-        if key.startswith(OUTPUTS_PREFIX):
-            # This server signed the link, so the output existed: retention deleted it (or a
-            # lifecycle rule did). Gone for good, not "never was".
-            raise ApiError("output_expired")
-        raise ApiError("not_found", "no such file")
     if not isinstance(storage, LocalStorage):
+        if not storage.exists(key):
+            raise missing(key)
         return RedirectResponse(storage.url(key, REDIRECT_TTL), status_code=307)
+    stat = storage.stat(key)
+    if stat is None or not S_ISREG(stat.st_mode):
+        raise missing(key)
     suffix = "." + key.rsplit(".", 1)[-1]
     return FileResponse(
         storage.path_for(key),
         media_type=CONTENT_TYPES.get(suffix, "image/png"),
         headers={"Cache-Control": "private, max-age=300"},
+        stat_result=stat,
     )
+
+
+def missing(key: str) -> ApiError:
+    """The answer for a signed link whose file is not there. This server signed it, so an
+    output existed: retention deleted it (or a lifecycle rule did), gone for good."""
+    if key.startswith(OUTPUTS_PREFIX):
+        return ApiError("output_expired")
+    return ApiError("not_found", "no such file")

@@ -12,7 +12,13 @@ from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import body_deadline
 from castframe.errors import ApiError, field_error
 from castframe.jobs.accounts import Principal
-from castframe.jobs.uploads import insert_upload, new_upload, upload_url, upload_view
+from castframe.jobs.uploads import (
+    insert_upload,
+    plan_upload,
+    stored_upload,
+    upload_url,
+    upload_view,
+)
 from castframe.media.images import ImageRejected, decode_image, image_error_code
 
 router = APIRouter(tags=["uploads"])
@@ -46,14 +52,15 @@ async def create_upload(
         raise field_error(image_error_code(exc), "file", str(exc)) from exc
 
     def store() -> dict[str, Any]:
-        row = new_upload(
-            services.storage,
+        # A storage failure is 507 storage_full or 503 storage_unavailable (api/errors.py);
+        # a row that cannot be written takes its file with it.
+        planned = plan_upload(
             principal.account_id,
             principal.mode,
             image,
             ttl=settings.upload_retention_hours * 3600,
         )
-        with services.db.write() as conn:
+        with stored_upload(services.storage, planned) as row, services.db.write() as conn:
             insert_upload(conn, row)
         return row
 

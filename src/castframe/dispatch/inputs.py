@@ -12,7 +12,7 @@ from castframe.errors import JobFailure
 from castframe.jobs.uploads import Owner, get_upload
 from castframe.media.images import DecodedImage
 from castframe.media.sources import ImageReader, SourceError, classify
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, StorageError
 from castframe.store.db import Database
 
 
@@ -74,6 +74,8 @@ class InputLoader:
             raise SourceError("upload_not_found", f"upload {upload_id} is gone")
         try:
             return self.storage.get(row["storage_key"])
+        except StorageError:  # the backend failed: a 503 or a retried job, not a 400
+            raise
         except Exception as exc:  # missing file or object: storage not shared?
             raise SourceError(
                 "upload_not_found",

@@ -38,7 +38,7 @@ from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
 from castframe.media.images import encode_png, to_gray_mask
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, StorageError, put_all
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
 from castframe.store.db import Database, is_transient, retry_transient
@@ -403,6 +403,9 @@ class Worker:
             )
         except JobFailure as failure:
             return self._handle_failure(job, failure)
+        except StorageError as exc:  # outputs not stored (put_all left none) or inputs unread
+            log.error("job %s: storage failed: %s (%s)", job.id, exc, exc.__cause__)
+            return self._handle_failure(job, JobFailure("storage_failed", str(exc), True))
         except MemoryError:
             return self._handle_failure(
                 job, JobFailure("out_of_memory", "the engine ran out of memory")
@@ -537,10 +540,11 @@ class Worker:
         self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None]
     ) -> dict[str, Any]:
         images = []
+        files = []
         for index, (image, score) in enumerate(zip(result.images, scores, strict=True)):
             png = encode_png(image.pixels)
             key = output_key(job.id, job.created_at, index, image.seed)
-            self.storage.put(key, png, "image/png")
+            files.append((key, png, "image/png"))
             images.append(
                 {
                     "key": key,
@@ -553,4 +557,5 @@ class Worker:
                     **({"metadata": image.metadata} if image.metadata else {}),
                 }
             )
+        put_all(self.storage, files)  # all or none: a failure removes those stored
         return {"images": images, "metadata": result.metadata}

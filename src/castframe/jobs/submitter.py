@@ -5,6 +5,12 @@ few tiny statements per job, and under load the transaction around them costs as
 do. The submitter writes concurrent submissions of this process through one group commit
 (store/group_commit.py): each caller still gets its own job, its own 402/404/429, and its own
 idempotency record, written in the same transaction as its job.
+
+Inline images are stored before the transaction, one submission at a time: a submission whose
+images cannot be stored (storage full or unavailable) fails alone with the StorageError (a 507
+or 503, api/errors.py), after its images already stored are removed, and its neighbours in
+the batch go on. Nothing of it reaches the database, so it holds and charges nothing, and
+generate forgets its Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from castframe.jobs.submission import (
     store_inline_images,
 )
 from castframe.jobs.validation import Submission
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, StorageError
 from castframe.store.db import Database
 from castframe.store.group_commit import GroupCommit
 
@@ -96,30 +102,46 @@ class Submitter:
         finally:
             self._writer = None
 
-    def _write_batch(self, batch: Sequence[_Pending]) -> list[Job | ApiError]:
-        with self._inline_images(batch) as refused:
-            with self.db.write() as conn:
-                outcomes = insert_many(
-                    conn, [(item.principal, item.submission) for item in batch], self.settings
+    def _write_batch(self, batch: Sequence[_Pending]) -> list[Job | BaseException]:
+        outcomes: list[Job | BaseException | None] = [None] * len(batch)
+        stored: list[int] = []
+        for index, item in enumerate(batch):
+            try:
+                self._store_inline([item])
+            except StorageError as exc:  # this submission's own failure
+                outcomes[index] = exc
+            else:
+                stored.append(index)
+        written = [batch[index] for index in stored]
+        if written:
+            with self._discard_if_failed(written) as refused:
+                with self.db.write() as conn:
+                    results = insert_many(
+                        conn,
+                        [(item.principal, item.submission) for item in written],
+                        self.settings,
+                    )
+                    for item, result in zip(written, results, strict=True):
+                        if item.idempotency_key and isinstance(result, Job):
+                            idempotency.complete(
+                                conn,
+                                item.principal.account_id,
+                                item.idempotency_key,
+                                202,
+                                accepted_body(result),
+                            )
+                refused.extend(
+                    item
+                    for item, result in zip(written, results, strict=True)
+                    if isinstance(result, ApiError)
                 )
-                for item, outcome in zip(batch, outcomes, strict=True):
-                    if item.idempotency_key and isinstance(outcome, Job):
-                        idempotency.complete(
-                            conn,
-                            item.principal.account_id,
-                            item.idempotency_key,
-                            202,
-                            accepted_body(outcome),
-                        )
-            refused.extend(
-                item
-                for item, outcome in zip(batch, outcomes, strict=True)
-                if isinstance(outcome, ApiError)
-            )
-        return outcomes
+            for index, result in zip(stored, results, strict=True):
+                outcomes[index] = result
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _write_one(self, item: _Pending) -> Job:
-        with self._inline_images([item]), self.db.write() as conn:
+        self._store_inline([item])
+        with self._discard_if_failed([item]), self.db.write() as conn:
             job = insert(conn, item.principal, item.submission, self.settings)
             if item.idempotency_key:
                 idempotency.complete(
@@ -127,13 +149,23 @@ class Submitter:
                 )
         return job
 
+    def _store_inline(self, items: Sequence[_Pending]) -> None:
+        """Store the items' inline images before their transaction (no lock is held during
+        storage I/O); if one cannot be stored, remove those that were and raise."""
+        submissions = [item.submission for item in items]
+        try:
+            store_inline_images(self.storage, submissions)
+        except BaseException:
+            discard_inline_images(self.storage, submissions)
+            raise
+
     @contextlib.contextmanager
-    def _inline_images(self, batch: Sequence[_Pending]) -> Iterator[list[_Pending]]:
-        """Store the batch's inline images before its transaction; afterwards remove those
-        of the submissions it refused (the caller lists them), or all of them if it failed."""
+    def _discard_if_failed(self, batch: Sequence[_Pending]) -> Iterator[list[_Pending]]:
+        """Around the transaction of submissions whose inline images are stored: afterwards
+        remove those of the submissions it refused (the caller lists them), or all of them
+        if it failed."""
         refused: list[_Pending] = []
         try:
-            store_inline_images(self.storage, [item.submission for item in batch])
             yield refused
         except BaseException:
             discard_inline_images(self.storage, [item.submission for item in batch])

@@ -8,8 +8,10 @@ whose outbound fetches are locked down or that sits on a private address.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from castframe.jobs.views import iso
 from castframe.media.images import DecodedImage
 from castframe.media.signing import signed_url
 from castframe.media.sources import UPLOAD_SCHEME, UPLOADS_PREFIX
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, discard
 from castframe.store.db import insert_rows
 from castframe.store.tables import characters, uploads
 
@@ -66,11 +68,18 @@ def store_upload(storage: Storage, planned: PlannedUpload) -> dict[str, Any]:
     return planned.row
 
 
-def new_upload(
-    storage: Storage, account_id: str, mode: str, image: DecodedImage, ttl: float | None = None
-) -> dict[str, Any]:
-    """Plan and store at once (multipart uploads, saved characters)."""
-    return store_upload(storage, plan_upload(account_id, mode, image, ttl))
+@contextlib.contextmanager
+def stored_upload(storage: Storage, planned: PlannedUpload) -> Iterator[dict[str, Any]]:
+    """Store the planned upload's file for the ``with`` block that writes its row: if the
+    block fails (the database is out of space, unreachable, the character refused), the file
+    is removed again, so a failed request leaves neither a row nor a file. A failing store
+    raises the storage's StorageError before the block runs."""
+    row = store_upload(storage, planned)
+    try:
+        yield row
+    except BaseException:
+        discard(storage, [row["storage_key"]])
+        raise
 
 
 def insert_upload(conn: sa.Connection, row: dict[str, Any]) -> None:
