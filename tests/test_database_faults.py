@@ -6,6 +6,7 @@ restart or failover does) and injected at the connection boundary on both databa
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -20,12 +21,12 @@ import sqlalchemy as sa
 
 from castframe.dispatch.worker import failure_of
 from castframe.jobs import ledger
-from castframe.store.db import Database
+from castframe.store.db import Database, is_transient
 from castframe.store.tables import jobs
 from tests.conftest import PG_ADMIN_URL, Api, body_for, open_api
 from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut_png
-from tests.support.polling import wait_until
+from tests.support.polling import wait_for_job, wait_until
 
 ENGINE = "tests.support.engines:SteppingEngine"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -299,3 +300,80 @@ def test_webhook_attempts_are_recorded_across_a_blinking_database(
         ]
         assert flaky.injected > 0
         assert len(completed) == 1
+
+
+def test_an_outage_longer_than_the_lease_does_not_requeue_live_jobs(tmp_path: Path) -> None:
+    """The database refuses connections for longer than a lease while a job runs: when it is
+    back, the job's lease looks expired, but its worker is alive. The job must finish in its
+    first attempt rather than be requeued (its work thrown away, an attempt used up)."""
+    with (
+        scratch_database() as url,
+        open_api(
+            tmp_path,
+            url,
+            engine_ideogram_character="tests.support.engines:SlowSteppingEngine",
+            faces_enabled=False,
+            lease_seconds=1.5,
+            worker_concurrency=2,  # an idle slot polls, and reaps leases, as soon as it can
+        ) as api,
+        psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin,
+    ):
+        key = api.key()
+        job_id = api.generate(key, body_for(upload_reference(api, key))).json()["jobId"]
+        wait_until(lambda: api.get_job(key, job_id)["status"] == "PROCESSING")
+        name = url.rsplit("/", 1)[1]
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            terminate_backends(admin, url)
+            time.sleep(3.0)  # two leases
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        job = wait_for_job(
+            lambda i: with_retries(
+                lambda: api.client.get(f"/v2/jobs/{i}", headers={"X-API-Key": key})
+            ).json(),
+            job_id,
+        )
+        assert job["status"] == "COMPLETED", job["error"]
+        with api.services.db.read() as conn:
+            attempts = conn.execute(sa.select(jobs.c.attempts)).scalar_one()
+        assert attempts == 1
+        assert set(charges(api, [job_id])[job_id]) == {"hold", "capture"}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT * FROM no_such_table", "SELECT no_such_column FROM jobs", "SELEC 1"],
+)
+def test_statement_errors_are_not_transient(database_url: str, statement: str) -> None:
+    """Both drivers raise OperationalError for some statement bugs (SQLite for all three):
+    they are not outages, so the worker does not retry them forever and the API does not
+    answer 503 for them."""
+    db = Database(database_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised, db.read() as conn:
+            conn.execute(sa.text(statement))
+        assert not is_transient(raised.value)
+    finally:
+        db.dispose()
+
+
+def test_a_terminated_backend_and_a_refused_connection_are_transient() -> None:
+    with scratch_database() as url, psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        db = Database(url)
+        name = url.rsplit("/", 1)[1]
+        try:
+            with pytest.raises(sa.exc.DBAPIError) as terminated, db.read() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            assert is_transient(terminated.value)
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            db.dispose()
+            with pytest.raises(sa.exc.DBAPIError) as refused, db.read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            assert is_transient(refused.value)
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            db.dispose()
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    assert is_transient(sa.exc.OperationalError("UPDATE jobs", {}, locked))

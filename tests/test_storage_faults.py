@@ -22,7 +22,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from castframe.api.errors import is_database_full
 from castframe.jobs import ledger
 from castframe.media import storage as storage_module
 from castframe.media.s3 import S3Storage
@@ -33,6 +32,7 @@ from castframe.media.storage import (
     StorageUnavailable,
     put_all,
 )
+from castframe.store.db import is_database_full
 from castframe.store.tables import characters, idempotency_keys, jobs, uploads
 from castframe.store.tables import ledger as ledger_entries
 from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, open_api

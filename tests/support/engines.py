@@ -56,3 +56,10 @@ class BrokenEngine:
             {},
             Exception("relation does not exist"),
         )
+
+
+class SlowSteppingEngine(SteppingEngine):
+    """``SteppingEngine`` at one second a step: a job runs long enough to outlive an outage."""
+
+    name = "slow-stepping"
+    STEP_SECONDS = 1.0

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from castframe.errors import ApiError, details_of
 from castframe.media.storage import StorageError, StorageFull
-from castframe.store.db import is_transient
+from castframe.store.db import is_database_full, is_transient
 
 log = logging.getLogger("castframe.api")
 
@@ -45,10 +45,6 @@ DATABASE_RETRY_AFTER = "2"
 
 STORAGE_RETRY_AFTER = "5"
 """Seconds a client is told to wait while file storage is unavailable."""
-SQLITE_FULL = 13
-"""SQLite's result code for "database or disk is full" (also what ``max_page_count`` gives)."""
-POSTGRES_DISK_FULL = "53100"
-"""PostgreSQL's SQLSTATE ``disk_full``."""
 
 
 def storage_api_error(exc: StorageError) -> ApiError:
@@ -57,17 +53,6 @@ def storage_api_error(exc: StorageError) -> ApiError:
     if isinstance(exc, StorageFull):
         return ApiError("storage_full", str(exc))
     return ApiError("storage_unavailable", str(exc), headers={"Retry-After": STORAGE_RETRY_AFTER})
-
-
-def is_database_full(exc: BaseException) -> bool:
-    """Whether the database refused a write for lack of space: SQLite's SQLITE_FULL (its file
-    system, or ``max_page_count``) or PostgreSQL's disk_full. A 507, not an outage to retry
-    in two seconds."""
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
-        return True
-    return getattr(orig, "sqlstate", None) == POSTGRES_DISK_FULL
 
 
 def _query_problems(exc: RequestValidationError) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage, StorageError, put_all
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
-from castframe.store.db import Database, is_transient, retry_transient
+from castframe.store.db import Database, is_transient
 from castframe.store.group_commit import GroupCommit
 from castframe.store.notify import JOBS_CHANNEL, Notifier
 
@@ -260,6 +260,8 @@ class Worker:
                 elif not outage:  # one line per outage, not one per poll
                     log.warning("cannot claim jobs: the database is unavailable; retrying")
                 outage = is_transient(exc)
+                if outage:
+                    self.db.note_outage()
                 job = None
             if job is None:
                 self.notifier.wait(self.settings.poll_interval)
@@ -308,9 +310,18 @@ class Worker:
     def _maintain_if_due(self, conn: sa.Connection) -> None:
         """At most once per poll interval, before a claim (both claims: a busy worker claims
         only while completing): dead workers' jobs go back to the queue, or fail once they
-        have used up their attempts. Called with the claim lock held."""
+        have used up their attempts. Called with the claim lock held.
+
+        Not within a lease period of a database outage: while the database was away no
+        worker could renew its leases, so right after it every running job's lease looks
+        expired. Requeueing them then would throw away live work (and an attempt) across the
+        fleet; a lease later, the live workers' heartbeats have renewed theirs, and only dead
+        workers' jobs are still expired.
+        """
         now = time.monotonic()
         if now - self._last_reap <= self.settings.poll_interval:
+            return
+        if self.db.seconds_since_outage() < self.settings.lease_seconds:
             return
         self._last_reap = now
         job_store.requeue_expired(conn, self.settings.max_attempts)
@@ -436,12 +447,8 @@ class Worker:
                     self.worker_id,
                     [(item.job, item.result, item.delivered) for item in batch],
                 )
-                outcomes: list[Job | str] = [
-                    done
-                    if done is not None
-                    else "canceled"
-                    if job_store.cancel_requested(conn, item.job.id)
-                    else "lost"
+                outcomes = [
+                    done if done is not None else self._not_completed(conn, item.job)
                     for item, done in zip(batch, completed, strict=True)
                 ]
                 claimed: list[Job] = []
@@ -456,6 +463,18 @@ class Worker:
             outcomes, claimed = self.db.retry_write(complete, "completing jobs", self._give_up)
             self._take_in(claimed, free, takers=len(batch))
         return outcomes
+
+    def _not_completed(self, conn: sa.Connection, job: Job) -> Job | str:
+        """Why the guard refused to complete ``job``: "canceled" (asked for meanwhile) or
+        "lost" (its lease went to another worker), or the job itself if it is COMPLETED
+        already: a retry after a commit whose acknowledgement was lost finds its own work
+        done (or the next lease holder's, which is as good)."""
+        current = job_store.find_job(conn, job.id)
+        if current is not None and current.status == states.COMPLETED:
+            return current
+        if current is not None and current.cancel_requested:
+            return "canceled"
+        return "lost"
 
     def _complete_one(self, item: Finished) -> Job | str:
         return self._complete_batch([item])[0]
@@ -479,7 +498,7 @@ class Worker:
 
     def _retrying(self, work: Callable[[], T], what: str) -> T:
         """``work()`` again after transient database failures (it reads, never writes)."""
-        return retry_transient(work, what, self._give_up)
+        return self.db.retry(work, what, self._give_up)
 
     def _engine_request(self, job: Job) -> EngineRequest:
         params = job.params

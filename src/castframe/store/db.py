@@ -8,7 +8,9 @@ records, queue claims) serialise instead of failing with "database is locked" on
 from __future__ import annotations
 
 import logging
+import math
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,16 +42,71 @@ def normalise_url(url: str) -> str:
     return url
 
 
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53")
+"""PostgreSQL error classes of the server, not the statement: connection exceptions and
+insufficient resources (disk full, out of memory, too many connections)."""
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the backend was terminated (pg_terminate_backend, restart)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up, or in recovery
+        "40001",  # serialization_failure: the transaction may simply be run again
+        "40P01",  # deadlock_detected: likewise
+        "55000",  # object_not_in_prerequisite_state: "not currently accepting connections"
+    }
+)
+TRANSIENT_SQLITE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure of the database rather than of the statement: refused, dropped or not
-    accepting connections, a server shutting down, a pool timeout, SQLite busy or full.
+    accepting connections, a server shutting down, out of space, a pool timeout, SQLite busy.
 
-    The API answers these with 503 ``not_ready``; the worker retries the transaction. Anything
-    else (a constraint, a bug in a statement) is not retried: it would fail the same way again.
+    The API answers these with 503 ``not_ready`` (507 when out of space); the worker retries
+    the transaction. Anything else, a missing table or column, a syntax error or a constraint,
+    would fail the same way again: not retried, so a worker deployed before its migration fails
+    loudly instead of retrying forever. Decided by the driver's error code, because both
+    drivers raise ``OperationalError`` for either kind.
     """
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in TRANSIENT_SQLITE_CODES
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is None:
+        # psycopg's own errors, with no server code: a connection that could not be made
+        # or was lost ("connection refused", "server closed the connection unexpectedly").
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+POSTGRES_DISK_FULL = "53100"
+
+
+def is_database_full(exc: BaseException) -> bool:
+    """Whether the database refused a write for lack of space: SQLite's SQLITE_FULL (its file
+    system, or ``max_page_count``) or PostgreSQL's disk_full. Transient to the worker, which
+    retries until space is freed; a 507 to an API client, not an outage to retry in seconds."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return getattr(orig, "sqlstate", None) == POSTGRES_DISK_FULL
 
 
 def create_db_engine(url: str) -> Engine:
@@ -132,6 +189,8 @@ class Database:
         self.engine = create_db_engine(self.url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.wakeups = Wakeups()
+        self.outage_seen_at = -math.inf
+        """``time.monotonic()`` when a transient failure was last seen (``note_outage``)."""
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -172,7 +231,7 @@ class Database:
             with self.write() as conn:
                 return work(conn)
 
-        return retry_transient(attempt, what, give_up)
+        return self.retry(attempt, what, give_up)
 
     def retry_read(
         self,
@@ -186,14 +245,32 @@ class Database:
             with self.read() as conn:
                 return work(conn)
 
-        return retry_transient(attempt, what, give_up)
+        return self.retry(attempt, what, give_up)
+
+    def retry(
+        self, attempt: Callable[[], T], what: str, give_up: threading.Event | None = None
+    ) -> T:
+        """``retry_transient``, noting each failure as an outage of this database."""
+        return retry_transient(attempt, what, give_up, on_failure=self.note_outage)
+
+    def note_outage(self) -> None:
+        """Remember that the database just failed transiently. The worker waits a lease period
+        after an outage before requeueing expired leases: the live workers' heartbeats could
+        not renew theirs while the database was away."""
+        self.outage_seen_at = time.monotonic()
+
+    def seconds_since_outage(self) -> float:
+        return time.monotonic() - self.outage_seen_at
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
 def retry_transient(
-    attempt: Callable[[], T], what: str, give_up: threading.Event | None = None
+    attempt: Callable[[], T],
+    what: str,
+    give_up: threading.Event | None = None,
+    on_failure: Callable[[], None] | None = None,
 ) -> T:
     """``attempt()``, again after each transient database failure (``is_transient``), with
     exponential backoff; the last failure is raised once ``give_up`` is set. A run of
@@ -207,6 +284,8 @@ def retry_transient(
             if not is_transient(exc) or (give_up is not None and give_up.is_set()):
                 raise
             failures += 1
+            if on_failure is not None:
+                on_failure()
             if failures == 1:
                 log.warning("%s: database unavailable (%s); retrying", what, _first_line(exc))
             if give_up is not None:

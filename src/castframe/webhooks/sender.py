@@ -22,7 +22,7 @@ from castframe.jobs.accounts import get_account, webhook_secrets
 from castframe.jobs.views import job_view
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
 from castframe.metrics import WEBHOOK_ATTEMPTS
-from castframe.store.db import Database, is_transient, retry_transient
+from castframe.store.db import Database, is_transient
 from castframe.store.notify import WEBHOOKS_CHANNEL, Notifier
 from castframe.webhooks.payloads import event_payload
 from castframe.webhooks.signing import signature_headers
@@ -145,7 +145,7 @@ class WebhookSender:
         return body, headers
 
     def deliver(self, delivery: dict[str, Any]) -> Outcome:
-        rendered = retry_transient(
+        rendered = self.db.retry(
             lambda: self.render(delivery), f"rendering webhook {delivery['id']}", self._stopping
         )
         if rendered is None:
