@@ -86,6 +86,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "content_filtered": "The prompt or image was refused by a safety filter.",
     "worker_lost": "Workers running the job died repeatedly; it was given up.",
     "out_of_memory": "The engine ran out of memory on this request.",
+    "internal_error": "Castframe itself failed while running the job (the operator's log has "
+    "the details, by job id); the job was not charged.",
 }
 
 

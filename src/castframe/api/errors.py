@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from castframe.errors import ApiError, details_of
+from castframe.store.db import is_transient
 
 log = logging.getLogger("castframe.api")
 
@@ -46,14 +47,6 @@ def _query_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
         path = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "path", "body"))
         problems.append((path or "request", str(item.get("msg", "invalid"))))
     return problems
-
-
-def is_database_unreachable(exc: BaseException) -> bool:
-    """A failure to reach the database (refused, dropped, not accepting connections), as
-    opposed to a bug in a statement: the first is a 503 to retry, the second a 500."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
         # Handled here rather than by the catch-all below, so an outage is an answer (and a
         # warning line) instead of an unhandled error with its traceback.
-        if not is_database_unreachable(exc):
+        if not is_transient(exc):
             return await _unexpected(request, exc)
         log.warning(
             "database unreachable on %s %s: %s",

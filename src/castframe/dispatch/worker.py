@@ -4,18 +4,25 @@ It owns everything an engine must not: the database, storage, billing and webhoo
 ``Worker`` runs inside ``castframe serve`` (embedded) or alone under ``castframe worker``.
 A heartbeat thread extends the leases of running jobs; a job whose worker dies is claimed
 again once its lease expires (``jobs.store.requeue_expired``).
+
+The database may blink (a restart, a failover, terminated backends): the worker's own writes
+(completions, failures, leases) are retried across reconnects (``Database.retry_write``), its
+reads of a job's inputs likewise, and progress and cancel checks are skipped until it is back.
+A job therefore never fails because the database did, and its error message never carries
+SQL or a lease id.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -33,14 +40,39 @@ from castframe.media.images import encode_png, to_gray_mask
 from castframe.media.storage import Storage
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
-from castframe.store.db import Database
+from castframe.store.db import Database, is_transient, retry_transient
 from castframe.store.group_commit import GroupCommit
 from castframe.store.notify import JOBS_CHANNEL, Notifier
 
 log = logging.getLogger("castframe.worker")
 
+T = TypeVar("T")
+
 PROGRESS_WRITE_INTERVAL = 0.25
 CANCEL_CHECK_INTERVAL = 0.5
+ENGINE_ERROR_MAX_CHARS = 300
+STOP_RETRY_SECONDS = 5.0
+"""How long ``stop`` keeps retrying to give jobs back to an unreachable database."""
+
+
+def failure_of(exc: Exception) -> JobFailure:
+    """The job error for an unexpected exception: what the job's owner may read.
+
+    An engine's exception is reported by type and first line, capped in length (a tensor's
+    repr or a traceback is not a message). A database error that was not transient (those are
+    retried) is a Castframe fault whose text would show SQL and lease ids: it is reported
+    without them, and logged in full with the job id.
+    """
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return JobFailure(
+            "internal_error",
+            "Castframe failed while finishing this job; the operator's log has details",
+        )
+    first = (str(exc).strip().splitlines() or [""])[0]
+    message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(message) > ENGINE_ERROR_MAX_CHARS:
+        message = message[: ENGINE_ERROR_MAX_CHARS - 1] + "…"
+    return JobFailure("engine_error", message)
 
 
 def output_key(job_id: str, created_at: float, index: int, seed: int) -> str:
@@ -81,18 +113,30 @@ class JobHooks:
         if percent == self._last_percent or now - self._last_write < PROGRESS_WRITE_INTERVAL:
             return
         self._last_write = self._last_check = now
+        try:
+            with self.worker.db.write() as conn:
+                self._canceled = job_store.report_progress(
+                    conn, self.job, self.worker.worker_id, percent
+                )
+        except Exception as exc:
+            # Progress is advisory: while the database is away the engine keeps going, and
+            # the next report (or the completion) brings the row up to date.
+            if not is_transient(exc):
+                raise
+            log.debug("job %s: progress not stored (database unavailable)", self.job.id)
+            return
         self._last_percent = percent
-        with self.worker.db.write() as conn:
-            self._canceled = job_store.report_progress(
-                conn, self.job, self.worker.worker_id, percent
-            )
 
     def check_canceled(self) -> None:
         now = time.monotonic()
         if not self._canceled and now - self._last_check >= CANCEL_CHECK_INTERVAL:
             self._last_check = now
-            with self.worker.db.read() as conn:
-                self._canceled = job_store.cancel_requested(conn, self.job.id)
+            try:
+                with self.worker.db.read() as conn:
+                    self._canceled = job_store.cancel_requested(conn, self.job.id)
+            except Exception as exc:
+                if not is_transient(exc):  # unknown for now: asked again next interval
+                    raise
         if self._canceled:
             raise JobCanceled()
 
@@ -120,6 +164,8 @@ class Worker:
         self.inputs = InputLoader(db, storage, settings)
         self.characters = CharacterDescriptors(db)
         self._stopping = threading.Event()
+        self._give_up = threading.Event()
+        """Set once ``stop`` stops waiting for the database: retried writes then give up."""
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Job] = {}
         """Every job this worker holds a lease on: running, or claimed and waiting for a slot."""
@@ -159,12 +205,29 @@ class Worker:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             leftover = list(self._running.values())
+        timer = threading.Timer(STOP_RETRY_SECONDS, self._give_up.set)
+        timer.start()
+        given_back = 0
         for job in leftover:
-            with self.db.write() as conn:
-                job_store.requeue(
-                    conn, job, self.worker_id, 0.0, "worker shut down; job given back"
+            try:
+                self.db.retry_write(
+                    functools.partial(
+                        job_store.requeue,
+                        job=job,
+                        worker_id=self.worker_id,
+                        delay=0.0,
+                        reason="worker shut down; job given back",
+                    ),
+                    f"giving job {job.id} back",
+                    self._give_up,
                 )
-        log.info("worker %s stopped (%d jobs given back)", self.worker_id, len(leftover))
+                given_back += 1
+            except Exception:
+                # Still leased to this worker: taken over once the lease expires.
+                log.warning("job %s: not given back (database unavailable)", job.id)
+        self._give_up.set()
+        timer.cancel()
+        log.info("worker %s stopped (%d jobs given back)", self.worker_id, given_back)
 
     def _slots_running(self) -> int:
         """Slots with a job in hand (claimed jobs still waiting for a slot do not count)."""
@@ -178,11 +241,19 @@ class Worker:
 
     # -- loops -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        outage = False
         while not self._stopping.is_set():
             try:
                 job = self._next_job()
-            except Exception:
-                log.exception("claiming a job failed; retrying shortly")
+                if outage:
+                    log.info("claiming jobs again: the database is back")
+                outage = False
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("claiming a job failed; retrying shortly")
+                elif not outage:  # one line per outage, not one per poll
+                    log.warning("cannot claim jobs: the database is unavailable; retrying")
+                outage = is_transient(exc)
                 job = None
             if job is None:
                 self.notifier.wait(self.settings.poll_interval)
@@ -250,10 +321,16 @@ class Worker:
                 ids = list(self._running)
             if ids:
                 try:
-                    with self.db.write() as conn:
-                        job_store.extend_leases(
-                            conn, self.worker_id, ids, self.settings.lease_seconds
-                        )
+                    self.db.retry_write(
+                        functools.partial(
+                            job_store.extend_leases,
+                            worker_id=self.worker_id,
+                            job_ids=ids,
+                            lease_seconds=self.settings.lease_seconds,
+                        ),
+                        "extending leases",
+                        self._give_up,
+                    )
                 except Exception:
                     log.exception("heartbeat failed")
             elif self._stopping.is_set():
@@ -289,12 +366,14 @@ class Worker:
         hooks = JobHooks(self, job, _last_check=now, _canceled=job.cancel_requested)
         try:
             hooks.check_canceled()
-            request = self._engine_request(job)
+            request = self._retrying(lambda: self._engine_request(job), "reading job inputs")
             hooks.check_canceled()
             engine = self.engines.get(job.engine)
             with ENGINE_SECONDS.labels(job.engine).time():
                 result = engine.generate(request, hooks)
-            scores = self._consistency(job, request, result)
+            scores = self._retrying(
+                lambda: self._consistency(job, request, result), "scoring consistency"
+            )
             stored = self._store_outputs(job, result, scores)
             outcome = self.completions.submit(Finished(job, stored, len(result.images)))
             if outcome == "canceled":
@@ -304,15 +383,18 @@ class Worker:
                 return None
             return outcome if isinstance(outcome, Job) else None
         except JobCanceled:
-            with self.db.write() as conn:
-                return job_store.fail(
+            return self.db.retry_write(
+                lambda conn: job_store.fail(
                     conn,
                     job,
                     self.worker_id,
                     "cancelled",
                     "cancelled by the owner",
                     states.STOP_CANCELLED,
-                )
+                ),
+                f"cancelling job {job.id}",
+                self._give_up,
+            )
         except JobFailure as failure:
             return self._handle_failure(job, failure)
         except MemoryError:
@@ -323,9 +405,7 @@ class Worker:
             return self._handle_failure(job, JobFailure("engine_misconfigured", str(exc)))
         except Exception as exc:
             log.exception("job %s: engine error", job.id)
-            return self._handle_failure(
-                job, JobFailure("engine_error", f"{type(exc).__name__}: {exc}")
-            )
+            return self._handle_failure(job, failure_of(exc))
 
     def _complete_batch(self, batch: Sequence[Finished]) -> list[Job | str]:
         """Complete the jobs that finished at the same moment in one transaction (group commit,
@@ -340,8 +420,8 @@ class Worker:
         with self._claim_lock:
             with self._lock:
                 free = self.concurrency - len(self._running) + len(batch)
-            claimed: list[Job] = []
-            with self.db.write() as conn:
+
+            def complete(conn: sa.Connection) -> tuple[list[Job | str], list[Job]]:
                 completed = job_store.complete_many(
                     conn,
                     self.worker_id,
@@ -355,11 +435,16 @@ class Worker:
                     else "lost"
                     for item, done in zip(batch, completed, strict=True)
                 ]
+                claimed: list[Job] = []
                 if free > 0 and not self._stopping.is_set():
                     self._maintain_if_due(conn)
                     claimed = job_store.claim_many(
                         conn, self.worker_id, self.settings.lease_seconds, free
                     )
+                return outcomes, claimed
+
+            # Retried as a whole: a run that failed was rolled back, claims included.
+            outcomes, claimed = self.db.retry_write(complete, "completing jobs", self._give_up)
             self._take_in(claimed, free, takers=len(batch))
         return outcomes
 
@@ -367,14 +452,25 @@ class Worker:
         return self._complete_batch([item])[0]
 
     def _handle_failure(self, job: Job, failure: JobFailure) -> Job | None:
-        with self.db.write() as conn:
-            if failure.retryable and job.attempts < self.settings.max_attempts:
-                delay = failure.retry_after
-                if delay is None:
-                    delay = self.settings.retry_base_seconds * 2 ** (job.attempts - 1)
-                log.info("job %s: retry in %.1fs (%s)", job.id, delay, failure.message)
-                return job_store.requeue(conn, job, self.worker_id, delay, failure.message)
-            return job_store.fail(conn, job, self.worker_id, failure.code, failure.message)
+        if failure.retryable and job.attempts < self.settings.max_attempts:
+            delay = failure.retry_after
+            if delay is None:
+                delay = self.settings.retry_base_seconds * 2 ** (job.attempts - 1)
+            log.info("job %s: retry in %.1fs (%s)", job.id, delay, failure.message)
+            return self.db.retry_write(
+                lambda conn: job_store.requeue(conn, job, self.worker_id, delay, failure.message),
+                f"requeueing job {job.id}",
+                self._give_up,
+            )
+        return self.db.retry_write(
+            lambda conn: job_store.fail(conn, job, self.worker_id, failure.code, failure.message),
+            f"failing job {job.id}",
+            self._give_up,
+        )
+
+    def _retrying(self, work: Callable[[], T], what: str) -> T:
+        """``work()`` again after transient database failures (it reads, never writes)."""
+        return retry_transient(work, what, self._give_up)
 
     def _engine_request(self, job: Job) -> EngineRequest:
         params = job.params

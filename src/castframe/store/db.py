@@ -7,16 +7,28 @@ records, queue claims) serialise instead of failing with "database is locked" on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from castframe.store.notify import Wakeups, take_published
+
+log = logging.getLogger("castframe.db")
+
+T = TypeVar("T")
+
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 2.0
 
 
 def normalise_url(url: str) -> str:
@@ -28,13 +40,44 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the database rather than of the statement: refused, dropped or not
+    accepting connections, a server shutting down, a pool timeout, SQLite busy or full.
+
+    The API answers these with 503 ``not_ready``; the worker retries the transaction. Anything
+    else (a constraint, a bug in a statement) is not retried: it would fail the same way again.
+    """
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
 def create_db_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    # No pre-ping (a round trip per checkout): connections broken by a database restart are
-    # invalidated by SQLAlchemy on first use; recycling bounds their age.
-    return sa.create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
+    engine = sa.create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
+    event.listen(engine, "checkout", _refuse_dead_connection)
+    return engine
+
+
+def _refuse_dead_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pre-ping without the round trip: an idle pooled connection has nothing to read.
+
+    A server that terminated the backend (``pg_terminate_backend``, a restart, an idle
+    timeout) sends its FATAL message and closes the socket, so the socket of a dead idle
+    connection is readable. ``poll`` with a zero timeout sees that in a system call (about a
+    microsecond, where ``pool_pre_ping``'s ``SELECT 1`` costs a round trip on every
+    checkout). Raising ``DisconnectionError`` makes the pool drop the connection and check
+    out another. A silently vanished peer (no FIN) is not detected here; the retries of the
+    worker and the API's 503 cover it, and ``pool_recycle`` bounds a connection's age.
+    """
+    if dbapi_connection.closed:
+        raise sa_exc.DisconnectionError("connection closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise sa_exc.DisconnectionError("the server closed the idle connection")
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -109,5 +152,75 @@ class Database:
             with connection.begin():
                 yield connection
 
+    def retry_write(
+        self,
+        work: Callable[[sa.Connection], T],
+        what: str,
+        give_up: threading.Event | None = None,
+    ) -> T:
+        """``work(conn)`` in a write transaction, run again after transient failures.
+
+        For the worker's own writes (progress, leases, completions, failures): the database
+        blinking must delay them, never lose them or fail the job. The transaction is rolled
+        back on failure, so running ``work`` again is safe; if a commit succeeded but its
+        acknowledgement was lost, the next run finds the job already moved, and the store's
+        guards (``lease_owner``, the transition's source states) make it a no-op, never a
+        second charge. Retries back off from 50 ms to 2 s, until ``give_up`` is set.
+        """
+
+        def attempt() -> T:
+            with self.write() as conn:
+                return work(conn)
+
+        return retry_transient(attempt, what, give_up)
+
+    def retry_read(
+        self,
+        work: Callable[[sa.Connection], T],
+        what: str,
+        give_up: threading.Event | None = None,
+    ) -> T:
+        """``work(conn)`` in a read transaction, run again after transient failures."""
+
+        def attempt() -> T:
+            with self.read() as conn:
+                return work(conn)
+
+        return retry_transient(attempt, what, give_up)
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def retry_transient(
+    attempt: Callable[[], T], what: str, give_up: threading.Event | None = None
+) -> T:
+    """``attempt()``, again after each transient database failure (``is_transient``), with
+    exponential backoff; the last failure is raised once ``give_up`` is set. A run of
+    failures is logged once as it starts and once when it ends, not per retry."""
+    delay = RETRY_FIRST_DELAY
+    failures = 0
+    while True:
+        try:
+            value = attempt()
+        except Exception as exc:
+            if not is_transient(exc) or (give_up is not None and give_up.is_set()):
+                raise
+            failures += 1
+            if failures == 1:
+                log.warning("%s: database unavailable (%s); retrying", what, _first_line(exc))
+            if give_up is not None:
+                give_up.wait(delay)
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+            continue
+        if failures:
+            log.info("%s: succeeded after %d retries", what, failures)
+        return value
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line: SQLAlchemy appends the statement and parameters below it."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
