@@ -11,6 +11,7 @@ workers skip the work too); and only then the face model.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -81,6 +82,10 @@ class CharacterDescriptors:
         self.cache = cache if cache is not None else DescriptorCache()
         self.computed = 0
         """How many descriptors the face model computed (the rest came from a cache)."""
+        self._guard = threading.Lock()
+        self._computing: dict[str, threading.Lock] = {}
+        """One lock per picture being looked up: jobs of one reference post-processed at the
+        same moment wait for the first one's computation instead of repeating it."""
 
     def descriptor(
         self,
@@ -104,16 +109,34 @@ class CharacterDescriptors:
             pixels, raw = reference, b""
         key = content_key(raw, pixels)
         found = self.cache.get(key)
+        if found is not None:
+            return found.descriptor
+        with self._guard:
+            lock = self._computing.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                found = self._look_up(key, pixels, model, upload_key)
+        finally:
+            with self._guard:
+                self._computing.pop(key, None)
+        return found.descriptor
+
+    def _look_up(
+        self, key: str, pixels: np.ndarray, model: FaceModel, upload_key: str | None
+    ) -> ReferenceFace:
+        """Memory (filled meanwhile by another job?), the sidecar, then the model."""
+        found = self.cache.get(key)
         if found is None and upload_key is not None:
             found = self._read_sidecar(key, upload_key)
         if found is None:
             face = model.main_face(pixels)
-            self.computed += 1
+            with self._guard:
+                self.computed += 1
             found = ReferenceFace(face.descriptor if face is not None else None)
             if upload_key is not None:
                 self._write_sidecar(key, upload_key, found)
         self.cache.put(key, found)
-        return found.descriptor
+        return found
 
     def _read_sidecar(self, key: str, upload_key: str) -> ReferenceFace | None:
         """The stored descriptor, or None: a missing, unreadable or stale sidecar (another

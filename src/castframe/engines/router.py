@@ -115,12 +115,17 @@ class EngineRegistry:
         self.device = device
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self._devices: dict[str, EngineRegistry] = {}
 
     def for_device(self, device: str | None) -> EngineRegistry:
-        """This registry (no device named), or a new one whose engines run on ``device``."""
+        """This registry (no device named), or the one (made once) whose engines run on
+        ``device``."""
         if device is None or device == self.device:
             return self
-        return EngineRegistry(self.settings, device)
+        with self._lock:
+            if device not in self._devices:
+                self._devices[device] = EngineRegistry(self.settings, device)
+            return self._devices[device]
 
     def get(self, name: str) -> Engine:
         with self._lock:
