@@ -361,3 +361,34 @@ def test_many_jobs_of_one_upload_compute_its_descriptor_once(api_sqlite: Api) ->
     with api.services.db.read() as conn:
         storage_key = conn.execute(sa.select(uploads.c.storage_key)).scalar()
     assert api.services.storage.exists(sidecar_key(str(storage_key)))
+
+
+def test_a_drain_finishes_what_the_engine_produced_and_gives_back_the_rest(
+    counting_api: Api,
+) -> None:
+    """SIGTERM's path (``Worker.stop``) with the pipeline full: the outputs being stored and
+    the finished job waiting for them are stored and completed; the job prepared for the
+    engine, never run, goes back to the queue uncharged, as do the ones never claimed."""
+    api = counting_api
+    key = api.key()
+    gated = GatedStorage(api.services.storage)
+    gated.close_gate()
+    services = api.services
+    settings = services.settings.model_copy(update={"postprocess_queue": 1})
+    worker = Worker(settings, services.db, gated, services.engines, services.job_notifier, 1)
+    worker.start()
+    ids = submit(api, key, upload(api, key), 4)
+    eventually(lambda: CountingEngine.calls == 2, "two engine calls")
+    eventually(lambda: worker.busy == 3, "a third job prepared")
+    stopper = threading.Thread(target=worker.stop, kwargs={"grace": 20})
+    stopper.start()
+    gated.open.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert CountingEngine.calls == 2
+    assert [status(api, job_id) for job_id in ids] == ["COMPLETED", "COMPLETED", "QUEUED", "QUEUED"]
+    for job_id in ids[:2]:
+        assert set(entries(api, job_id)) == {"hold", "capture"}
+    for job_id in ids[2:]:
+        assert set(entries(api, job_id)) == {"hold"}
+    assert worker.busy == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,11 +112,10 @@ class PostPool:
         self._closing.set()
 
     def join(self, timeout: float) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # started (a worker stopped unstarted has none)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
         while True:

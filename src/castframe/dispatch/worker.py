@@ -236,8 +236,6 @@ class Worker:
         self._pool.close()  # what they handed over is stored and completed
         self._pool.join(max(0.0, deadline - time.monotonic()))
         self._input_pool.shutdown(wait=False)
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             leftover = list(self._running.values())
         timer = threading.Timer(STOP_RETRY_SECONDS, self._give_up.set)
@@ -257,11 +255,17 @@ class Worker:
                     self._give_up,
                 )
                 given_back += 1
+                with self._lock:
+                    self._running.pop(job.id, None)
             except Exception:
                 # Still leased to this worker: taken over once the lease expires.
                 log.warning("job %s: not given back (database unavailable)", job.id)
         self._give_up.set()
         timer.cancel()
+        # The heartbeat ends once this worker holds nothing (jobs prepared but never run,
+        # given back above): a drain does not wait out the grace for it.
+        for thread in self._threads:
+            thread.join(max(1.0, deadline - time.monotonic()))
         log.info("worker %s stopped (%d jobs given back)", self.worker_id, given_back)
 
     def _slots_running(self) -> int:
