@@ -4,11 +4,14 @@ stale, corrupt or unwritable sidecar costs a computation, never a wrong verdict 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
+from skimage import data
 
 from castframe.dispatch.character_faces import CharacterDescriptors, sidecar_key
 from castframe.engines.base import NullHooks
@@ -27,14 +30,20 @@ from castframe.media.storage import LocalStorage
 from castframe.store.db import Database
 from tests.support.images import astronaut_png, no_face_image, png_bytes
 from tests.support.requests import engine_request
-from tests.test_faces import cameraman
 
 OWNER = ("acct", "live")
 UPLOAD_KEY = "uploads/acct/ref-1.png"
 
 
+@lru_cache(maxsize=1)
+def cameraman() -> np.ndarray:
+    """scikit-image's cameraman: a second real person (grey, upscaled 1.5x)."""
+    gray = cv2.resize(data.camera(), None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
+    return np.stack([gray] * 3, axis=-1)
+
+
 @pytest.fixture(scope="module")
-def model() -> FaceModel:
+def dlib_model() -> FaceModel:
     loaded = face_model()
     assert loaded is not None, "the faces extra is part of `make test`'s install"
     return loaded
@@ -88,9 +97,12 @@ def outputs(reference: np.ndarray, seeds: range) -> list[np.ndarray]:
     ]
 
 
-def test_cached_verdicts_equal_fresh_ones(model: FaceModel, db: Database, tmp_path: Path) -> None:
+def test_cached_verdicts_equal_fresh_ones(
+    dlib_model: FaceModel, db: Database, tmp_path: Path
+) -> None:
     """For two people and a faceless picture, against outputs of both people: every verdict
     from the cached descriptor (memory, then a new process's sidecar) is the fresh one."""
+    model = dlib_model
     references = {
         "astronaut": decode_image(astronaut_png(), max_bytes=50 << 20, max_pixels=40_000_000),
         "cameraman": decoded(cameraman()),
@@ -121,8 +133,9 @@ def test_cached_verdicts_equal_fresh_ones(model: FaceModel, db: Database, tmp_pa
     assert counting.main_faces == len(references)
 
 
-def test_the_key_is_the_content_not_the_source(model: FaceModel, db: Database) -> None:
+def test_the_key_is_the_content_not_the_source(dlib_model: FaceModel, db: Database) -> None:
     """The same picture by another upload hits; a different picture never does."""
+    model = dlib_model
     counting = CountingModel(model)
     descriptors = CharacterDescriptors(db)
     astronaut_ref = decode_image(astronaut_png(), max_bytes=50 << 20, max_pixels=40_000_000)
@@ -152,8 +165,9 @@ def test_the_key_is_the_content_not_the_source(model: FaceModel, db: Database) -
     ],
 )
 def test_a_bad_sidecar_is_recomputed_not_trusted(
-    model: FaceModel, db: Database, tmp_path: Path, sidecar: bytes | str
+    dlib_model: FaceModel, db: Database, tmp_path: Path, sidecar: bytes | str
 ) -> None:
+    model = dlib_model
     reference = decode_image(astronaut_png(), max_bytes=50 << 20, max_pixels=40_000_000)
     key = content_key(reference.raw, reference.pixels)
     wrong = ReferenceFace(np.full(128, 0.5))
@@ -185,8 +199,9 @@ def test_a_bad_sidecar_is_recomputed_not_trusted(
 
 
 def test_failing_storage_costs_a_computation_not_the_job(
-    model: FaceModel, db: Database, tmp_path: Path
+    dlib_model: FaceModel, db: Database, tmp_path: Path
 ) -> None:
+    model = dlib_model
     reference = decode_image(astronaut_png(), max_bytes=50 << 20, max_pixels=40_000_000)
     broken = BrokenStorage(tmp_path / "files", "http://testserver", b"secret")
     counting = CountingModel(model)
