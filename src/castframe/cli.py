@@ -72,6 +72,13 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Parallel jobs.")] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated devices (cuda:0,cuda:1,...): one pipeline and one engine "
+            "instance per device (CASTFRAME_WORKER_DEVICES). Overrides --concurrency."
+        ),
+    ] = None,
     grace: Annotated[float, typer.Option(help="Seconds to drain on SIGTERM.")] = 30.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
@@ -89,7 +96,10 @@ def worker(
         from castframe.metrics import REGISTRY
 
         start_http_server(metrics_port, registry=REGISTRY)
-    services.start_worker(concurrency)
+    device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
+    if devices is not None and not device_list:
+        raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
+    services.start_worker(concurrency, device_list or None)
     services.start_sender()
     services.start_listener(jobs=True, webhooks=True)
     stop = threading.Event()

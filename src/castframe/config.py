@@ -36,6 +36,19 @@ class Settings(BaseSettings):
 
     worker_enabled: bool = Field(default=True, description="Run a worker inside `serve`.")
     worker_concurrency: int = Field(default=2, ge=1, le=64, description="Jobs run in parallel.")
+    worker_devices: str = Field(
+        default="",
+        description="Comma-separated devices (cuda:0,cuda:1): one pipeline and engine instance "
+        "per device, one engine call at a time on each; empty: worker_concurrency pipelines "
+        "sharing one engine.",
+    )
+    postprocess_queue: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Finished jobs that may wait for post-processing (scoring, encoding, "
+        "storage) per pipeline before its engine waits (about 4.5 MiB per 1024x1024 image).",
+    )
     completion_linger_ms: float = Field(
         default=2.0,
         ge=0,
@@ -216,6 +229,11 @@ class Settings(BaseSettings):
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."
     )
+
+    @property
+    def worker_device_list(self) -> list[str]:
+        """``worker_devices`` as a list (empty: no devices named)."""
+        return [name.strip() for name in self.worker_devices.split(",") if name.strip()]
 
     @property
     def resolved_database_url(self) -> str:

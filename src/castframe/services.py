@@ -96,9 +96,14 @@ class Services:
             settings.resolved_public_url, settings.signing_key, key, settings.output_url_ttl
         )
 
-    def start_worker(self, concurrency: int | None = None) -> Worker:
+    def start_worker(
+        self, concurrency: int | None = None, devices: list[str] | None = None
+    ) -> Worker:
+        devices = devices or self.settings.worker_device_list
         if live_engine(self.settings) == "diffusers":
-            self.engines.get("diffusers")  # load the weights once, before the first job
+            # Load the weights once per device, before the first job.
+            for registry in [self.engines.for_device(name) for name in devices] or [self.engines]:
+                registry.get("diffusers")
         self.worker = Worker(
             self.settings,
             self.db,
@@ -106,6 +111,7 @@ class Services:
             self.engines,
             self.job_notifier,
             concurrency,
+            devices,
         )
         self.worker.start()
         return self.worker

@@ -48,6 +48,8 @@ def test_put_makes_missing_folders_again_after_they_are_removed(storage: LocalSt
 
 def test_output_keys_group_a_day_of_jobs_in_one_folder() -> None:
     created = 1_795_000_000.0  # 2026-11-18 UTC
-    assert output_key("j1", created, 0, 42) == "outputs/2026-11-18/j1-0-42.png"
-    assert output_key("j2", created + 60, 1, 7) == "outputs/2026-11-18/j2-1-7.png"
+    assert output_key("j1", created, 0, 42) == "outputs/2026-11-18/j1-a1-0-42.png"
+    assert output_key("j2", created + 60, 1, 7) == "outputs/2026-11-18/j2-a1-1-7.png"
+    # Each attempt its own keys: a retry never overwrites (or deletes) another attempt's files.
+    assert output_key("j2", created + 60, 1, 7, attempt=2) == "outputs/2026-11-18/j2-a2-1-7.png"
     assert output_key("j3", created + 86_400, 0, 7).startswith("outputs/2026-11-19/")

@@ -231,6 +231,16 @@ AspectRatio = Annotated[
 Resolution = Annotated[str, _canonical(RESOLUTIONS), _one_of(RESOLUTIONS, "resolution")]
 StylePreset = Annotated[str, _canonical(STYLE_PRESETS), _one_of(STYLE_PRESETS, "style preset")]
 NumImages = Annotated[StrictInt, Field(ge=1, le=4)]
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+OutputFormat = Annotated[
+    Literal["png", "jpeg", "webp"], _canonical(OUTPUT_FORMATS, {"jpg": "jpeg"})
+]
+"""A Castframe extension: the file format of the outputs (media/images.py OUTPUT_FORMATS);
+any letter case, and ``jpg`` for ``jpeg``."""
+OUTPUT_FORMAT_DESCRIPTION = (
+    "Castframe extension: the outputs' file format, png (default, lossless), jpeg or webp "
+    "(quality 90)."
+)
 ImageSource = Annotated[str, Field(min_length=1, max_length=30 * 1024 * 1024)]
 
 
@@ -262,6 +272,7 @@ class IdeogramParams(BaseModel):
         Annotated[list[ImageSource], Field(min_length=1, max_length=MAX_STYLE_REFERENCES)] | None
     ) = Field(default=None, description="Up to 3 images whose look (palette) the output takes.")
     num_images: NumImages | None = None
+    output_format: OutputFormat | None = Field(default=None, description=OUTPUT_FORMAT_DESCRIPTION)
     image: ImageSource | None = Field(default=None, description="Image to edit (with mask).")
     mask: ImageSource | None = Field(
         default=None, description="Edit mask, same size as image: black = repaint, white = keep."
@@ -290,6 +301,7 @@ class IdeogramCharacterRequest(BaseModel):
     ideogramParams: IdeogramParams
     aspect_ratio: AspectRatio | None = None
     num_images: NumImages | None = None
+    output_format: OutputFormat | None = Field(default=None, description=OUTPUT_FORMAT_DESCRIPTION)
     webhookUrl: Annotated[str, Field(max_length=2048)] | None = Field(
         default=None, validation_alias=AliasChoices("webhookUrl", "webhook_url")
     )
@@ -301,7 +313,7 @@ class IdeogramCharacterRequest(BaseModel):
     def _consistent(self) -> IdeogramCharacterRequest:
         if not self.prompt.strip():
             raise ValueError("prompt must not be blank")
-        for name in ("aspect_ratio", "num_images"):
+        for name in ("aspect_ratio", "num_images", "output_format"):
             outer, inner = getattr(self, name), getattr(self.ideogramParams, name)
             if outer is not None and inner is not None and outer != inner:
                 raise ValueError(f"{name} is given at top level and in ideogramParams, differently")
@@ -332,6 +344,7 @@ def _normalise(request: BaseModel) -> dict[str, Any]:
         "width": width,
         "height": height,
         "num_images": request.num_images or params.num_images or 1,
+        "output_format": request.output_format or params.output_format or "png",
         "character_reference_image": params.character_reference_image,
         "character_id": params.character_id,
         "image": params.image,

@@ -1,9 +1,14 @@
-"""The worker: threads that claim jobs, run their engine, store outputs and finish them.
+"""The worker: claims jobs, runs their engine, stores outputs and finishes them.
 
 It owns everything an engine must not: the database, storage, billing and webhooks. One
 ``Worker`` runs inside ``castframe serve`` (embedded) or alone under ``castframe worker``.
-A heartbeat thread extends the leases of running jobs; a job whose worker dies is claimed
-again once its lease expires (``jobs.store.requeue_expired``).
+Jobs move through a pipeline (dispatch/pipeline.py) so the engine never waits for the CPU:
+the next job's inputs load while the engine runs, and outputs are scored, encoded and stored
+(dispatch/postprocess.py) in a bounded pool while the engine is on the next job. A job is
+completed, charged and its webhook queued only after its outputs are stored.
+A heartbeat thread extends the leases of every job the worker holds (prepared, running or
+post-processing); a job whose worker dies is claimed again once its lease expires
+(``jobs.store.requeue_expired``).
 
 The database may blink (a restart, a failover, terminated backends): the worker's own writes
 (completions, failures, leases) are retried across reconnects (``Database.retry_write``), its
@@ -21,6 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,16 +35,17 @@ import sqlalchemy as sa
 from castframe import logs
 from castframe.config import Settings
 from castframe.dispatch.character_faces import CharacterDescriptors
-from castframe.dispatch.inputs import InputLoader
+from castframe.dispatch.inputs import InputLoader, Loaded
+from castframe.dispatch.pipeline import Failed, Lane, PostPool
+from castframe.dispatch.postprocess import PostProcessor, Prepared, output_key, stored_keys
 from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
-from castframe.faces import consistency, face_model
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
-from castframe.media.images import encode_png, to_gray_mask
-from castframe.media.storage import Storage, StorageError, put_all
+from castframe.media.images import to_gray_mask
+from castframe.media.storage import Storage, StorageError, discard
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
 from castframe.store.db import Database, is_transient
@@ -54,6 +61,11 @@ CANCEL_CHECK_INTERVAL = 0.5
 ENGINE_ERROR_MAX_CHARS = 300
 STOP_RETRY_SECONDS = 5.0
 """How long ``stop`` keeps retrying to give jobs back to an unreachable database."""
+PREPARED_PER_LANE = 2
+"""Jobs a lane may hold before post-processing: the one on its engine and the next one,
+prepared meanwhile. Claims are sized by it, so a worker never hoards the queue."""
+
+__all__ = ["Finished", "JobHooks", "Worker", "failure_of", "output_key"]
 
 
 def failure_of(exc: Exception) -> JobFailure:
@@ -74,18 +86,6 @@ def failure_of(exc: Exception) -> JobFailure:
     if len(message) > ENGINE_ERROR_MAX_CHARS:
         message = message[: ENGINE_ERROR_MAX_CHARS - 1] + "…"
     return JobFailure("engine_error", message)
-
-
-def output_key(job_id: str, created_at: float, index: int, seed: int) -> str:
-    """Where a job's ``index``-th image is stored: ``outputs/<UTC day>/<job>-<n>-<seed>.png``.
-
-    One folder per day, not per job: creating a folder per job cost local storage a new
-    directory inode per job (~0.2 ms of kernel time), and day folders are what retention and
-    backups work by (on S3 too, as key prefixes for lifecycle rules). The day is the job's
-    creation day, so a retried job writes the same keys.
-    """
-    day = time.strftime("%Y-%m-%d", time.gmtime(created_at))
-    return f"outputs/{day}/{job_id}-{index}-{seed}.png"
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,10 @@ class Worker:
         engines: EngineRegistry,
         notifier: Notifier,
         concurrency: int | None = None,
+        devices: Sequence[str] | None = None,
     ) -> None:
+        """``devices``: one lane per device, each with its own engine instances
+        (``EngineRegistry.for_device``); without, ``concurrency`` lanes share ``engines``."""
         self.settings = settings
         self.db = db
         self.storage = storage
@@ -160,16 +163,29 @@ class Worker:
         # This process's committed writes that queue work wake its idle slots (others'
         # arrive through the PostgreSQL listener: services.py).
         db.wakeups.subscribe(JOBS_CHANNEL, notifier.notify)
-        self.concurrency = concurrency or settings.worker_concurrency
+        self.devices = list(devices or settings.worker_device_list)
+        self.concurrency = len(self.devices) or concurrency or settings.worker_concurrency
+        self.post_limit = settings.postprocess_queue
+        self.capacity = PREPARED_PER_LANE * self.concurrency
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.inputs = InputLoader(db, storage, settings)
-        self.characters = CharacterDescriptors(db)
+        self.characters = CharacterDescriptors(db, storage)
+        self.post = PostProcessor(storage, self.characters, settings.faces_enabled)
+        self._pool = PostPool(self.concurrency * self.post_limit, self.post_process)
+        self._input_pool = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="castframe-worker-inputs"
+        )
+        self._lanes: list[Lane] = []
+        self._prepared: set[str] = set()
+        """Jobs held and not yet handed to post-processing (what claims are sized by)."""
+        self._outage = False
         self._stopping = threading.Event()
         self._give_up = threading.Event()
         """Set once ``stop`` stops waiting for the database: retried writes then give up."""
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Job] = {}
-        """Every job this worker holds a lease on: running, or claimed and waiting for a slot."""
+        """Every job this worker holds a lease on: claimed, prepared, on an engine or being
+        post-processed (the heartbeat extends them all; ``stop`` gives back what is left)."""
         self._ready: deque[Job] = deque()
         self._lock = threading.Lock()
         self._claim_lock = threading.Lock()
@@ -180,26 +196,40 @@ class Worker:
         self.completions: GroupCommit[Finished, Job | str] = GroupCommit(
             self._complete_batch,
             self._complete_one,
-            max_batch=self.concurrency,
+            max_batch=self.concurrency * self.post_limit,
             siblings=self._slots_running,
             linger=settings.completion_linger_ms / 1000,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self._pool.start()
         for index in range(self.concurrency):
-            thread = threading.Thread(
-                target=self._loop, name=f"castframe-worker-{index}", daemon=True
+            device = self.devices[index] if self.devices else None
+            lane = Lane(
+                f"castframe-worker-{device or index}",
+                self,
+                self.engines.for_device(device),
+                self._input_pool,
+                self._pool,
+                self.post_limit,
             )
-            thread.start()
-            self._threads.append(thread)
+            lane.start()
+            self._lanes.append(lane)
+            self._threads.append(lane.thread)
         heartbeat = threading.Thread(
             target=self._heartbeat, name="castframe-heartbeat", daemon=True
         )
         heartbeat.start()
         self._threads.append(heartbeat)
         self.retention.start()
-        log.info("worker %s started with %d slots", self.worker_id, self.concurrency)
+        log.info(
+            "worker %s started with %d lanes (%s), %d post-processing threads",
+            self.worker_id,
+            self.concurrency,
+            ", ".join(self.devices) or "no devices named",
+            self.concurrency * self.post_limit,
+        )
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; let running jobs finish within ``grace``, then give them back."""
@@ -207,8 +237,11 @@ class Worker:
         self.notifier.notify_all()
         self.retention.stop()
         deadline = time.monotonic() + grace
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in self._lanes:  # engines finish their current job
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.close()  # what they handed over is stored and completed
+        self._pool.join(max(0.0, deadline - time.monotonic()))
+        self._input_pool.shutdown(wait=False)
         with self._lock:
             leftover = list(self._running.values())
         timer = threading.Timer(STOP_RETRY_SECONDS, self._give_up.set)
@@ -228,45 +261,112 @@ class Worker:
                     self._give_up,
                 )
                 given_back += 1
+                with self._lock:
+                    self._running.pop(job.id, None)
             except Exception:
                 # Still leased to this worker: taken over once the lease expires.
                 log.warning("job %s: not given back (database unavailable)", job.id)
         self._give_up.set()
         timer.cancel()
+        # The heartbeat ends once this worker holds nothing (jobs prepared but never run,
+        # given back above): a drain does not wait out the grace for it.
+        for thread in self._threads:
+            thread.join(max(1.0, deadline - time.monotonic()))
         log.info("worker %s stopped (%d jobs given back)", self.worker_id, given_back)
 
     def _slots_running(self) -> int:
-        """Slots with a job in hand (claimed jobs still waiting for a slot do not count)."""
-        with self._lock:
-            return len(self._running) - len(self._ready)
+        """Jobs being post-processed: those that may finish soon after a finished one (the
+        group commit's linger waits for them)."""
+        return self._pool.busy
 
     @property
     def busy(self) -> int:
         with self._lock:
             return len(self._running)
 
-    # -- loops -----------------------------------------------------------------------------
-    def _loop(self) -> None:
-        outage = False
-        while not self._stopping.is_set():
-            try:
-                job = self._next_job()
-                if outage:
-                    log.info("claiming jobs again: the database is back")
-                outage = False
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("claiming a job failed; retrying shortly")
-                elif not outage:  # one line per outage, not one per poll
-                    log.warning("cannot claim jobs: the database is unavailable; retrying")
-                outage = is_transient(exc)
-                if outage:
-                    self.db.note_outage()
-                job = None
-            if job is None:
-                self.notifier.wait(self.settings.poll_interval)
-                continue
-            self.run_job(job)
+    # -- pipeline stages (dispatch/pipeline.py's ``Stages``) -------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def idle_wait(self) -> None:
+        self.notifier.wait(self.settings.poll_interval)
+
+    def prepare_next(self) -> Prepared | Failed | None:
+        """Claim a job (or take one claimed earlier) and load its inputs. A failed claim is
+        logged (once per database outage) and answered with None: the lane waits and asks
+        again. A failed preparation is the job's (``Failed``), settled by the lane."""
+        if self._stopping.is_set():  # draining: no new claims
+            return None
+        try:
+            job = self._next_job()
+            if self._outage:
+                log.info("claiming jobs again: the database is back")
+            self._outage = False
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("claiming a job failed; retrying shortly")
+            elif not self._outage:  # one line per outage, not one per poll
+                log.warning("cannot claim jobs: the database is unavailable; retrying")
+            self._outage = is_transient(exc)
+            if self._outage:
+                self.db.note_outage()
+            return None
+        if job is None:
+            return None
+        token = logs.job_id.set(job.id)
+        try:
+            # The claim has just read cancel_requested: the first database check can wait.
+            hooks = JobHooks(
+                self, job, _last_check=time.monotonic(), _canceled=job.cancel_requested
+            )
+            hooks.check_canceled()
+            request, reference = self._retrying(
+                lambda: self._engine_request(job), "reading job inputs"
+            )
+            return Prepared(job, request, reference, hooks)
+        except Exception as exc:
+            return Failed(job, exc)
+        finally:
+            logs.job_id.reset(token)
+
+    def run_engine(self, prepared: Prepared, engines: EngineRegistry) -> EngineResult:
+        job = prepared.job
+        token = logs.job_id.set(job.id)
+        try:
+            prepared.hooks.check_canceled()  # asks the database if the job waited a while
+            engine = engines.get(job.engine)
+            with ENGINE_SECONDS.labels(job.engine).time():
+                return engine.generate(prepared.request, prepared.hooks)
+        finally:
+            logs.job_id.reset(token)
+
+    def post_process(self, prepared: Prepared, result: EngineResult) -> None:
+        """Score, encode and store the outputs, then complete the job (in the pool)."""
+        job = prepared.job
+        with self._lock:
+            self._prepared.discard(job.id)
+        token = logs.job_id.set(job.id)
+        final: Job | None = None
+        try:
+            final = self._finish(prepared, result)
+        except Exception as exc:
+            final = self._settle_error(job, exc)
+        finally:
+            self._end(job, final)
+            logs.job_id.reset(token)
+
+    def settle(self, job: Job, error: Exception) -> None:
+        """A job's preparation or engine call failed (or it was cancelled): record that."""
+        token = logs.job_id.set(job.id)
+        final: Job | None = None
+        try:
+            final = self._settle_error(job, error)
+        except Exception:  # never let a job kill the lane
+            log.exception("job %s: unexpected error while finishing", job.id)
+        finally:
+            self._end(job, final)
+            logs.job_id.reset(token)
 
     def _next_job(self) -> Job | None:
         """A job claimed earlier for an idle slot, or a fresh batch for all the idle slots.
@@ -283,7 +383,7 @@ class Worker:
             with self._lock:
                 if self._ready:
                     return self._ready.popleft()
-                free = self.concurrency - len(self._running)
+                free = self.capacity - len(self._prepared)
             if free <= 0:
                 return None
             claimed = self._claim(free)
@@ -298,6 +398,7 @@ class Worker:
         with self._lock:
             for job in claimed:
                 self._running[job.id] = job
+                self._prepared.add(job.id)
             self._ready.extend(claimed)
         for _ in range(max(0, len(claimed) - takers) + (0 < free == len(claimed))):
             self.notifier.notify()
@@ -354,52 +455,49 @@ class Worker:
                 return
 
     # -- one job ---------------------------------------------------------------------------
-    def run_job(self, job: Job) -> None:
-        started = time.monotonic()
-        token = logs.job_id.set(job.id)
-        final: Job | None = None
-        try:
-            final = self._run(job)
-        except Exception:  # never let a job kill the worker thread
-            log.exception("job %s: unexpected error while finishing", job.id)
-        finally:
-            with self._lock:
-                self._running.pop(job.id, None)
-            status = final.status if final is not None else job.status
-            if status in states.TERMINAL:
-                JOBS_FINISHED.labels(job.model, job.engine, status).inc()
-            if status == states.COMPLETED:
-                END_TO_END_SECONDS.labels(job.model, job.engine).observe(
-                    max(0.0, time.time() - job.created_at)
-                )
-            log.info("job %s: %s after %.2fs", job.id, status, time.monotonic() - started)
-            logs.job_id.reset(token)
-
-    def _run(self, job: Job) -> Job | None:
-        """Run the job to its end; returns it as the database now holds it (None: this worker
-        lost it, and whoever holds it now finishes it)."""
-        # The claim has just read cancel_requested: the first database check can wait.
-        now = time.monotonic()
-        hooks = JobHooks(self, job, _last_check=now, _canceled=job.cancel_requested)
-        try:
-            hooks.check_canceled()
-            request = self._retrying(lambda: self._engine_request(job), "reading job inputs")
-            hooks.check_canceled()
-            engine = self.engines.get(job.engine)
-            with ENGINE_SECONDS.labels(job.engine).time():
-                result = engine.generate(request, hooks)
-            scores = self._retrying(
-                lambda: self._consistency(job, request, result), "scoring consistency"
+    def _end(self, job: Job, final: Job | None) -> None:
+        """The job has left this worker (finished, given back or lost): metrics and log."""
+        with self._lock:
+            self._running.pop(job.id, None)
+            self._prepared.discard(job.id)
+        status = final.status if final is not None else job.status
+        if status in states.TERMINAL:
+            JOBS_FINISHED.labels(job.model, job.engine, status).inc()
+        if status == states.COMPLETED:
+            END_TO_END_SECONDS.labels(job.model, job.engine).observe(
+                max(0.0, time.time() - job.created_at)
             )
-            stored = self._store_outputs(job, result, scores)
-            outcome = self.completions.submit(Finished(job, stored, len(result.images)))
-            if outcome == "canceled":
-                raise JobCanceled()
-            if outcome == "lost":
-                log.warning("job %s: lease lost before completion; result dropped", job.id)
-                return None
-            return outcome if isinstance(outcome, Job) else None
-        except JobCanceled:
+        started = job.started_at or job.created_at
+        log.info("job %s: %s after %.2fs", job.id, status, max(0.0, time.time() - started))
+
+    def _finish(self, prepared: Prepared, result: EngineResult) -> Job | None:
+        """Post-process and complete; returns the job as the database now holds it (None:
+        this worker lost it, and whoever holds it now finishes it)."""
+        job = prepared.job
+        # Cancelled while its outputs waited: no scoring, no storing (and, asked later, the
+        # completion's guard refuses it: no charge either way).
+        prepared.hooks.check_canceled()
+        scores = self._retrying(
+            lambda: self.post.consistency(prepared, result), "scoring consistency"
+        )
+        stored = self.post.store_outputs(job, result, scores)
+        # Completed (charged, its webhook queued) only now that every output is stored.
+        outcome = self.completions.submit(Finished(job, stored, len(result.images)))
+        mine = stored_keys(stored)
+        if not (isinstance(outcome, Job) and stored_keys(outcome.result) == mine):
+            # Not completed with these files (cancelled meanwhile, or another attempt's
+            # completion stands): they are this attempt's own keys, referenced by nothing.
+            discard(self.storage, mine)
+        if outcome == "canceled":
+            raise JobCanceled()
+        if outcome == "lost":
+            log.warning("job %s: lease lost before completion; result dropped", job.id)
+            return None
+        return outcome if isinstance(outcome, Job) else None
+
+    def _settle_error(self, job: Job, exc: Exception) -> Job | None:
+        """The job's outcome for a failure at any stage: cancelled, retried or failed."""
+        if isinstance(exc, JobCanceled):
             return self.db.retry_write(
                 lambda conn: job_store.fail(
                     conn,
@@ -412,20 +510,19 @@ class Worker:
                 f"cancelling job {job.id}",
                 self._give_up,
             )
-        except JobFailure as failure:
-            return self._handle_failure(job, failure)
-        except StorageError as exc:  # outputs not stored (put_all left none) or inputs unread
+        if isinstance(exc, JobFailure):
+            return self._handle_failure(job, exc)
+        if isinstance(exc, StorageError):  # outputs not stored (none left) or inputs unread
             log.error("job %s: storage failed: %s (%s)", job.id, exc, exc.__cause__)
             return self._handle_failure(job, JobFailure("storage_failed", str(exc), True))
-        except MemoryError:
+        if isinstance(exc, MemoryError):
             return self._handle_failure(
                 job, JobFailure("out_of_memory", "the engine ran out of memory")
             )
-        except LookupError as exc:
+        if isinstance(exc, LookupError):
             return self._handle_failure(job, JobFailure("engine_misconfigured", str(exc)))
-        except Exception as exc:
-            log.exception("job %s: engine error", job.id)
-            return self._handle_failure(job, failure_of(exc))
+        log.error("job %s: engine error", job.id, exc_info=exc)
+        return self._handle_failure(job, failure_of(exc))
 
     def _complete_batch(self, batch: Sequence[Finished]) -> list[Job | str]:
         """Complete the jobs that finished at the same moment in one transaction (group commit,
@@ -439,7 +536,8 @@ class Worker:
         """
         with self._claim_lock:
             with self._lock:
-                free = self.concurrency - len(self._running) + len(batch)
+                # Jobs being completed were handed to post-processing: not in _prepared.
+                free = self.capacity - len(self._prepared)
 
             def complete(conn: sa.Connection) -> tuple[list[Job | str], list[Job]]:
                 completed = job_store.complete_many(
@@ -500,12 +598,14 @@ class Worker:
         """``work()`` again after transient database failures (it reads, never writes)."""
         return self.db.retry(work, what, self._give_up)
 
-    def _engine_request(self, job: Job) -> EngineRequest:
+    def _engine_request(self, job: Job) -> tuple[EngineRequest, Loaded]:
+        """The engine's request and the reference as read (for the descriptor cache)."""
         params = job.params
         account = (job.account_id, job.mode)
-        reference = self.inputs.load_for_job(
+        loaded = self.inputs.load_source_for_job(
             account, params["character_reference_image"], "character_reference_image"
         )
+        reference = loaded.image
         edit_image = edit_mask = None
         width, height = int(params["width"]), int(params["height"])
         if params.get("image") and params.get("mask"):
@@ -523,7 +623,7 @@ class Worker:
             self.inputs.load_for_job(account, source, f"style_reference_images[{index}]").pixels
             for index, source in enumerate(params.get("style_reference_images") or ())
         )
-        return EngineRequest(
+        request = EngineRequest(
             prompt=params["prompt"],
             negative_prompt=params.get("negative_prompt"),
             style_type=params["style_type"],
@@ -542,39 +642,4 @@ class Worker:
             style_preset=params.get("style_preset"),
             style_references=style_references,
         )
-
-    def _consistency(
-        self, job: Job, request: EngineRequest, result: EngineResult
-    ) -> list[dict[str, Any] | None]:
-        """Per image: does the output's best face match the reference's main face?"""
-        model = face_model() if self.settings.faces_enabled else None
-        if model is None:
-            return [None] * len(result.images)
-        reference = self.characters.descriptor(
-            (job.account_id, job.mode), job.params.get("character_id"), request.reference, model
-        )
-        return [consistency(reference, model.faces(image.pixels)) for image in result.images]
-
-    def _store_outputs(
-        self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        images = []
-        files = []
-        for index, (image, score) in enumerate(zip(result.images, scores, strict=True)):
-            png = encode_png(image.pixels)
-            key = output_key(job.id, job.created_at, index, image.seed)
-            files.append((key, png, "image/png"))
-            images.append(
-                {
-                    "key": key,
-                    "width": int(image.pixels.shape[1]),
-                    "height": int(image.pixels.shape[0]),
-                    "seed": image.seed,
-                    "prompt": image.prompt,
-                    "contentType": "image/png",
-                    "consistency": score,
-                    **({"metadata": image.metadata} if image.metadata else {}),
-                }
-            )
-        put_all(self.storage, files)  # all or none: a failure removes those stored
-        return {"images": images, "metadata": result.metadata}
+        return request, loaded

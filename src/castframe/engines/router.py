@@ -102,12 +102,30 @@ def validate_engine_settings(settings: Settings) -> None:
 
 
 class EngineRegistry:
-    """Engines are built on first use and kept (a GPU engine loads its weights once)."""
+    """Engines are built on first use and kept (a GPU engine loads its weights once).
 
-    def __init__(self, settings: Settings) -> None:
+    A registry built for a ``device`` (``castframe worker --devices cuda:0,cuda:1``: one
+    registry per device, ``for_device``) builds its own engine instances on that device: the
+    diffusers engine there instead of ``CASTFRAME_DIFFUSERS_DEVICE``, and a plug-in factory
+    that takes a ``device`` keyword gets it (one that does not is built as usual).
+    """
+
+    def __init__(self, settings: Settings, device: str | None = None) -> None:
         self.settings = settings
+        self.device = device
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self._devices: dict[str, EngineRegistry] = {}
+
+    def for_device(self, device: str | None) -> EngineRegistry:
+        """This registry (no device named), or the one (made once) whose engines run on
+        ``device``."""
+        if device is None or device == self.device:
+            return self
+        with self._lock:
+            if device not in self._devices:
+                self._devices[device] = EngineRegistry(self.settings, device)
+            return self._devices[device]
 
     def get(self, name: str) -> Engine:
         with self._lock:
@@ -142,7 +160,7 @@ class EngineRegistry:
 
             return DiffusersEngine(
                 settings.diffusers_model,
-                settings.diffusers_device,
+                self.device or settings.diffusers_device,
                 SpeedUps(
                     compile=settings.diffusers_compile,
                     first_block_cache=settings.diffusers_first_block_cache,
@@ -152,7 +170,12 @@ class EngineRegistry:
                 lora=settings.diffusers_lora,
             )
         if ":" in name:
-            engine: Engine = load_plugin(name)(settings)
+            factory = load_plugin(name)
+            engine: Engine = (
+                factory(settings, device=self.device)
+                if self.device is not None and takes_device(factory)
+                else factory(settings)
+            )
             return engine
         raise LookupError(f"engine {name!r} is not available in this build")
 
@@ -178,6 +201,19 @@ class EngineRegistry:
             return response.body
 
         return download
+
+
+def takes_device(factory: Any) -> bool:
+    """Whether a plug-in factory accepts ``device=`` (so a worker can build one per device)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "device" in parameters or any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()
+    )
 
 
 def load_plugin(path: str) -> Any:

@@ -1,6 +1,6 @@
 """Where output images and uploads live. Local directory by default.
 
-A storage maps a key (``outputs/<day>/<job>-<n>-<seed>.png``) to bytes and hands out a URL
+A storage maps a key (``outputs/<day>/<job>-a<attempt>-<n>-<seed>.png``) to bytes and hands out a URL
 a client can fetch for a limited time. ``LocalStorage`` serves its files through the API's
 signed ``/v2/files/...`` route.
 
