@@ -68,8 +68,18 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "url_expired": (410, "A signed file URL is past its expiry."),
     "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
+    "too_many_listeners": (
+        429,
+        "The API key holds CASTFRAME_LIVE_LISTENERS_PER_KEY live-status listeners (event "
+        "streams, Prefer: wait) in this API process; close one, or retry after Retry-After.",
+    ),
     "internal_error": (500, "An unexpected server error; it is logged with the request id."),
     "not_ready": (503, "The server cannot reach its database; retry after Retry-After."),
+    "listeners_exhausted": (
+        503,
+        "The API process holds CASTFRAME_LIVE_LISTENERS live-status listeners; retry after "
+        "Retry-After (another process may have room), or poll GET /v2/jobs/{id}.",
+    ),
 }
 
 JOB_ERROR_CODES: dict[str, str] = {

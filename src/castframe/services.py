@@ -17,13 +17,16 @@ from castframe.engines.router import (
 )
 from castframe.jobs.keycache import KeyCache
 from castframe.jobs.submitter import Submitter
+from castframe.jobs.watch import JobWatcher
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.notify import (
+    JOB_CHANGES_CHANNEL,
     JOBS_CHANNEL,
     KEYS_CHANNEL,
     WEBHOOKS_CHANNEL,
+    NoticeAnnouncer,
     Notifier,
     PostgresListener,
 )
@@ -48,12 +51,29 @@ class Services:
     inputs: InputLoader = field(init=False)
     routing: Routing = field(init=False)
     """Image sources read outside jobs (saved characters); uploads cached decoded."""
+    watcher: JobWatcher = field(init=False)
+    """Live status: the one reader of watched jobs (event streams, ``Prefer: wait``)."""
+    announcer: NoticeAnnouncer | None = field(init=False, default=None)
+    """On PostgreSQL: this process's committed job changes, NOTIFYed to the others."""
 
     def __post_init__(self) -> None:
         self.submitter = Submitter(self.db, self.storage, self.settings)
         self.inputs = InputLoader(self.db, self.storage, self.settings)
         self.routing = Routing(self.settings)
         self.key_cache = KeyCache(self.settings.resolved_key_cache_seconds)
+        self.watcher = JobWatcher(
+            self.db,
+            self.url_for,
+            per_key=self.settings.live_listeners_per_key,
+            total=self.settings.live_listeners,
+            reread_seconds=self.settings.live_reread_seconds,
+        )
+        # This process's committed job changes reach its own listeners directly, and (on
+        # PostgreSQL) other processes' through one coalesced NOTIFY (store/notify.py).
+        self.db.wakeups.subscribe_ids(JOB_CHANGES_CHANNEL, self.watcher.notice)
+        if self.db.is_postgres:
+            self.announcer = NoticeAnnouncer(self.db.url, JOB_CHANGES_CHANNEL)
+            self.db.wakeups.subscribe_ids(JOB_CHANGES_CHANNEL, self.announcer.add)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Services:
@@ -69,10 +89,13 @@ class Services:
             )
         return cls(settings=settings, db=db, storage=storage, engines=EngineRegistry(settings))
 
-    def start_listener(self, jobs: bool, webhooks: bool, keys: bool = False) -> None:
+    def start_listener(
+        self, jobs: bool, webhooks: bool, keys: bool = False, live: bool = False
+    ) -> None:
         """On PostgreSQL, act on other processes' NOTIFYs: wake this process's worker or
-        sender, drop its cached key lookups."""
-        if not self.db.is_postgres or not (jobs or webhooks or keys):
+        sender, drop its cached key lookups, tell its live-status reader (``live``: API
+        processes) which jobs changed."""
+        if not self.db.is_postgres or not (jobs or webhooks or keys or live):
             return
         routes: dict[str, Callable[[], None]] = {}
         if jobs:
@@ -81,8 +104,17 @@ class Services:
             routes[WEBHOOKS_CHANNEL] = self.webhook_notifier.notify
         if keys:
             routes[KEYS_CHANNEL] = self.key_cache.clear
-        self.listener = PostgresListener(self.db.url, routes)
+        payload_routes: dict[str, Callable[[str, int], None]] = {}
+        if live:
+            payload_routes[JOB_CHANGES_CHANNEL] = self._job_changes_elsewhere
+        self.listener = PostgresListener(self.db.url, routes, payload_routes)
         self.listener.start()
+
+    def _job_changes_elsewhere(self, payload: str, sender_pid: int) -> None:
+        """A job-changes NOTIFY; this process's own (sent by its announcer) are skipped: its
+        listeners heard of those at commit."""
+        if self.announcer is None or sender_pid != self.announcer.pid:
+            self.watcher.notice_payload(payload)
 
     def url_for(self, key: str) -> str:
         return self.storage.url(key, self.settings.output_url_ttl)
@@ -113,4 +145,7 @@ class Services:
             self.sender.stop()
         if self.listener:
             self.listener.stop()
+        self.watcher.stop()
+        if self.announcer:
+            self.announcer.stop()  # after the worker: its last changes are announced
         self.db.dispose()
