@@ -47,7 +47,7 @@ def create_app(
         if with_worker:
             built.start_worker()
         built.start_sender()
-        built.start_listener(jobs=with_worker, webhooks=True, keys=True)
+        built.start_listener(jobs=with_worker, webhooks=True, keys=True, live=True)
         try:
             yield
         finally:

@@ -161,6 +161,28 @@ class Settings(BaseSettings):
         description="Most concurrent submissions one API process writes in one transaction "
         "(group commit: nothing waits for a batch to fill); 1 writes each in its own.",
     )
+    live_listeners_per_key: int = Field(
+        default=100,
+        ge=1,
+        description="Live-status listeners (`GET /v2/jobs/{id}/events` streams, `Prefer: wait` "
+        "submissions) one API key may hold in each API process: twice the default active-job "
+        "limit. Beyond it: 429 too_many_listeners.",
+    )
+    live_listeners: int = Field(
+        default=2000,
+        ge=1,
+        description="Live-status listeners one API process holds in all (each is an open "
+        "connection: raise `ulimit -n` to match). Beyond it: 503 listeners_exhausted; a "
+        "`Prefer: wait` submission is answered 202 as without the header instead.",
+    )
+    live_reread_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often an API process re-reads all its watched jobs in one query: the "
+        "safety net for missed wake-ups, and the only source of another process's changes on "
+        "SQLite.",
+    )
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )

@@ -73,6 +73,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
+    "too_many_listeners": (
+        429,
+        "The API key holds CASTFRAME_LIVE_LISTENERS_PER_KEY live-status listeners (event "
+        "streams, Prefer: wait) in this API process; close one, or retry after Retry-After.",
+    ),
     "internal_error": (500, "An unexpected server error; it is logged with the request id."),
     "not_ready": (503, "The server cannot reach its database; retry after Retry-After."),
     "storage_unavailable": (
@@ -84,6 +89,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         507,
         "The server's file storage or database is out of space; nothing was stored or "
         "charged. Retry once the operator has freed some.",
+    ),
+    "listeners_exhausted": (
+        503,
+        "The API process holds CASTFRAME_LIVE_LISTENERS live-status listeners; retry after "
+        "Retry-After (another process may have room), or poll GET /v2/jobs/{id}.",
     ),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from castframe.config import Settings
 from castframe.dispatch.inputs import InputLoader
@@ -16,15 +17,20 @@ from castframe.engines.router import (
     validate_engine_settings,
 )
 from castframe.jobs.keycache import KeyCache
+from castframe.jobs.record import Job
 from castframe.jobs.submitter import Submitter
+from castframe.jobs.views import job_view
+from castframe.jobs.watch import JobWatcher
 from castframe.media.signing import signed_url
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.notify import (
+    JOB_CHANGES_CHANNEL,
     JOBS_CHANNEL,
     KEYS_CHANNEL,
     WEBHOOKS_CHANNEL,
+    NoticeAnnouncer,
     Notifier,
     PostgresListener,
 )
@@ -49,12 +55,29 @@ class Services:
     inputs: InputLoader = field(init=False)
     routing: Routing = field(init=False)
     """Image sources read outside jobs (saved characters); uploads cached decoded."""
+    watcher: JobWatcher = field(init=False)
+    """Live status: the one reader of watched jobs (event streams, ``Prefer: wait``)."""
+    announcer: NoticeAnnouncer | None = field(init=False, default=None)
+    """On PostgreSQL: this process's committed job changes, NOTIFYed to the others."""
 
     def __post_init__(self) -> None:
         self.submitter = Submitter(self.db, self.storage, self.settings)
         self.inputs = InputLoader(self.db, self.storage, self.settings)
         self.routing = Routing(self.settings)
         self.key_cache = KeyCache(self.settings.resolved_key_cache_seconds)
+        self.watcher = JobWatcher(
+            self.db,
+            self.view,
+            per_key=self.settings.live_listeners_per_key,
+            total=self.settings.live_listeners,
+            reread_seconds=self.settings.live_reread_seconds,
+        )
+        # This process's committed job changes reach its own listeners directly, and (on
+        # PostgreSQL) other processes' through one coalesced NOTIFY (store/notify.py).
+        self.db.wakeups.subscribe_ids(JOB_CHANGES_CHANNEL, self.watcher.notice)
+        if self.db.is_postgres:
+            self.announcer = NoticeAnnouncer(self.db.url, JOB_CHANGES_CHANNEL)
+            self.db.wakeups.subscribe_ids(JOB_CHANGES_CHANNEL, self.announcer.add)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Services:
@@ -70,10 +93,13 @@ class Services:
             )
         return cls(settings=settings, db=db, storage=storage, engines=EngineRegistry(settings))
 
-    def start_listener(self, jobs: bool, webhooks: bool, keys: bool = False) -> None:
+    def start_listener(
+        self, jobs: bool, webhooks: bool, keys: bool = False, live: bool = False
+    ) -> None:
         """On PostgreSQL, act on other processes' NOTIFYs: wake this process's worker or
-        sender, drop its cached key lookups."""
-        if not self.db.is_postgres or not (jobs or webhooks or keys):
+        sender, drop its cached key lookups, tell its live-status reader (``live``: API
+        processes) which jobs changed."""
+        if not self.db.is_postgres or not (jobs or webhooks or keys or live):
             return
         routes: dict[str, Callable[[], None]] = {}
         if jobs:
@@ -82,11 +108,26 @@ class Services:
             routes[WEBHOOKS_CHANNEL] = self.webhook_notifier.notify
         if keys:
             routes[KEYS_CHANNEL] = self.key_cache.clear
-        self.listener = PostgresListener(self.db.url, routes)
+        payload_routes: dict[str, Callable[[str, int], None]] = {}
+        if live:
+            payload_routes[JOB_CHANGES_CHANNEL] = self._job_changes_elsewhere
+        self.listener = PostgresListener(self.db.url, routes, payload_routes)
         self.listener.start()
+
+    def _job_changes_elsewhere(self, payload: str, sender_pid: int) -> None:
+        """A job-changes NOTIFY; this process's own (sent by its announcer) are skipped: its
+        listeners heard of those at commit."""
+        if self.announcer is None or sender_pid != self.announcer.pid:
+            self.watcher.notice_payload(payload)
 
     def url_for(self, key: str) -> str:
         return self.storage.url(key, self.settings.output_url_ttl)
+
+    def view(self, job: Job) -> dict[str, Any]:
+        """The job as clients see it, its links signed now: the one place that picks the
+        links (storage's own, or, once retention expired the job, this server's 410 ones),
+        for the API, the live streams and webhooks alike."""
+        return job_view(job, self.url_for, self.expired_url_for)
 
     def expired_url_for(self, key: str) -> str:
         """This server's own signed link to a file retention deleted, whatever the storage:
@@ -117,7 +158,7 @@ class Services:
         return self.worker
 
     def start_sender(self) -> WebhookSender:
-        self.sender = WebhookSender(self.settings, self.db, self.url_for, self.webhook_notifier)
+        self.sender = WebhookSender(self.settings, self.db, self.view, self.webhook_notifier)
         self.sender.start()
         return self.sender
 
@@ -128,4 +169,7 @@ class Services:
             self.sender.stop()
         if self.listener:
             self.listener.stop()
+        self.watcher.stop()
+        if self.announcer:
+            self.announcer.stop()  # after the worker: its last changes are announced
         self.db.dispose()

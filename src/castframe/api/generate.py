@@ -22,9 +22,9 @@ from castframe.jobs.accounts import Principal
 from castframe.jobs.queries import get_job
 from castframe.jobs.submitter import accepted_body
 from castframe.jobs.validation import prepare
-from castframe.jobs.views import job_view
 from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
+from castframe.store import states
 
 router = APIRouter(tags=["images"])
 
@@ -185,21 +185,33 @@ def parse_prefer_wait(header: str | None) -> float | None:
 
 async def wait_for_terminal(
     services: Services, principal: Principal, job_id: str, seconds: float
-) -> dict[str, Any]:
-    """The job view once it has finished, or as it is after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        job = await run_in_threadpool(read_job_view, services, principal, job_id)
-        if job["status"] in ("COMPLETED", "FAILED", "CANCELLED") or time.monotonic() >= deadline:
-            return job
-        await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+) -> dict[str, Any] | None:
+    """The job view once it has finished, or as it is after ``seconds``; None when no
+    live-status listener is free (``too_many_listeners``, ``listeners_exhausted``): the job
+    exists by now, so the caller answers as if ``Prefer: wait`` had not been sent.
+
+    Waits on the process's shared reader (jobs/watch.py), which reads the job when a commit
+    says it changed, instead of reading it every 0.1 s in the thread pool."""
+    try:
+        watch = services.watcher.watch(job_id, principal.key_id)
+    except ApiError:
+        return None
+    latest: dict[str, Any] | None = None
+    with watch:
+        deadline = time.monotonic() + seconds
+        while (view := await watch.next(deadline - time.monotonic())) is not None:
+            if view["status"] in states.TERMINAL:
+                return view
+            latest = view
+    if latest is not None and not watch.gone:
+        return latest
+    return await run_in_threadpool(read_job_view, services, principal, job_id)
 
 
 def read_job_view(services: Services, principal: Principal, job_id: str) -> dict[str, Any]:
     with services.db.read() as conn:
-        return job_view(
-            get_job(conn, principal, job_id), services.url_for, services.expired_url_for
-        )
+        job = get_job(conn, principal, job_id)
+    return services.view(job)
 
 
 async def submit(
@@ -277,7 +289,9 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
         return Response(response_body, status_code=202, media_type="application/json")
     job_id = json.loads(response_body)["jobId"]
     job = await wait_for_terminal(services, principal, job_id, wait)
-    finished = job["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+    if job is None:  # no listener free: the job is queued all the same
+        return Response(response_body, status_code=202, media_type="application/json")
+    finished = job["status"] in states.TERMINAL
     return Response(
         json.dumps(job),
         status_code=200 if finished else 202,

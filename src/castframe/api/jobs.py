@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -11,13 +10,15 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_job_view
 from castframe.jobs import queries
 from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
-from castframe.jobs.views import iso, job_view
+from castframe.jobs.views import iso
+from castframe.jobs.watch import Watch
 from castframe.store import states
 
 router = APIRouter(tags=["jobs"])
@@ -32,29 +33,29 @@ def get_job(
     services = get_services(request)
     with services.db.read() as conn:
         job = queries.get_job(conn, principal, job_id)
-    return job_view(job, services.url_for, services.expired_url_for)
+    return services.view(job)
 
 
-SSE_POLL_SECONDS = 0.25
 SSE_HEARTBEAT_SECONDS = 15.0
+"""A ``: keep-alive`` comment after this long without an event (proxies close idle streams)."""
 
 
-@router.get(
-    "/v2/jobs/{job_id}/events",
-    summary="Server-Sent Events: status and progress",
-    response_class=StreamingResponse,
-)
-async def job_events(
-    job_id: str, request: Request, principal: Principal = Depends(authenticate)
-) -> StreamingResponse:
-    """Every change of status or progress as an SSE ``job`` event, until the job ends.
+def job_event(job: dict[str, Any]) -> bytes:
+    return (
+        f"event: job\nid: {job['status']}-{job['progress']}\ndata: {json.dumps(job)}\n\n".encode()
+    )
 
-    Reads the database (not in-process state), so any API process can serve any job's stream.
-    """
-    services = get_services(request)
-    first = await run_in_threadpool(read_job_view, services, principal, job_id)
 
-    async def stream() -> AsyncIterator[bytes]:
+END_EVENT = b"event: end\ndata: {}\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+async def job_event_stream(first: dict[str, Any], watch: Watch | None) -> AsyncIterator[bytes]:
+    """``job`` events for each new (status, progress) of the job, from ``first`` on, then
+    ``end``; the views come from the process's shared reader (jobs/watch.py), so an idle
+    stream costs no reads at all. Closes its watch however it ends (a client that leaves
+    cancels it: Starlette listens for the disconnect)."""
+    try:
         last: tuple[str, int] | None = None
         quiet_since = time.monotonic()
         job = first
@@ -62,23 +63,70 @@ async def job_events(
             state = (job["status"], job["progress"])
             if state != last:
                 last, quiet_since = state, time.monotonic()
-                yield f"event: job\nid: {job['status']}-{job['progress']}\ndata: {json.dumps(job)}\n\n".encode()
-            if job["status"] in states.TERMINAL:
-                yield b"event: end\ndata: {}\n\n"
+                yield job_event(job)
+            if job["status"] in states.TERMINAL or watch is None:
+                yield END_EVENT
                 return
-            if time.monotonic() - quiet_since > SSE_HEARTBEAT_SECONDS:
+            view = await watch.next(SSE_HEARTBEAT_SECONDS - (time.monotonic() - quiet_since))
+            if view is not None:
+                job = view
+            elif watch.gone:  # deleted while watched: nothing more will happen to it
+                yield END_EVENT
+                return
+            elif time.monotonic() - quiet_since >= SSE_HEARTBEAT_SECONDS:
                 quiet_since = time.monotonic()
-                yield b": keep-alive\n\n"
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
-            job = await run_in_threadpool(read_job_view, services, principal, job_id)
+                yield KEEP_ALIVE
+    finally:
+        if watch is not None:
+            watch.close()
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+
+class WatchedStream(StreamingResponse):
+    """A StreamingResponse that frees its listener slot even if its body never started
+    (a client gone before the headers were sent never runs the generator's ``finally``)."""
+
+    def __init__(self, content: AsyncIterator[bytes], watch: Watch | None) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.watch is not None:
+                self.watch.close()
+
+
+@router.get(
+    "/v2/jobs/{job_id}/events",
+    summary="Server-Sent Events: status and progress",
+    response_class=StreamingResponse,
+    responses={
+        429: {"description": "`too_many_listeners`: the key's live-status bound, Retry-After"},
+        503: {"description": "`listeners_exhausted`: the process's bound, Retry-After"},
+    },
+)
+async def job_events(
+    job_id: str, request: Request, principal: Principal = Depends(authenticate)
+) -> StreamingResponse:
+    """Every change of status or progress as an SSE ``job`` event, until the job ends.
+
+    Any API process can serve any job's stream: changes reach it through the database's
+    wake-ups (and a slow re-read). Each open stream of an unfinished job takes one of the
+    key's `CASTFRAME_LIVE_LISTENERS_PER_KEY` and the process's `CASTFRAME_LIVE_LISTENERS`
+    listener slots, freed when the job ends or the client leaves: beyond them, 429
+    `too_many_listeners` or 503 `listeners_exhausted`, with Retry-After.
+    """
+    services = get_services(request)
+    first = await run_in_threadpool(read_job_view, services, principal, job_id)
+    watch = None
+    if first["status"] not in states.TERMINAL:
+        watch = services.watcher.watch(first["id"], principal.key_id)
+    return WatchedStream(job_event_stream(first, watch), watch)
 
 
 @router.get("/v2/jobs", summary="List jobs, newest first")
@@ -112,7 +160,7 @@ def list_jobs(
         )
         models = queries.models_used(conn, principal) if include_models == "true" else None
     page: dict[str, Any] = {
-        "jobs": [job_view(row, services.url_for, services.expired_url_for) for row in rows],
+        "jobs": [services.view(row) for row in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
     }
@@ -128,7 +176,7 @@ def cancel_job(
     services = get_services(request)
     with services.db.write() as conn:
         job, _running = queries.cancel_job(conn, principal, job_id)
-    return job_view(job, services.url_for, services.expired_url_for)
+    return services.view(job)
 
 
 @router.get("/v2/jobs/{job_id}/webhooks", summary="Webhook deliveries and attempts of a job")

@@ -47,7 +47,14 @@ from castframe.jobs import ledger
 from castframe.jobs.record import Job
 from castframe.store import states
 from castframe.store.db import insert_rows
-from castframe.store.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, publish
+from castframe.store.notify import (
+    ANY,
+    JOB_CHANGES_CHANNEL,
+    JOBS_CHANNEL,
+    WEBHOOKS_CHANNEL,
+    publish,
+    publish_ids,
+)
 from castframe.store.tables import (
     guard,
     jobs,
@@ -131,7 +138,16 @@ def claim_many(
             "limit": max(1, limit),
         },
     ).mappings()
-    return sorted((Job.from_row(row) for row in rows), key=lambda job: job.queue_key)
+    claimed = sorted((Job.from_row(row) for row in rows), key=lambda job: job.queue_key)
+    changed(conn, *(job.id for job in claimed))
+    return claimed
+
+
+def changed(conn: sa.Connection, *job_ids: str) -> None:
+    """Tell live status (jobs/watch.py) at commit that these jobs' status or progress moved:
+    ids collected by the transaction, no statement (store/notify.py: publish_ids)."""
+    if job_ids:
+        publish_ids(conn, JOB_CHANGES_CHANNEL, job_ids)
 
 
 def extend_leases(
@@ -156,6 +172,7 @@ def report_progress(conn: sa.Connection, job: Job, worker_id: str, percent: int)
         .where(jobs.c.id == job.id, jobs.c.lease_owner == worker_id)
         .values(progress=percent)
     )
+    changed(conn, job.id)
     enqueue_delivery(conn, job, "progress", {"progress": percent})
     return cancel_requested(conn, job.id)
 
@@ -194,6 +211,7 @@ def _finish(
     )
     if result.rowcount != 1:
         return None
+    changed(conn, job.id)
     return job.replace(**values)
 
 
@@ -275,6 +293,7 @@ def complete_many(
         for name in _PER_JOB:
             parameters[f"{name}_{index}"] = values[job_id][name]
     moved = {str(row[0]) for row in conn.execute(_complete_statement(len(ids)), parameters)}
+    changed(conn, *moved)
     outcomes: list[Job | None] = []
     closings: list[ledger.Closing] = []
     for job, _result, delivered in finished:
@@ -321,6 +340,8 @@ def fail(
         allowed = sa.and_(jobs.c.id == job.id, guard(jobs.c.status, transition))
         moved = conn.execute(jobs.update().where(allowed).values(**values)).rowcount
         finished = job.replace(**values) if moved == 1 else None
+        if finished is not None:
+            changed(conn, job.id)
     else:
         finished = _finish(conn, job, worker_id, transition, values)
     if finished is None:
@@ -371,6 +392,7 @@ def requeue_expired(conn: sa.Connection, max_attempts: int, now: float | None = 
     ).rowcount
     if requeued:
         publish(conn, JOBS_CHANNEL)
+        changed(conn, ANY)  # which jobs the UPDATE moved is not returned: every watched one
     return int(requeued or 0)
 
 
@@ -444,6 +466,22 @@ def find_job(conn: sa.Connection, job_id: str) -> Job | None:
     """A job by id, whoever owns it (the webhook sender renders deliveries with it)."""
     row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
     return Job.from_row(row) if row else None
+
+
+FIND_JOBS_CHUNK = 500
+"""Ids per ``IN`` list of ``find_jobs`` (SQLite allows 32,766 bound parameters, older builds 999)."""
+
+
+def find_jobs(conn: sa.Connection, job_ids: Sequence[str]) -> list[Job]:
+    """The jobs with these ids that exist, whoever owns them, in as few statements as the
+    chunking allows (live status reads every watched job at once: jobs/watch.py)."""
+    unique = sorted(set(job_ids))
+    found: list[Job] = []
+    for begin in range(0, len(unique), FIND_JOBS_CHUNK):
+        chunk = unique[begin : begin + FIND_JOBS_CHUNK]
+        rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(chunk))).mappings()
+        found.extend(Job.from_row(row) for row in rows)
+    return found
 
 
 def encode_cursor(job: Job) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from castframe.store.notify import Wakeups, take_published
+from castframe.store.notify import Wakeups, take_notices, take_published
 
 log = logging.getLogger("castframe.db")
 
@@ -195,14 +195,17 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         published: set[str] = set()
+        notices: dict[str, set[str]] = {}
         with self.engine.begin() as connection:
             try:
                 yield connection
             finally:
                 # An invalidated connection (the database went away) has no info to read,
                 # and the transaction will not commit: nothing to announce.
-                published = set() if connection.invalidated else take_published(connection)
-        self.wakeups.fire(published)  # reached only once the transaction has committed
+                if not connection.invalidated:
+                    published = take_published(connection)
+                    notices = take_notices(connection)
+        self.wakeups.fire(published, notices)  # reached only once the transaction has committed
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

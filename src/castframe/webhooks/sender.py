@@ -19,7 +19,7 @@ from typing import Any
 from castframe.config import Settings
 from castframe.jobs import store as job_store
 from castframe.jobs.accounts import get_account, webhook_secrets
-from castframe.jobs.views import job_view
+from castframe.jobs.record import Job
 from castframe.media.fetch import FetchError, FetchPolicy, fetch
 from castframe.metrics import WEBHOOK_ATTEMPTS
 from castframe.store.db import Database, is_transient
@@ -66,11 +66,15 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class WebhookSender:
     def __init__(
-        self, settings: Settings, db: Database, url_for: Callable[[str], str], notifier: Notifier
+        self,
+        settings: Settings,
+        db: Database,
+        view: Callable[[Job], dict[str, Any]],
+        notifier: Notifier,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.url_for = url_for
+        self.view = view
         self.notifier = notifier
         db.wakeups.subscribe(WEBHOOKS_CHANNEL, notifier.notify)
         self._stopping = threading.Event()
@@ -132,7 +136,7 @@ class WebhookSender:
             account = get_account(conn, delivery["account_id"])
         if job is None or account is None:
             return None
-        view = job_view(job, self.url_for)
+        view = self.view(job)
         payload = event_payload(delivery["event"], view, json.loads(delivery["payload"] or "{}"))
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = signature_headers(
