@@ -3,6 +3,7 @@ wake-ups sent by the transaction itself, and submissions that leave nothing when
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from castframe.jobs.record import Job
 from castframe.store import states
 from castframe.store.db import Database
 from castframe.store.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, publish
-from castframe.store.tables import guard, jobs, uploads
+from castframe.store.tables import guard, jobs, uploads, webhook_attempts
 from tests.conftest import Api, body_for
 from tests.support.images import astronaut_png, data_uri
 
@@ -128,3 +129,32 @@ def test_a_failed_transaction_takes_its_inline_images_with_it(
     assert accepted.status_code == 202
     files, rows = stored_uploads(api_no_worker)
     assert (len(files), rows) == (1, 1)
+
+
+def test_an_attempt_is_recorded_only_under_the_lease_that_made_it(api_no_worker: Api) -> None:
+    """A sender whose lease ran out (another took the delivery over) or whose record already
+    committed (a retry after a lost acknowledgement) writes nothing: one attempt row per
+    attempt, and the other sender's lease is left alone."""
+    api = api_no_worker
+    key = api.key()
+    body = body_for("https://example.com/a.png", top={"webhookUrl": "https://example.com/h"})
+    job_id = api.generate(key, body).json()["jobId"]
+    attempt = {"attempted_at": 1.0, "status_code": 500, "latency_ms": 1.0, "error": None}
+    with api.services.db.write() as conn:
+        job = job_store.find_job(conn, job_id)
+        assert job is not None
+        assert job_store.enqueue_delivery(conn, job, "completed", now=0.0, force=True)
+    with api.services.db.write() as conn:
+        stalled = job_store.claim_due_delivery(conn, now=time.time())
+    with api.services.db.write() as conn:
+        taken_over = job_store.claim_due_delivery(
+            conn, now=time.time() + job_store.DELIVERY_LEASE + 1
+        )
+    assert stalled is not None and taken_over is not None
+    with api.services.db.write() as conn:
+        assert not job_store.record_attempt(conn, stalled, attempt, "failing", 5.0)
+        assert job_store.record_attempt(conn, taken_over, attempt, "failing", 5.0)
+    with api.services.db.write() as conn:  # the same record again: already there
+        assert not job_store.record_attempt(conn, taken_over, attempt, "failing", 5.0)
+        rows = conn.execute(sa.select(sa.func.count()).select_from(webhook_attempts)).scalar_one()
+    assert rows == 1

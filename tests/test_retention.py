@@ -30,7 +30,7 @@ from castframe.jobs.retention import (
     upload_ids_in,
 )
 from castframe.jobs.uploads import ExpiredUpload, existing_uploads
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, StorageUnavailable
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.tables import jobs, ledger, uploads, webhook_attempts, webhook_deliveries
@@ -135,9 +135,12 @@ def pending_deletions(api: Api) -> int:
 class CountingStorage:
     """The real storage, counting deletes per key (thread-safe), optionally failing them."""
 
-    def __init__(self, inner: Storage, fail: bool = False) -> None:
+    def __init__(
+        self, inner: Storage, fail: bool = False, failure: type[Exception] = OSError
+    ) -> None:
         self.inner = inner
         self.fail = fail
+        self.failure = failure
         self.deleted: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -155,7 +158,7 @@ class CountingStorage:
 
     def delete(self, key: str) -> None:
         if self.fail:
-            raise OSError("storage is down")
+            raise self.failure("storage is down")
         self.inner.delete(key)
         with self._lock:
             self.deleted[key] += 1
@@ -627,3 +630,19 @@ def test_finished_webhook_deliveries_are_deleted_after_their_retention(
         listed = api.client.get(f"/v2/jobs/{job_id}/webhooks", headers={"X-API-Key": key})
         assert {d["id"] for d in listed.json()["deliveries"]} == left
         assert row_of(api, job_id) is not None  # job rows are kept (no job retention)
+
+
+def test_file_deletions_stop_at_the_first_unavailable_storage(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A backend that is down fails every delete, each after its own timeouts: the pass stops
+    at the first, and leaves the rest queued for a later one."""
+    with open_api(tmp_path, sqlite_url) as api:
+        key = api.key()
+        job = api.submit_and_wait(key, body_for(data_uri(astronaut_png()), num_images=2))
+        keys = [*keys_of(api, job["id"]), inline_upload_of(api, job)["storage_key"]]
+        assert len(keys) == 3
+        down = CountingStorage(api.services.storage, fail=True, failure=StorageUnavailable)
+        report = sweeper(api, storage=down).sweep(time.time() + 2 * DAY)
+        assert (report.expired_jobs, report.failed_files) == (1, 1)
+        assert pending_deletions(api) == 3 and all(api.services.storage.exists(k) for k in keys)

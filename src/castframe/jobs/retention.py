@@ -45,7 +45,7 @@ from castframe.jobs import file_deletions, uploads
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.media.sources import UPLOAD_SCHEME
-from castframe.media.storage import Storage
+from castframe.media.storage import Storage, StorageUnavailable
 from castframe.store.db import Database
 
 log = logging.getLogger("castframe.retention")
@@ -259,6 +259,9 @@ class RetentionSweeper:
 
     def _delete_uploads(self, now: float, report: SweepReport) -> None:
         limit = self.policy.batch
+        with self.db.read() as conn:  # the usual case: nothing expired, and no scan of jobs
+            if not uploads.any_expired(conn, now):
+                return
         with self.db.write() as conn:
             needed = upload_ids_in(job_store.unfinished_params(conn))
             candidates = uploads.expired_uploads(conn, now, limit + len(needed))
@@ -290,6 +293,12 @@ class RetentionSweeper:
         for key in keys:
             try:
                 self.storage.delete(key)
+            except StorageUnavailable:
+                # The backend is down: the rest would fail alike, each after its own timeouts.
+                # Their leases run out and a later pass takes them again.
+                report.failed_files += 1
+                log.warning("retention: storage unavailable; file deletions resume later")
+                break
             except Exception:
                 report.failed_files += 1
                 log.warning(

@@ -755,26 +755,38 @@ def record_attempt(
     attempt: Mapping[str, Any],
     status: str,
     next_attempt_at: float,
-) -> None:
+) -> bool:
     """The attempt (``status_code``, ``error``, ``latency_ms``, ``attempted_at``) in the log,
-    the delivery's new state, and (final events) the job's ``webhookStatus``."""
-    conn.execute(webhook_attempts.insert().values(delivery_id=delivery["id"], **attempt))
-    conn.execute(
+    the delivery's new state, and (final events) the job's ``webhookStatus``.
+
+    Only under the caller's lease (the delivery as ``claim_due_delivery`` returned it): False,
+    and nothing written, if it was recorded already (a retry after a lost acknowledgement) or
+    the lease ran out and another sender took the delivery over, whose record then stands.
+    """
+    moved = conn.execute(
         webhook_deliveries.update()
-        .where(webhook_deliveries.c.id == delivery["id"])
+        .where(
+            webhook_deliveries.c.id == delivery["id"],
+            webhook_deliveries.c.attempts == int(delivery["attempts"]),
+            webhook_deliveries.c.lease_expires_at == delivery["lease_expires_at"],
+        )
         .values(
             status=status,
             attempts=int(delivery["attempts"]) + 1,
             next_attempt_at=next_attempt_at,
             lease_expires_at=None,
         )
-    )
+    ).rowcount
+    if moved != 1:
+        return False
+    conn.execute(webhook_attempts.insert().values(delivery_id=delivery["id"], **attempt))
     if delivery["final"]:
         conn.execute(
             jobs.update()
             .where(jobs.c.id == delivery["job_id"])
             .values(webhook_status=JOB_WEBHOOK_STATUS[status])
         )
+    return True
 
 
 def _hold_row(conn: sa.Connection, job_id: str) -> bool:

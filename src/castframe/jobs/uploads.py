@@ -188,6 +188,14 @@ class ExpiredUpload:
     storage_key: str
 
 
+def any_expired(conn: sa.Connection, now: float) -> bool:
+    """Whether any upload is past its expiry (one index probe, no lock)."""
+    query = sa.select(uploads.c.id).where(
+        uploads.c.expires_at.is_not(None), uploads.c.expires_at <= now
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
 def expired_uploads(conn: sa.Connection, now: float, limit: int) -> list[ExpiredUpload]:
     """Uploads past their expiry (never a character's image), oldest first; on PostgreSQL
     locked until the commit (``FOR UPDATE SKIP LOCKED``: a submission holding one is

@@ -180,6 +180,13 @@ uploads = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=True),
+    # The sweeper's "anything expired?" probe and its oldest-first scan (jobs/retention.py).
+    sa.Index(
+        "ix_uploads_expires",
+        "expires_at",
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+        sqlite_where=sa.text("expires_at IS NOT NULL"),
+    ),
 )
 
 webhook_deliveries = sa.Table(

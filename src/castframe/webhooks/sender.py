@@ -210,10 +210,12 @@ class WebhookSender:
         }
         # Retried across a database blink: an attempt that is not recorded would be made again
         # once its lease ran out (receivers dedupe by webhook-id, but should rarely have to).
-        self.db.retry_write(
+        recorded = self.db.retry_write(
             lambda conn: job_store.record_attempt(conn, delivery, attempt, status, next_at),
             f"recording webhook {delivery['id']}",
             self._stopping,
         )
+        if not recorded:  # recorded by the run whose acknowledgement was lost, or taken over
+            log.info("webhook %s: attempt not recorded again (lease moved on)", delivery["id"])
         if status == "failing":
             self.notifier.notify()

@@ -1,5 +1,5 @@
-"""Retention: finished jobs indexed by (expired, completed_at), and the queue of storage keys
-to delete
+"""Retention: finished jobs indexed by (expired, completed_at), uploads by expires_at, and the
+queue of storage keys to delete
 
 Revision ID: 0008
 Revises: 0007
@@ -21,6 +21,7 @@ branch_labels = None
 depends_on = None
 
 FINISHED = "completed_at IS NOT NULL"
+EXPIRING = "expires_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -43,13 +44,23 @@ def upgrade() -> None:
                 postgresql_where=sa.text(FINISHED),
                 postgresql_concurrently=True,
             )
+            op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_uploads_expires")
+            op.create_index(
+                "ix_uploads_expires",
+                "uploads",
+                ["expires_at"],
+                postgresql_where=sa.text(EXPIRING),
+                postgresql_concurrently=True,
+            )
         return
     op.create_index(
         "ix_jobs_finished", "jobs", ["expired", "completed_at"], sqlite_where=sa.text(FINISHED)
     )
+    op.create_index("ix_uploads_expires", "uploads", ["expires_at"], sqlite_where=sa.text(EXPIRING))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_uploads_expires", table_name="uploads")
     op.drop_index("ix_jobs_finished", table_name="jobs")
     op.drop_index("ix_file_deletions_due", table_name="file_deletions")
     op.drop_table("file_deletions")
