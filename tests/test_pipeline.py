@@ -36,6 +36,12 @@ DEVICES = "tests.support.device_engines:DeviceEngine"
 WAIT = 30.0
 
 
+def output_files(api: Api, job_id: str) -> list[str]:
+    """The names of the job's files under the local storage's outputs folder."""
+    root = api.services.storage.root / "outputs"  # type: ignore[attr-defined]
+    return sorted(path.name for path in root.rglob(f"{job_id}-*"))
+
+
 class GatedStorage:
     """Real storage whose output writes wait at a gate while it is closed (``entered`` says
     one arrived), or fail while ``failing`` is set."""
@@ -207,6 +213,7 @@ def test_a_job_cancelled_while_its_outputs_are_post_processed_is_not_charged(
         done = api.wait(key, job_id)
     assert (done["status"], done["errorCode"]) == ("CANCELLED", "cancelled")
     assert set(entries(api, job_id)) == {"hold", "release"}
+    eventually(lambda: output_files(api, job_id) == [], "its stored outputs to be deleted")
 
 
 def test_a_worker_that_dies_with_outputs_waiting_is_taken_over_and_charged_once(
@@ -239,6 +246,12 @@ def test_a_worker_that_dies_with_outputs_waiting_is_taken_over_and_charged_once(
     charges = entries(api, job_id)
     assert charges == {"hold": charges["hold"], "capture": charges["hold"]}
     assert api.get_job(key, job_id)["status"] == "COMPLETED"
+    # A's outputs went under its own attempt's keys, and it deleted them: B's files stand.
+    with api.services.db.read() as conn:
+        result = conn.execute(sa.select(jobs.c.result).where(jobs.c.id == job_id)).scalar_one()
+    kept = sorted(image["key"].rsplit("/", 1)[1] for image in result["images"])
+    assert kept and all(f"{job_id}-a2-" in name for name in kept)
+    eventually(lambda: output_files(api, job_id) == kept, "A's own outputs to be deleted")
 
 
 def test_the_post_processing_queue_blocks_the_engine_instead_of_growing(
