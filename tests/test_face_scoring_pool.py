@@ -9,11 +9,13 @@ moment a marker file says, never by timing.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
 import threading
 from collections.abc import Iterator
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +198,27 @@ def test_close_kills_a_busy_process_and_its_caller_gets_a_retryable_failure(
         os.kill(pid, 0)
     with pytest.raises(JobFailure):  # a closed pool takes nothing more
         made.faces(astronaut())
+
+
+def test_a_process_that_cannot_be_started_is_tried_again(
+    model: FaceModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = SpawnProcess.start
+    refused: list[int] = []
+
+    def start(process: SpawnProcess) -> None:
+        if not refused:  # the first start: out of processes
+            refused.append(1)
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        real_start(process)
+
+    monkeypatch.setattr(SpawnProcess, "start", start)
+    made = FacePool(1)
+    try:
+        assert same_faces(made.faces(astronaut()), model.faces(astronaut()))
+        assert refused and made.lost == 1 and made.started == 1
+    finally:
+        made.close()
 
 
 def test_closing_an_unused_pool_starts_nothing() -> None:

@@ -149,10 +149,15 @@ class _Slot:
             name=f"castframe-faces-{self.index}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except OSError as exc:  # out of processes or memory: like a death, retried
+            mine.close()
+            theirs.close()
+            raise ProcessLost(f"could not start a scoring process: {exc}") from exc
         theirs.close()  # the child's end lives in the child only: its death is our EOF
         self.process, self.conn = process, mine
-        self.pool.started += 1
+        self.pool.count("started")
         # Start-up (~0.8 s, longer on a loaded machine) is not counted as an image's time.
         status, value = self._answer(START_TIMEOUT_SECONDS, "start")
         if status != "ready":
@@ -233,10 +238,16 @@ class FacePool:
         for slot in self.slots:
             self._idle.put(slot)
         self._closing = threading.Event()
+        self._counts = threading.Lock()
         self.started = 0
         """Processes started so far (replacements included)."""
         self.lost = 0
         """Processes that died or hung while working."""
+
+    def count(self, what: str) -> None:
+        """One more process ``started`` or ``lost`` (callers are threads)."""
+        with self._counts:
+            setattr(self, what, getattr(self, what) + 1)
 
     @classmethod
     def for_settings(cls, processes: int | None, faces_enabled: bool) -> FacePool | None:
@@ -348,7 +359,7 @@ class FacePool:
     ) -> JobFailure | None:
         """The slot's process is gone: it is replaced on next use. None: send the image
         again; a failure: the job is given up for now (retried later with backoff)."""
-        self.lost += 1
+        self.count("lost")
         slot.discard()
         attempts[index] += 1
         if self._closing.is_set():
