@@ -85,6 +85,53 @@ class Case:
 class Measured:
     images_per_second: float
     duty: float
+    cpu: dict[str, float]
+    """CPU seconds per measured image, by process (api, worker, its child processes), the
+    seconds per image their threads waited for a CPU (``... waited``), and ``cores``: the CPU
+    they used over the measured wall time."""
+
+    def cpu_line(self) -> str:
+        return "  ".join(
+            f"{name} {value:.2f}" if name == "cores" else f"{name} {value * 1000:.0f} ms"
+            for name, value in self.cpu.items()
+        )
+
+
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """Seconds on a CPU of the API, the worker and the worker's children so far, and
+    ``<name> waited``: seconds their threads were runnable but waited for a CPU (the
+    machine's other load, or each other). From Linux's /proc/<pid>/task/*/schedstat: no dependency for two numbers."""
+
+    def tasks(pid: int) -> list[tuple[float, float]]:
+        found = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                ran, waited, _ = (task / "schedstat").read_text().split()
+            except (OSError, ValueError):  # exited meanwhile
+                continue
+            found.append((int(ran) / 1e9, int(waited) / 1e9))
+        return found
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                found += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return found + [grand for child in found for grand in children(child)]
+
+    api, worker = pids
+    groups = {
+        "api": tasks(api),
+        "worker": tasks(worker),
+        "children": [entry for child in children(worker) for entry in tasks(child)],
+    }
+    found = {name: sum(ran for ran, _ in entries) for name, entries in groups.items()}
+    found.update(
+        {f"{name} waited": sum(wait for _, wait in entries) for name, entries in groups.items()}
+    )
+    return found
 
 
 def export_baseline(ref: str, into: Path) -> Version:
@@ -112,7 +159,14 @@ def export_baseline(ref: str, into: Path) -> Version:
 class Deployment:
     """An API process and a worker process of one version, on one database; killed on exit."""
 
-    def __init__(self, version: Version, case: Case, database_url: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        version: Version,
+        case: Case,
+        database_url: str,
+        data_dir: Path,
+        face_processes: int | None = None,
+    ) -> None:
         self.version = version
         self.case = case
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CASTFRAME_")}
@@ -133,6 +187,8 @@ class Deployment:
                 "PYTHONPATH": os.pathsep.join((str(version.src), str(ROOT))),
             }
         )
+        if face_processes is not None:  # unknown to older versions: ignored there
+            self.env["CASTFRAME_FACE_PROCESSES"] = str(face_processes)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def run(self, *args: str) -> str:
@@ -224,7 +280,9 @@ def wait_done(db: Database, timeout: float) -> None:
     raise SystemExit("jobs did not finish in time")
 
 
-def measure(version: Version, case: Case, seconds: float, root: Path) -> Measured:
+def measure(
+    version: Version, case: Case, seconds: float, root: Path, face_processes: int | None = None
+) -> Measured:
     """One deployment: warm up, then the measured jobs; the steady-state rate."""
     if case.db == "sqlite":
         url, database = f"sqlite:///{root}/{uuid.uuid4().hex[:8]}.db", None
@@ -233,7 +291,7 @@ def measure(version: Version, case: Case, seconds: float, root: Path) -> Measure
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
         url = ADMIN.rsplit("/", 1)[0] + "/" + database
-    deployment = Deployment(version, case, url, root / uuid.uuid4().hex[:8])
+    deployment = Deployment(version, case, url, root / uuid.uuid4().hex[:8], face_processes)
     db = Database(url)
     try:
         base = deployment.start()
@@ -252,9 +310,15 @@ def measure(version: Version, case: Case, seconds: float, root: Path) -> Measure
             submit(client, base, key, reference, range(warmup))
             wait_done(db, 120 + warmup * case.ms / 100)
             count = max(4, math.ceil(seconds * 1000 / case.ms)) * case.devices
+            pids = [proc.pid for proc in deployment.procs]
+            cpu_before, wall_before = cpu_seconds(pids), time.monotonic()
             started = time.time()
             submit(client, base, key, reference, range(warmup, warmup + count))
             wait_done(db, 120 + count * case.ms / 100)
+            cpu_after, wall = cpu_seconds(pids), time.monotonic() - wall_before
+        used = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+        cpu = {name: value / count for name, value in used.items()}
+        cpu["cores"] = (used["api"] + used["worker"] + used["children"]) / wall
         with db.read() as conn:
             finished = sorted(
                 row[0]
@@ -271,7 +335,7 @@ def measure(version: Version, case: Case, seconds: float, root: Path) -> Measure
             raise SystemExit(f"{len(finished)} of {count} completed, {captured} captures")
         first = case.devices - 1
         rate = (count - case.devices) / (finished[-1] - finished[first])
-        return Measured(rate, rate * case.ms / 1000 / case.devices)
+        return Measured(rate, rate * case.ms / 1000 / case.devices, cpu)
     finally:
         deployment.stop()
         db.dispose()
@@ -305,6 +369,17 @@ def main() -> None:
     )
     parser.add_argument("--baseline-ref", default=None, help="default: merge-base with main")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--face-processes",
+        type=int,
+        default=None,
+        help="CASTFRAME_FACE_PROCESSES for this checkout (default: its default)",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print CPU per image by process, and the time waited for a CPU (Linux /proc)",
+    )
     args = parser.parse_args()
     current = Version("this checkout", ROOT / "src")
     with tempfile.TemporaryDirectory(prefix="castframe-duty-") as tmp:
@@ -321,7 +396,7 @@ def main() -> None:
                 for devices in args.devices:
                     for faces in args.faces:
                         case = Case(db, ms, devices, faces == "on")
-                        now = measure(current, case, args.seconds, root)
+                        now = measure(current, case, args.seconds, root, args.face_processes)
                         line = f"{case}:  {now.images_per_second:5.2f} img/s  duty {now.duty:4.0%}"
                         if baseline is not None:
                             then = measure(baseline, case, args.seconds, root)
@@ -330,6 +405,10 @@ def main() -> None:
                                 f"{then.duty:4.0%}   x{now.images_per_second / then.images_per_second:4.2f}"
                             )
                         print(line, flush=True)
+                        if args.cpu:
+                            print(f"    cpu per image, this checkout: {now.cpu_line()}")
+                            if baseline is not None:
+                                print(f"    cpu per image, baseline:      {then.cpu_line()}")
 
 
 if __name__ == "__main__":

@@ -248,6 +248,13 @@ class Settings(BaseSettings):
     faces_enabled: bool = Field(
         default=True, description="Score character consistency when the `faces` extra is installed."
     )
+    face_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Worker processes that score faces beside the worker (dlib holds the GIL: "
+        "docs/faces.md); unset: CPUs - 1, between 1 and 4; 0: in the worker's own process.",
+    )
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from castframe.errors import ApiError
 from castframe.faces.cache import DescriptorCache, ReferenceFace, content_key, dump_face, load_face
-from castframe.faces.identity import CLEAR_FACE_SCORE, FaceModel
+from castframe.faces.identity import CLEAR_FACE_SCORE, FaceFinder, FaceModel
 from castframe.jobs.characters import FaceCheck, get_character
 from castframe.jobs.uploads import Owner
 from castframe.media.images import DecodedImage
@@ -92,7 +92,7 @@ class CharacterDescriptors:
         owner: Owner,
         character_id: str | None,
         reference: DecodedImage | np.ndarray,
-        model: FaceModel,
+        model: FaceFinder,
         upload_key: str | None = None,
     ) -> np.ndarray | None:
         """The reference's main-face descriptor, or None when it has no face. ``upload_key``
@@ -122,7 +122,7 @@ class CharacterDescriptors:
         return found.descriptor
 
     def _look_up(
-        self, key: str, pixels: np.ndarray, model: FaceModel, upload_key: str | None
+        self, key: str, pixels: np.ndarray, model: FaceFinder, upload_key: str | None
     ) -> ReferenceFace:
         """Memory (filled meanwhile by another job?), the sidecar, then the model."""
         found = self.cache.get(key)

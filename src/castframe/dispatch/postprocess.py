@@ -16,6 +16,8 @@ from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import Loaded
 from castframe.engines.base import EngineRequest, EngineResult, RunHooks
 from castframe.faces import consistency, face_model
+from castframe.faces.identity import FaceFinder
+from castframe.faces.pool import FacePool
 from castframe.jobs.record import Job
 from castframe.media.images import OUTPUT_FORMATS, encode_image
 from castframe.media.storage import Storage, put_all
@@ -71,25 +73,47 @@ class Prepared:
 class PostProcessor:
     """Scores, encodes and stores one job's outputs (thread-safe: called from the pool)."""
 
-    def __init__(self, storage: Storage, characters: CharacterDescriptors, faces: bool) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        characters: CharacterDescriptors,
+        faces: bool,
+        face_pool: FacePool | None = None,
+    ) -> None:
+        """``face_pool``: score in its processes (faces/pool.py); None: in this process."""
         self.storage = storage
         self.characters = characters
         self.faces = faces
+        self.face_pool = face_pool
+
+    def finder(self) -> FaceFinder | None:
+        """Who finds faces: the process pool, this process's model, or nobody (faces off,
+        or the extra not installed: no scores are claimed)."""
+        if not self.faces:
+            return None
+        if self.face_pool is not None:
+            return self.face_pool
+        return face_model()
 
     def consistency(self, prepared: Prepared, result: EngineResult) -> list[dict[str, Any] | None]:
-        """Per image: does the output's best face match the reference's main face?"""
-        model = face_model() if self.faces else None
-        if model is None:
+        """Per image: does the output's best face match the reference's main face?
+
+        The verdict is computed here from the faces found (wherever they were found), so the
+        pool's verdicts are the in-process ones by construction.
+        """
+        finder = self.finder()
+        if finder is None:
             return [None] * len(result.images)
         job = prepared.job
         reference = self.characters.descriptor(
             (job.account_id, job.mode),
             job.params.get("character_id"),
             prepared.reference.image,
-            model,
+            finder,
             upload_key=prepared.reference.storage_key,
         )
-        return [consistency(reference, model.faces(image.pixels)) for image in result.images]
+        found = finder.faces_many([image.pixels for image in result.images])
+        return [consistency(reference, faces) for faces in found]
 
     def store_outputs(
         self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None]

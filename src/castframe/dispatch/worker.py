@@ -41,6 +41,7 @@ from castframe.dispatch.postprocess import PostProcessor, Prepared, output_key, 
 from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
+from castframe.faces.pool import FacePool
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
@@ -61,6 +62,8 @@ CANCEL_CHECK_INTERVAL = 0.5
 ENGINE_ERROR_MAX_CHARS = 300
 STOP_RETRY_SECONDS = 5.0
 """How long ``stop`` keeps retrying to give jobs back to an unreachable database."""
+FACE_POOL_CLOSE_SECONDS = 5.0
+"""At most this long for the scoring processes to finish an image at shutdown."""
 PREPARED_PER_LANE = 2
 """Jobs a lane may hold before post-processing: the one on its engine and the next one,
 prepared meanwhile. Claims are sized by it, so a worker never hoards the queue."""
@@ -170,7 +173,9 @@ class Worker:
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.inputs = InputLoader(db, storage, settings)
         self.characters = CharacterDescriptors(db, storage)
-        self.post = PostProcessor(storage, self.characters, settings.faces_enabled)
+        # Started on first use (none when nothing is scored); closed by ``stop``.
+        self.face_pool = FacePool.for_settings(settings.face_processes, settings.faces_enabled)
+        self.post = PostProcessor(storage, self.characters, settings.faces_enabled, self.face_pool)
         self._pool = PostPool(self.concurrency * self.post_limit, self.post_process)
         self._input_pool = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="castframe-worker-inputs"
@@ -241,6 +246,10 @@ class Worker:
             lane.thread.join(max(0.0, deadline - time.monotonic()))
         self._pool.close()  # what they handed over is stored and completed
         self._pool.join(max(0.0, deadline - time.monotonic()))
+        if self.face_pool is not None:  # a scoring still running after the grace is killed
+            self.face_pool.close(
+                min(FACE_POOL_CLOSE_SECONDS, max(0.0, deadline - time.monotonic()))
+            )
         self._input_pool.shutdown(wait=False)
         with self._lock:
             leftover = list(self._running.values())

@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,6 +48,17 @@ def models_dir() -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "models"
     return path if path.is_dir() else None
+
+
+class FaceFinder(Protocol):
+    """What scoring needs of a face model: ``FaceModel`` in this process, or
+    ``faces/pool.py: FacePool`` in worker processes (the same answers)."""
+
+    def faces(self, rgb: np.ndarray) -> list[Face]: ...
+
+    def main_face(self, rgb: np.ndarray) -> Face | None: ...
+
+    def faces_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
 
 
 class FaceModel:
@@ -95,6 +107,16 @@ class FaceModel:
     def main_face(self, rgb: np.ndarray) -> Face | None:
         found = self.faces(rgb)
         return found[0] if found else None
+
+    def faces_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """``faces`` of each image, one after the other (the lock allows no more here)."""
+        return [self.faces(image) for image in images]
+
+
+def faces_available() -> bool:
+    """Whether the ``faces`` extra is installed, without importing dlib or loading a model
+    (the worker's scoring processes load their own)."""
+    return importlib.util.find_spec("dlib") is not None and models_dir() is not None
 
 
 @lru_cache(maxsize=1)
