@@ -228,7 +228,7 @@ def test_closing_an_unused_pool_starts_nothing() -> None:
 
 
 def test_the_default_size_leaves_a_cpu_to_the_worker() -> None:
-    assert [auto_processes(cpus) for cpus in (1, 2, 3, 4, 8, 64)] == [1, 1, 2, 3, 4, 4]
+    assert [auto_processes(cpus) for cpus in (1, 2, 3, 4, 8, 64)] == [2, 2, 2, 3, 4, 4]
     assert FacePool.for_settings(0, True) is None
     assert FacePool.for_settings(2, False) is None
     made = FacePool.for_settings(2, True)

@@ -253,7 +253,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Worker processes that score faces beside the worker (dlib holds the GIL: "
-        "docs/faces.md); unset: CPUs - 1, between 1 and 4; 0: in the worker's own process.",
+        "docs/faces.md); unset: CPUs - 1, between 2 and 4; 0: in the worker's own process.",
     )
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."

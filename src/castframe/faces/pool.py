@@ -65,11 +65,18 @@ POLL_SECONDS = 0.2
 Finder = Callable[[np.ndarray], list[Face]]
 
 
+MIN_AUTO_PROCESSES = 2
+"""One scoring process is a queue of its own: an image costs it ~0.28 s of CPU, so alone it
+cannot keep up with an engine at 250 ms per image even with a core to spare (measured on 2
+cores: 68-74% duty with one process, 100% with two; docs/performance.md)."""
+
+
 def auto_processes(cpus: int | None = None) -> int:
-    """The default pool size: one CPU left to the worker itself, at most 4 processes."""
+    """The default pool size: one CPU left to the worker itself, at least 2 (see
+    ``MIN_AUTO_PROCESSES``) and at most 4 processes."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_AUTO_PROCESSES, (cpus or 1) - 1))
+    return max(MIN_AUTO_PROCESSES, min(MAX_AUTO_PROCESSES, (cpus or 1) - 1))
 
 
 def find_faces(rgb: np.ndarray) -> list[Face]:
