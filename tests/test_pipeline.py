@@ -389,8 +389,10 @@ def test_a_drain_finishes_what_the_engine_produced_and_gives_back_the_rest(
     services = api.services
     settings = services.settings.model_copy(update={"postprocess_queue": 1})
     worker = Worker(settings, services.db, gated, services.engines, services.job_notifier, 1)
-    worker.start()
+    # Queued before the worker starts: a lane whose prefetch found the queue empty does not
+    # claim again until its blocked hand-over lets it loop, and the test would race that.
     ids = submit(api, key, upload(api, key), 4)
+    worker.start()
     eventually(lambda: CountingEngine.calls == 2, "two engine calls")
     eventually(lambda: worker.busy == 3, "a third job prepared")
     stopper = threading.Thread(target=worker.stop, kwargs={"grace": 20})

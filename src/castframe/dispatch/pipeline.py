@@ -59,6 +59,9 @@ class Stages(Protocol):
     def post_process(self, prepared: Prepared, result: EngineResult) -> None:
         """Score, encode, store, complete; settles every outcome itself."""
 
+    def handed_over(self, prepared: Prepared) -> None:
+        """The job was queued for post-processing: the lane holds it no longer."""
+
     def settle(self, job: Job, error: Exception) -> None:
         """Record a job's failure (or cancellation) and let it go."""
 
@@ -183,6 +186,7 @@ class Lane:
                 stages.settle(item.job, exc)
                 continue
             self.post.hand_over(self.bound, item, result)
+            stages.handed_over(item)
         if pending is not None:
             # Stopping: a job prepared but never run stays leased to this worker, and
             # ``Worker.stop`` gives it back to the queue.

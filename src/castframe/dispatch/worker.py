@@ -350,11 +350,16 @@ class Worker:
         finally:
             logs.job_id.reset(token)
 
+    def handed_over(self, prepared: Prepared) -> None:
+        """The job is in post-processing's hands: it no longer holds a place of its lane's
+        claim capacity. Called by the lane before it prepares its next job, so that
+        preparation may claim in its stead (a post-processing thread may start it later)."""
+        with self._lock:
+            self._prepared.discard(prepared.job.id)
+
     def post_process(self, prepared: Prepared, result: EngineResult) -> None:
         """Score, encode and store the outputs, then complete the job (in the pool)."""
         job = prepared.job
-        with self._lock:
-            self._prepared.discard(job.id)
         token = logs.job_id.set(job.id)
         final: Job | None = None
         try:
