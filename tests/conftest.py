@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -24,6 +24,9 @@ from castframe.store.tables import metadata
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png
 from tests.support.polling import wait_for_job
+
+if TYPE_CHECKING:
+    from castframe.faces.identity import FaceModel
 
 PG_ADMIN_URL = os.environ.get(
     "CASTFRAME_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -244,3 +247,13 @@ def make_bucket(endpoint: str) -> str:
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="module")
+def model() -> FaceModel:
+    """The real face model (the faces extra is part of `make test`'s install)."""
+    from castframe.faces import face_model
+
+    loaded = face_model()
+    assert loaded is not None, "the faces extra is part of `make test`'s install"
+    return loaded

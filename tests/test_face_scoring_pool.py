@@ -26,23 +26,16 @@ from skimage import data
 
 from castframe.dispatch.worker import Worker
 from castframe.errors import JobFailure
-from castframe.faces import consistency, face_model
+from castframe.faces import consistency
 from castframe.faces.identity import Face, FaceModel
 from castframe.faces.pool import FacePool, auto_processes
 from tests.conftest import Api, body_for, open_api
 from tests.support import scoring_faults
 from tests.support.images import astronaut, astronaut_png, data_uri, no_face_image
-from tests.support.jobs import images_of
-from tests.test_pipeline import entries, eventually
+from tests.support.jobs import entries, images_of
+from tests.support.polling import eventually
 
 WAIT = 60.0
-
-
-@pytest.fixture(scope="module")
-def model() -> FaceModel:
-    loaded = face_model()
-    assert loaded is not None, "the faces extra is part of `make test`'s install"
-    return loaded
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from skimage import data
 from castframe.catalog.ideogram_character import ASPECT_SIZES
 from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
-from castframe.faces import consistency, face_model
+from castframe.faces import consistency
 from castframe.faces.identity import FaceModel
 from tests.conftest import Api, body_for, open_api
 from tests.support.images import astronaut, astronaut_png, data_uri, no_face_image, png_bytes
@@ -28,13 +28,6 @@ def cameraman() -> np.ndarray:
     """scikit-image's cameraman: a second, different real person (grey, upscaled 1.5x)."""
     gray = cv2.resize(data.camera(), None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
     return np.stack([gray] * 3, axis=-1)
-
-
-@pytest.fixture(scope="module")
-def model() -> FaceModel:
-    loaded = face_model()
-    assert loaded is not None, "the faces extra is part of `make test`'s install"
-    return loaded
 
 
 def render(reference: np.ndarray, style: str, aspect: str, seed: int = 9) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,14 @@ import sqlalchemy as sa
 
 from castframe.dispatch.character_faces import sidecar_key
 from castframe.dispatch.worker import Worker
-from castframe.jobs import ledger
 from castframe.media.images import decode_image
 from castframe.media.storage import Storage
 from castframe.store.tables import jobs, uploads
 from tests.conftest import Api, body_for, open_api
 from tests.support.device_engines import CountingEngine, DeviceEngine
 from tests.support.images import astronaut_png
+from tests.support.jobs import entries
+from tests.support.polling import eventually
 
 COUNTING = "tests.support.device_engines:CountingEngine"
 DEVICES = "tests.support.device_engines:DeviceEngine"
@@ -83,15 +84,6 @@ class GatedStorage:
         return self.real.url(key, ttl)
 
 
-def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Until ``condition()`` holds (a condition, not a duration, is what is asserted)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @contextmanager
 def running_worker(
     api: Api,
@@ -139,11 +131,6 @@ def submit(api: Api, key: str, reference: str, count: int, **params: Any) -> lis
         assert response.status_code == 202, response.text
         ids.append(response.json()["jobId"])
     return ids
-
-
-def entries(api: Api, job_id: str) -> dict[str, int]:
-    with api.services.db.read() as conn:
-        return ledger.job_entries(conn, job_id)
 
 
 def status(api: Api, job_id: str) -> str:

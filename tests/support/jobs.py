@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from castframe.jobs import ledger
+
+if TYPE_CHECKING:
+    from tests.conftest import Api
 
 
 def images_of(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -13,3 +18,9 @@ def images_of(job: dict[str, Any]) -> list[dict[str, Any]]:
     assert len(urls) == len(details), result
     assert all(isinstance(url, str) for url in urls), urls
     return [{"url": url, **facts} for url, facts in zip(urls, details, strict=True)]
+
+
+def entries(api: Api, job_id: str) -> dict[str, int]:
+    """The job's ledger entries by kind (hold, capture, release)."""
+    with api.services.db.read() as conn:
+        return ledger.job_entries(conn, job_id)

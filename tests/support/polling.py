@@ -28,3 +28,12 @@ def wait_for_job(
 
     result: dict[str, Any] = wait_until(done, timeout)
     return result
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Until ``condition()`` holds (a condition, not a duration, is what is asserted)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
