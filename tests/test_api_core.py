@@ -354,10 +354,12 @@ def test_upload_then_reference(api: Api) -> None:
         assert job["status"] == "COMPLETED"
         assert job["input"]["ideogramParams"]["character_reference_image"] == source
     other = api.key(account="other")
-    for source in (upload["url"], upload["reference"]):
-        response = api.generate(other, body_for(source))
-        assert response.status_code == 400
-        assert response.json()["code"] == "upload_not_found"
+    # The URL is a public URL, as Apiframe's upload URLs are: another account may use it
+    # (read from storage, never fetched); the upload:// reference stays the owner's.
+    shared = api.submit_and_wait(other, body_for(upload["url"]))
+    assert shared["status"] == "COMPLETED", shared
+    response = api.generate(other, body_for(upload["reference"]))
+    assert (response.status_code, response.json()["code"]) == (400, "upload_not_found")
 
 
 @pytest.mark.parametrize(

@@ -238,22 +238,25 @@ MAGIC_PROMPT = ("Auto", "On", "Off")
 SPEEDS = ("turbo", "default", "quality")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 NOT_SET = "none"
+NONE_MEANS_UNSET = (
+    "style_type",
+    "resolution",
+    "style_preset",
+    "aspect_ratio",
+    "magic_prompt_option",
+)
 
 
 def _canonical(
     choices: tuple[str, ...], aliases: Mapping[str, str] | None = None
 ) -> BeforeValidator:
-    """Map any letter case (and any alias) of an enum value to its documented spelling, and
-    Replicate's ``"None"`` to not given."""
+    """Map any letter case (and any alias) of an enum value to its documented spelling."""
     lookup = {choice.lower(): choice for choice in choices}
     lookup.update({alias.lower(): choice for alias, choice in (aliases or {}).items()})
 
     def convert(value: Any) -> Any:
         if isinstance(value, str):
-            key = value.strip().lower()
-            if key == NOT_SET:
-                return None
-            return lookup.get(key, value)
+            return lookup.get(value.strip().lower(), value)
         return value
 
     return BeforeValidator(convert)
@@ -359,6 +362,22 @@ class IdeogramParams(BaseModel):
     mask: ImageSource | None = Field(
         default=None, description="Edit mask, same size as image: black = repaint, white = keep."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_set(cls, data: Any) -> Any:
+        """Replicate's ``"None"`` (which Apiframe copies) for an enum field means not given."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: value
+            for name, value in data.items()
+            if not (
+                name in NONE_MEANS_UNSET
+                and isinstance(value, str)
+                and value.strip().lower() == NOT_SET
+            )
+        }
 
     @model_validator(mode="after")
     def _exclusive_fields(self) -> IdeogramParams:

@@ -18,7 +18,15 @@ from castframe.errors import ApiError, details_of, field_error
 from castframe.jobs.accounts import Principal
 from castframe.jobs.uploads import PlannedUpload, plan_upload
 from castframe.media.fetch import FetchError, check_url_syntax
-from castframe.media.sources import UPLOAD_SCHEME, ImageReader, SourceError, classify
+from castframe.media.sources import (
+    UPLOAD_SCHEME,
+    ImageReader,
+    Source,
+    SourceError,
+    account_of,
+    classify,
+    upload_id_of,
+)
 
 
 class EngineRules(Protocol):
@@ -48,6 +56,18 @@ class Submission:
     """Inline images as uploads to store once the job is admitted."""
     upload_refs: list[tuple[str, str]] = field(default_factory=list)
     """(field path, upload id) pairs to check inside the transaction."""
+    signed_refs: dict[str, str] = field(default_factory=dict)
+    """Field path -> the signed URL the client sent, for the ``upload_refs`` that came as one
+    of the caller's account's upload URLs: if the upload is not the caller's own (another
+    mode's), the field keeps the URL, a public URL, instead of being refused."""
+
+    def set_source(self, path: str, source: str) -> None:
+        """Put ``source`` in the params field at ``path`` (``<params key>.<field>[.<index>]``)."""
+        parts = path.split(".")[1:]
+        if len(parts) == 2:
+            self.params[parts[0]][int(parts[1])] = source
+        else:
+            self.params[parts[0]] = source
 
 
 def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
@@ -184,10 +204,15 @@ def _resolve(
             return UPLOAD_SCHEME + planned.row["id"]
     except SourceError as exc:
         raise source_error(exc, path) from exc
+    if found.kind == "signed" and account_of(found.value) == principal.account_id:
+        # Probably the caller's own upload: kept as such (so its job outlives the URL), if
+        # the transaction finds it is (submission.check_references).
+        submission.signed_refs[path] = source
+        found = Source("upload", upload_id_of(found.value))
     if found.kind == "upload":
         submission.upload_refs.append((path, found.value))
         return UPLOAD_SCHEME + found.value
-    return source
+    return source  # an outside URL, or another account's upload URL: a public URL
 
 
 def _no_uploads(upload_id: str) -> bytes:
