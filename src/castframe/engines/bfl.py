@@ -53,7 +53,7 @@ from castframe.engines.base import (
     InputImage,
     RunHooks,
 )
-from castframe.engines.fill_canvas import outpaint_inputs
+from castframe.engines.fill_canvas import fill_paint_mask, outpaint_inputs
 from castframe.errors import JobFailure
 from castframe.media.images import ImageRejected, decode_image, encode_png
 
@@ -180,15 +180,6 @@ def _mask_png(paint: np.ndarray) -> str:
     """BFL's mask: white where it paints, black where it keeps."""
     gray = np.where(paint, 255, 0).astype(np.uint8)
     return _png(np.stack([gray] * 3, axis=-1))
-
-
-def fill_paint_mask(request: EngineRequest) -> np.ndarray | None:
-    """The inpaint mask as True-where-painted: the worker reads masks black = paint, and
-    ``flux-fill-pro``'s masks are white = paint (``mask_paints``)."""
-    mask = request.inputs.mask
-    if mask is None:
-        return None
-    return ~mask if request.param("mask_paints") == "white" else mask
 
 
 def request_body(request: EngineRequest) -> tuple[str, dict[str, Any], dict[str, Any]]:

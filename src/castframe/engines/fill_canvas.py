@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from castframe.engines.base import EngineRequest
+
 MULTIPLE = 32
 MAX_PIXELS = 2048 * 2048
 """Fill [pro]'s budget: about 4 megapixels."""
@@ -107,3 +109,12 @@ def outpaint_inputs(image: np.ndarray, choice: str) -> tuple[np.ndarray, np.ndar
     mask = np.ones((canvas.height, canvas.width), bool)
     mask[canvas.top : canvas.bottom, canvas.left : canvas.right] = False
     return pixels, mask, canvas
+
+
+def fill_paint_mask(request: EngineRequest) -> np.ndarray | None:
+    """The inpaint mask as True-where-painted: the worker reads mask images black = paint,
+    and ``flux-fill-pro``'s masks are white = paint (its params say ``mask_paints``)."""
+    mask = request.inputs.mask
+    if mask is None:
+        return None
+    return ~mask if request.param("mask_paints") == "white" else mask
