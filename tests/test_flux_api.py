@@ -217,14 +217,14 @@ def test_live_jobs_run_at_bfl_and_store_the_result(bfl_api: Api, fake: FakeBfl) 
         },
     )
     assert job["status"] == "COMPLETED" and violations(JOB, job) == []
-    assert job["engine"] == "bfl" if "engine" in job else True
+    assert job["engine"] == "bfl"
     (submit,) = fake.submits("/v1/flux-pro-1.1")
     assert submit.body is not None and submit.body["width"] == 512
     url = job["result"]["images"][0]
     assert fake.base_url not in url  # a Castframe URL, never BFL's
     assert image_of(bfl_api, job).size == (512, 512)
     me = bfl_api.client.get("/v2/me", headers=auth(key)).json()
-    assert me["team"]["credits"] == 96 if "team" in me else True
+    assert me["team"]["credits"] == 96  # charged BFL's FLUX1.1 [pro] price: 4 credits
 
 
 def test_what_a_route_lacks_is_a_400_naming_bfl(bfl_api: Api, fake: FakeBfl) -> None:
