@@ -68,9 +68,9 @@ def request_model(
     under ``params_key`` (an empty block when optional and absent)."""
     block: Any = (params, ...) if params_required else (params, Field(default_factory=params))
     fields: dict[str, Any] = {
-        "model": (Literal[model_id], ...),  # type: ignore[valid-type]
+        "model": (Literal[model_id], ...),
         params_key: block,
         **(extra_fields or {}),
     }
     name = "".join(part.capitalize() for part in model_id.replace(".", "_").split("-"))
-    return create_model(f"{name}Request", __base__=base, **fields)  # type: ignore[call-overload,no-any-return]
+    return create_model(f"{name}Request", __base__=base, **fields)

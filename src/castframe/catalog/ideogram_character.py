@@ -11,14 +11,9 @@ from pydantic import BaseModel
 
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ImageField, ModelSpec
-from castframe.catalog.envelope import request_model
 
-IdeogramCharacterRequest = request_model(
-    "ideogram-character",
-    "ideogramParams",
-    ideogram.CharacterParams,
-    params_required=True,
-    base=ideogram.envelope_for(None),
+IdeogramCharacterRequest = ideogram.ideogram_request(
+    "ideogram-character", ideogram.CharacterParams, None, required=True
 )
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from castframe.catalog.base import MAX_SEED, ImageField
-from castframe.catalog.envelope import Envelope
+from castframe.catalog.envelope import Envelope, request_model
 
 ASPECT_SIZES: dict[str, tuple[int, int]] = {
     # The documented core, then the rest of Ideogram 3.0's ratios, each at Ideogram's size.
@@ -326,6 +326,7 @@ class IdeogramParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     edits: ClassVar[bool] = True
     """Whether the model has a mask edit (``image`` + ``mask``)."""
+    ratios: ClassVar[tuple[str, ...]] = tuple(ASPECT_SIZES)
 
     character_reference_image: ImageSource | None = Field(
         default=None,
@@ -388,6 +389,7 @@ class V4Params(IdeogramParams):
     """Ideogram 4.0: native 2K sizes, no mask edit."""
 
     edits: ClassVar[bool] = False
+    ratios: ClassVar[tuple[str, ...]] = tuple(V4_RESOLUTIONS)
     aspect_ratio: _ratio(tuple(V4_RESOLUTIONS)) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 4.0's ratios, as 16:9 (a 2K size)."
     )
@@ -399,6 +401,7 @@ class V4Params(IdeogramParams):
 class V2Params(IdeogramParams):
     """Ideogram 2.0 (legacy API): its ratios and style types (RENDER_3D, ANIME)."""
 
+    ratios: ClassVar[tuple[str, ...]] = V2_ASPECT_RATIOS
     style_type: V2StyleType | None = None
     aspect_ratio: _ratio(V2_ASPECT_RATIOS) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 2.0's ratios, as 16:9 (default 1:1)."
@@ -422,42 +425,23 @@ class IdeogramEnvelope(Envelope):
     fixed_speed: ClassVar[str | None] = None
     """The rendering speed the model id fixes (None: the client chooses)."""
 
-    aspect_ratio: Annotated[str, Field(max_length=16)] | None = Field(
-        default=None, description="Castframe extension: ideogramParams.aspect_ratio."
-    )
+    aspect_ratio: str | None = None
+    """Castframe extension: ``ideogramParams.aspect_ratio`` at top level (its type is the
+    model's ratios: ``ideogram_request``)."""
     num_images: NumImages | None = Field(default=None, description=NUM_IMAGES_DESCRIPTION)
     output_format: OutputFormat | None = Field(default=None, description=OUTPUT_FORMAT_DESCRIPTION)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lift_shortcuts(cls, data: Any) -> Any:
-        """A top-level shortcut is checked by the block's own rules: copied into the block
-        when the block lacks it."""
-        if not isinstance(data, dict):
-            return data
-        block = data.get("ideogramParams")
-        if block is None and any(data.get(name) is not None for name in SHORTCUTS):
-            block = {}
-        if not isinstance(block, dict):
-            return data
-        for name in SHORTCUTS:
-            if data.get(name) is not None and block.get(name) is None:
-                data = {**data, "ideogramParams": {**block, name: data[name]}}
-                block = data["ideogramParams"]
-        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> IdeogramEnvelope:
         params: IdeogramParams = getattr(self, "ideogramParams")  # noqa: B009
-        for name in ("num_images", "output_format"):
+        for name in SHORTCUTS:
             outer, inner = getattr(self, name), getattr(params, name)
             if outer is not None and inner is not None and outer != inner:
                 raise ValueError(f"{name} is given at top level and in ideogramParams, differently")
-        outer_ratio = self.aspect_ratio
-        if outer_ratio is not None and outer_ratio.replace("x", ":") != params.aspect_ratio:
-            raise ValueError(
-                "aspect_ratio is given at top level and in ideogramParams, differently"
-            )
+        if self.aspect_ratio is not None and params.resolution is not None:
+            raise ValueError("give resolution or aspect_ratio, not both")
+        if self.aspect_ratio is not None and params.image is not None:
+            raise ValueError("an edit keeps the size of its image: aspect_ratio does not apply")
         speed = self.fixed_speed
         if speed is not None and params.rendering_speed not in (None, speed):
             raise ValueError(
@@ -467,12 +451,27 @@ class IdeogramEnvelope(Envelope):
         return self
 
 
-def envelope_for(speed: str | None) -> type[IdeogramEnvelope]:
-    """The envelope of a model whose id fixes ``speed`` (or lets the client choose)."""
-    if speed is None:
-        return IdeogramEnvelope
-    return type(
-        f"IdeogramEnvelope{speed.capitalize()}", (IdeogramEnvelope,), {"fixed_speed": speed}
+def ideogram_request(
+    model_id: str, params: type[IdeogramParams], speed: str | None, *, required: bool = False
+) -> type[Envelope]:
+    """The request body of one Ideogram model: ``params`` as its ``ideogramParams`` block,
+    the rendering speed its id fixes (None: the client's), the top-level ``aspect_ratio``
+    shortcut checked against the same ratios as the block's."""
+    base: type[IdeogramEnvelope] = IdeogramEnvelope
+    if speed is not None:
+        name = f"IdeogramEnvelope{speed.capitalize()}"
+        base = type(name, (IdeogramEnvelope,), {"fixed_speed": speed})
+    shortcut = (
+        _ratio(params.ratios) | None,
+        Field(default=None, description="Castframe extension: ideogramParams.aspect_ratio."),
+    )
+    return request_model(
+        model_id,
+        "ideogramParams",
+        params,
+        params_required=required,
+        base=base,
+        extra_fields={"aspect_ratio": shortcut},
     )
 
 
@@ -482,7 +481,7 @@ def normalise(request: BaseModel, sizes: Mapping[str, tuple[int, int]]) -> dict[
     ``height`` from the resolution, or else the ratio's size in ``sizes``."""
     assert isinstance(request, IdeogramEnvelope)
     params: IdeogramParams = getattr(request, "ideogramParams")  # noqa: B009
-    aspect = params.aspect_ratio
+    aspect = request.aspect_ratio or params.aspect_ratio
     if params.resolution:
         width, height = (int(side) for side in params.resolution.split("x"))
     else:
@@ -491,10 +490,10 @@ def normalise(request: BaseModel, sizes: Mapping[str, tuple[int, int]]) -> dict[
         "prompt": request.prompt,
         "negative_prompt": params.negative_prompt,
         "seed": params.seed,
-        "num_images": params.num_images or 1,
+        "num_images": request.num_images or params.num_images or 1,
         "width": width,
         "height": height,
-        "output_format": params.output_format or "png",
+        "output_format": request.output_format or params.output_format or "png",
         "character_reference_image": params.character_reference_image,
         "character_id": params.character_id,
         "image": params.image,

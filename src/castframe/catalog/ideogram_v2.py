@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
-from castframe.catalog.envelope import request_model
 
 MODELS = {
     # id: (label, speed, params class, credits per image)
@@ -40,9 +39,7 @@ def _spec(model_id: str) -> ModelSpec:
         description=f"{label} on Ideogram's legacy API, {edits}.",
         family="ideogram",
         params_key="ideogramParams",
-        request_model=request_model(
-            model_id, "ideogramParams", params, base=ideogram.envelope_for(speed)
-        ),
+        request_model=ideogram.ideogram_request(model_id, params, speed),
         normalise=_normalise,
         prices={"standard": credits},
         image_fields=ideogram.IMAGE_FIELDS,

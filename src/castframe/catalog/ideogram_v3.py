@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
-from castframe.catalog.envelope import request_model
 
 PRICES = {
     # Ideogram 3.0 per image: turbo $0.03, default $0.06, quality $0.09; with a character
@@ -53,9 +52,7 @@ def _spec(speed: str) -> ModelSpec:
         ),
         family="ideogram",
         params_key="ideogramParams",
-        request_model=request_model(
-            model_id, "ideogramParams", ideogram.IdeogramParams, base=ideogram.envelope_for(speed)
-        ),
+        request_model=ideogram.ideogram_request(model_id, ideogram.IdeogramParams, speed),
         normalise=_normalise,
         prices={tier: prices[speed] for tier, prices in PRICES.items()},
         tier=_tier,

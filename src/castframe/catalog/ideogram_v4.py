@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
-from castframe.catalog.envelope import request_model
 
 PRICES = {"turbo": 3, "default": 6, "quality": 10}
 """Ideogram 4.0 per image: turbo $0.03, default $0.06, quality $0.10."""
@@ -42,9 +41,7 @@ def _spec(speed: str) -> ModelSpec:
         ),
         family="ideogram",
         params_key="ideogramParams",
-        request_model=request_model(
-            model_id, "ideogramParams", ideogram.V4Params, base=ideogram.envelope_for(speed)
-        ),
+        request_model=ideogram.ideogram_request(model_id, ideogram.V4Params, speed),
         normalise=_normalise,
         prices={"standard": PRICES[speed]},
         image_fields=ideogram.IMAGE_FIELDS,
