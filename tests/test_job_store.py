@@ -175,7 +175,9 @@ def test_upstream_records_are_kept_for_later_attempts_by_the_lease_holder(
         assert job_store.upstream_state(conn, job_id) is None
     with db.write() as conn:
         assert job_store.record_upstream(conn, claimed, "w", "bfl", {"phase": "submitting"})
-        assert job_store.record_upstream(conn, claimed, "w", "bfl", {"phase": "submitted", "id": "t1"})
+        assert job_store.record_upstream(
+            conn, claimed, "w", "bfl", {"phase": "submitted", "id": "t1"}
+        )
         assert not job_store.record_upstream(conn, claimed, "other", "bfl", {"id": "t2"})
     with db.read() as conn:
         assert job_store.upstream_state(conn, job_id) == {"phase": "submitted", "id": "t1"}
