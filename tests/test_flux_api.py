@@ -305,3 +305,21 @@ def test_a_worker_killed_mid_poll_is_resumed_without_a_second_submission(
         job = api.wait(key, job_id)
     assert job["status"] == "COMPLETED", job
     assert len(fake.submits()) == 1  # resumed by the recorded id, never submitted again
+
+
+def test_cancelling_a_live_job_stops_polling_bfl(bfl_api: Api, fake: FakeBfl) -> None:
+    fake.outcomes.append("hold")
+    key = bfl_api.key(credits=100)
+    job_id = bfl_api.generate(key, {"model": "flux-2-pro", "prompt": "x"}).json()["jobId"]
+    deadline = time.monotonic() + 30
+    while not fake.polls() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.polls(), "the job never reached BFL"
+    response = bfl_api.client.post(f"/v2/jobs/{job_id}/cancel", headers=auth(key))
+    assert response.status_code in (200, 202), response.text
+    job = bfl_api.wait(key, job_id)
+    assert job["status"] == "CANCELLED"
+    polled = len(fake.polls())
+    time.sleep(0.3)
+    assert len(fake.polls()) == polled  # nothing polls any more
+    assert len(fake.submits()) == 1

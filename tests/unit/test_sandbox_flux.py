@@ -54,6 +54,10 @@ def test_inpaint_reads_the_mask_white_is_paint() -> None:
 
 def test_match_input_image_takes_the_first_reference_size() -> None:
     request = _request("flux-2-pro", {"match_input_image": True}, EngineInputs(references=(IMAGE,)))
-    assert (adapt(request).width, adapt(request).height) == (128, 96)
+    adapted = adapt(request)
+    assert (adapted.width, adapted.height) == (128, 96)
+    assert adapted.inputs.style_references == (IMAGE,)  # their palette guides the output
     other = _request("flux-2-pro", {"match_input_image": False}, EngineInputs(references=(IMAGE,)))
-    assert adapt(other) is other
+    assert (adapt(other).width, adapt(other).height) == (1024, 1024)
+    plain = _request("flux-1.1-pro", {}, EngineInputs())
+    assert adapt(plain) is plain

@@ -3,7 +3,8 @@
 - ``flux-fill-pro`` inpaint: the mask read the FLUX way (white = paint);
 - ``flux-fill-pro`` outpaint: the canvas grown exactly as the ``bfl`` engine grows it
   (engines/fill_canvas.py), its new area the mask, so the output really is larger;
-- FLUX.2 ``resolution: match_input_image``: the first input image's size.
+- FLUX.2's ``input_images``: their palette (as style references), and with
+  ``resolution: match_input_image`` the first one's size.
 
 Everything else (sizes, seeds, the image prompt's palette, the input images) the sandbox
 already honours from the request as the catalog normalised it.
@@ -40,7 +41,11 @@ def adapt(request: EngineRequest) -> EngineRequest:
                 height=height,
                 inputs=dataclasses.replace(inputs, mask=mask),
             )
-    if request.param("match_input_image") and inputs.references:
-        width, height = inputs.references[0].size
-        return dataclasses.replace(request, width=width, height=height)
+    if request.model.startswith("flux-2") and inputs.references:
+        # FLUX.2's input images guide the output: the sandbox takes their palette.
+        styled = dataclasses.replace(inputs, style_references=inputs.references)
+        request = dataclasses.replace(request, inputs=styled)
+        if request.param("match_input_image"):
+            width, height = inputs.references[0].size
+            request = dataclasses.replace(request, width=width, height=height)
     return request
