@@ -323,3 +323,19 @@ def test_cancelling_a_live_job_stops_polling_bfl(bfl_api: Api, fake: FakeBfl) ->
     time.sleep(0.3)
     assert len(fake.polls()) == polled  # nothing polls any more
     assert len(fake.submits()) == 1
+
+
+def test_input_images_and_match_input_image_through_the_api(api: Api) -> None:
+    key = api.key(mode="test")
+    body = {
+        "model": "flux-2-flex",
+        "prompt": "the same scene at night",
+        "fluxParams": {
+            "input_images": [data_uri(small_png()), data_uri(small_png())],
+            "resolution": "match_input_image",
+            "output_format": "png",
+        },
+    }
+    job = api.submit_and_wait(key, body)
+    assert job["status"] == "COMPLETED" and violations(JOB, job) == []
+    assert image_of(api, job).size == (256, 192)
