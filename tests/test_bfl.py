@@ -573,3 +573,25 @@ def test_many_jobs_run_at_once(fake: FakeBfl) -> None:
     for thread in threads:
         thread.join(10)
     assert len(results) == 4
+
+
+def test_the_fake_rejects_what_bfl_rejects(fake: FakeBfl) -> None:
+    def post(route: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+        return httpx.post(
+            fake.base_url + route, json=body, headers={"x-key": key or fake.api_key}, timeout=10
+        )
+
+    assert post("/v1/flux-2-pro", {"prompt": "x"}, key="nope").status_code == 403
+    assert post("/v1/flux-2-pro", {"prompt": "x", "steps": 20}).status_code == 422
+    assert (
+        post("/v1/flux-pro-1.1", {"prompt": "x", "width": 1000, "height": 512}).status_code == 422
+    )
+    assert post("/v1/flux-2-pro", {"prompt": "x", "input_image": "not base64"}).status_code == 422
+    assert post("/v1/flux-pro-1.0-fill", {"prompt": "x"}).status_code == 422
+    assert post("/v1/flux-pro-1.1-ultra", {"prompt": "x", "aspect_ratio": "4:1"}).status_code == 422
+    accepted = post("/v1/flux-2-pro", {"prompt": "x", "width": 1024, "height": 768})
+    assert accepted.status_code == 200 and set(accepted.json()) == {"id", "polling_url"}
+    lost = httpx.get(
+        f"{fake.base_url}/v1/get_result?id=unknown", headers={"x-key": fake.api_key}, timeout=10
+    )
+    assert lost.json()["status"] == "Task not found"
