@@ -339,3 +339,13 @@ def test_input_images_and_match_input_image_through_the_api(api: Api) -> None:
     job = api.submit_and_wait(key, body)
     assert job["status"] == "COMPLETED" and violations(JOB, job) == []
     assert image_of(api, job).size == (256, 192)
+
+
+def test_without_a_bfl_key_live_flux_jobs_run_on_the_sandbox(api: Api) -> None:
+    key = api.key(credits=100)
+    job = api.submit_and_wait(
+        key,
+        {"model": "flux-1.1-pro", "prompt": "a boat", "fluxParams": {"width": 256, "height": 256}},
+    )
+    assert job["status"] == "COMPLETED" and job["engine"] == "sandbox"
+    assert image_of(api, job).size == (256, 256)
