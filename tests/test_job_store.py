@@ -160,3 +160,24 @@ def test_an_attempt_is_recorded_only_under_the_lease_that_made_it(api_no_worker:
         assert not job_store.record_attempt(conn, taken_over, attempt, "failing", 5.0)
         rows = conn.execute(sa.select(sa.func.count()).select_from(webhook_attempts)).scalar_one()
     assert rows == 1
+
+
+def test_upstream_records_are_kept_for_later_attempts_by_the_lease_holder(
+    api_no_worker: Api,
+) -> None:
+    key = api_no_worker.key(credits=100)
+    job_id = api_no_worker.generate(key, body_for("https://example.com/a.png")).json()["jobId"]
+    db = api_no_worker.services.db
+    with db.write() as conn:
+        claimed = job_store.claim(conn, "w", lease_seconds=30)
+    assert claimed is not None and claimed.id == job_id
+    with db.read() as conn:
+        assert job_store.upstream_state(conn, job_id) is None
+    with db.write() as conn:
+        assert job_store.record_upstream(conn, claimed, "w", "bfl", {"phase": "submitting"})
+        assert job_store.record_upstream(
+            conn, claimed, "w", "bfl", {"phase": "submitted", "id": "t1"}
+        )
+        assert not job_store.record_upstream(conn, claimed, "other", "bfl", {"id": "t2"})
+    with db.read() as conn:
+        assert job_store.upstream_state(conn, job_id) == {"phase": "submitted", "id": "t1"}

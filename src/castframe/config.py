@@ -206,7 +206,7 @@ class Settings(BaseSettings):
         default="",
         description="Which engine serves each model for live keys: comma-separated "
         "`pattern=engine`, first match wins (`ideogram-*=ideogram,flux-*=sandbox`); "
-        "engines: sandbox, ideogram, diffusers, or a plug-in `package.module:Factory`. Unmatched "
+        "engines: sandbox, ideogram, bfl, diffusers, or a plug-in `package.module:Factory`. Unmatched "
         "models go to their provider's engine when its key is set, else the sandbox. Test keys "
         "always use the sandbox.",
     )
@@ -246,6 +246,31 @@ class Settings(BaseSettings):
     )
     ideogram_retry_base: float = Field(
         default=2.0, ge=0, description="First Ideogram retry backoff in seconds (doubles)."
+    )
+    bfl_api_key: str = Field(
+        default="", description="Black Forest Labs API key (enables `bfl`: the FLUX models)."
+    )
+    bfl_base_url: str = Field(
+        default="https://api.bfl.ai",
+        description="BFL API base URL (or https://api.eu.bfl.ai, https://api.us.bfl.ai).",
+    )
+    bfl_concurrency: int = Field(
+        default=24, ge=1, description="BFL tasks in flight per process (BFL allows 24 active)."
+    )
+    bfl_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for one BFL answer."
+    )
+    bfl_max_retries: int = Field(
+        default=3, ge=0, description="Retries of BFL 429/5xx/connection errors before failing."
+    )
+    bfl_retry_base: float = Field(
+        default=2.0, ge=0, description="First BFL retry backoff in seconds (doubles)."
+    )
+    bfl_poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between polls of a BFL task."
+    )
+    bfl_poll_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds a BFL task may take before the attempt gives up."
     )
     log_format: str = Field(
         default="auto", description="Logs: json, text, or auto (JSON unless on a terminal)."

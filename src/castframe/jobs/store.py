@@ -57,6 +57,7 @@ from castframe.store.notify import (
 )
 from castframe.store.tables import (
     guard,
+    job_upstream,
     jobs,
     status_is,
     webhook_attempts,
@@ -926,3 +927,37 @@ def delete_deliveries(conn: sa.Connection, delivery_ids: Sequence[str]) -> int:
         )
     ).rowcount
     return int(deleted or 0)
+
+
+# -- upstream task records (engines that run jobs at a provider: engines/bfl.py) ----------------
+
+
+def upstream_state(conn: sa.Connection, job_id: str) -> dict[str, Any] | None:
+    """What an upstream engine recorded for the job's provider task (any attempt), or None."""
+    row = conn.execute(
+        sa.select(job_upstream.c.state).where(job_upstream.c.job_id == job_id)
+    ).first()
+    return dict(row.state) if row is not None and isinstance(row.state, dict) else None
+
+
+def record_upstream(
+    conn: sa.Connection, job: Job, worker_id: str, engine: str, state: Mapping[str, Any]
+) -> bool:
+    """Record the job's provider task for its later attempts; False (nothing written) when
+    this worker no longer holds the job's lease."""
+    held = conn.execute(
+        sa.select(jobs.c.id).where(
+            jobs.c.id == job.id,
+            jobs.c.lease_owner == worker_id,
+            status_is(jobs.c.status, states.PROCESSING),
+        )
+    ).first()
+    if held is None:
+        return False
+    values = {"engine": engine, "state": dict(state), "updated_at": time.time()}
+    updated = conn.execute(
+        job_upstream.update().where(job_upstream.c.job_id == job.id).values(**values)
+    )
+    if not updated.rowcount:
+        conn.execute(job_upstream.insert().values(job_id=job.id, **values))
+    return True
