@@ -337,3 +337,42 @@ class Settings(BaseSettings):
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "files"
+
+
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # (component, the setting names or name prefixes that belong to it), in the order the
+    # README's configuration table shows them. Every setting belongs to exactly one
+    # (tests/unit/test_config.py).
+    ("Server", ("data_dir", "database_url", "public_url", "host", "port", "secret_key",
+                "log_format", "dev_credits", "cors_", "metrics_")),
+    ("Storage", ("storage_url", "s3_")),
+    ("Limits and fair use", ("max_", "body_read_timeout", "rate_limit_", "key_cache_seconds",
+                             "submit_batch_max", "idempotency_", "live_", "upload_", "character_",
+                             "storage_quota", "redeliver")),
+    ("Fetching images", ("allow_private_urls", "trusted_hosts", "fetch_", "outbound_")),
+    ("Retention", ("output_url_ttl", "upload_retention_hours", "output_retention_",
+                   "job_retention_days", "webhook_attempt_retention_days", "retention_")),
+    ("Worker", ("worker_", "postprocess_queue", "completion_linger_ms", "lease_seconds",
+                "poll_interval", "max_attempts", "retry_base_seconds")),
+    ("Webhooks", ("webhook_",)),
+    ("Models: routes and prices", ("routes", "prices")),
+    ("Engine: ideogram", ("ideogram_",)),
+    ("Engine: bfl", ("bfl_",)),
+    ("Engine: diffusers", ("diffusers_",)),
+    ("Engine: image tools", ("tools_", "bg_", "upscale_", "rembg_", "realesrgan_")),
+    ("Faces", ("faces_", "face_")),
+)  # fmt: skip
+"""Settings grouped by the component they configure."""
+
+
+def component_of(name: str) -> str | None:
+    """The component a setting belongs to: its exact name first, else its longest prefix."""
+    best: tuple[int, str] | None = None
+    for component, names in COMPONENTS:
+        for entry in names:
+            if name == entry:
+                return component
+            if entry.endswith("_") and name.startswith(entry):
+                if best is None or len(entry) > best[0]:
+                    best = (len(entry), component)
+    return best[1] if best else None

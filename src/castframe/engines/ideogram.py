@@ -140,6 +140,8 @@ def check_params(model_id: str, params: Mapping[str, Any]) -> list[tuple[str, st
                      "style_preset"):  # fmt: skip
             if _given(params, name):
                 problems.append(_refuse(name, why))
+        if route.legacy_model in ("V_2A", "V_2A_TURBO") and _given(params, "negative_prompt"):
+            problems.append(_refuse("negative_prompt", "with Ideogram 2a (V_2 and V_2_TURBO only)"))
     elif character:
         style = params.get("style_type")
         if style is not None and style not in CHARACTER_STYLES:
@@ -379,9 +381,12 @@ class IdeogramEngine:
                     if call.json is not None:
                         response = client.post(url, json=call.json, headers=headers)
                     else:
-                        response = client.post(
-                            url, data=call.fields, files=call.files, headers=headers
-                        )
+                        # Always multipart, as Ideogram documents, even with no file part
+                        # (httpx would send a form without files URL-encoded).
+                        parts: list[tuple[str, tuple[str | None, str | bytes, str | None]]]
+                        parts = [(k, (None, v, None)) for k, v in call.fields.items()]
+                        parts += call.files
+                        response = client.post(url, files=parts, headers=headers)
             except httpx.ReadTimeout:
                 read_timeouts += 1
                 log.warning(
