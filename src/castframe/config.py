@@ -73,7 +73,23 @@ class Settings(BaseSettings):
     trusted_hosts: str = Field(
         default="", description="Comma-separated host names exempt from the private-IP rule."
     )
-    fetch_timeout: float = Field(default=20.0, gt=0, description="Read timeout of image fetches.")
+    fetch_timeout: float = Field(
+        default=20.0, gt=0, description="Read timeout of image fetches (each socket read)."
+    )
+    fetch_deadline: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall-clock limit of one image fetch (references, style images, saved "
+        "characters, engine downloads): connect, status line, headers and body, redirects "
+        "included, enforced outside the socket's read timeout.",
+    )
+    character_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Saved-character creations (fetch, decode, face check) one API process "
+        "runs at once, outside the request thread pool; as many again may wait for a slot, "
+        "beyond that 503 `characters_busy`.",
+    )
     max_image_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest input image, in bytes."
     )
@@ -187,13 +203,30 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )
 
-    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per delivery attempt.")
+    webhook_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Wall-clock limit of one delivery attempt, connect to status line (the "
+        "receiver's body is not read); enforced outside the socket's read timeout.",
+    )
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,50400,72000,86400",
         description="Comma-separated seconds between delivery attempts (Standard Webhooks).",
     )
     webhook_concurrency: int = Field(
         default=8, ge=1, description="Deliveries in flight per process."
+    )
+    webhook_account_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Deliveries of one account in flight at once (all senders together): "
+        "one account's backlog or slow receiver never holds the other slots.",
+    )
+    redeliver_per_minute: float = Field(
+        default=10.0,
+        gt=0,
+        description="Webhook redeliveries (`POST /v2/jobs/{id}/webhooks/redeliver`) per "
+        "minute per API key (token refill); the bucket holds as many.",
     )
 
     price_turbo: int = Field(default=10, ge=0, description="Credits per turbo image.")
@@ -234,7 +267,10 @@ class Settings(BaseSettings):
         default=8, ge=1, description="Upstream Ideogram calls in flight per process."
     )
     ideogram_timeout: float = Field(
-        default=120.0, gt=0, description="Seconds to wait for one Ideogram response."
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of one Ideogram call (connect, upload, response), "
+        "enforced outside the socket's read timeout.",
     )
     ideogram_max_retries: int = Field(
         default=3, ge=0, description="Retries of 429/5xx/connection errors before failing."

@@ -8,6 +8,7 @@ demand misbehaves: 429 with Retry-After, 500, slow answers, unsafe results, 400s
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import io
@@ -23,6 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tests.support.http import trickle
+
+TRICKLE = -1
+"""``handle``'s status for a hostile answer (the payload: for how many seconds)."""
 SPEEDS = {"FLASH", "TURBO", "DEFAULT", "QUALITY"}
 MAGIC = {"AUTO", "ON", "OFF"}
 STYLES = {"AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION"}
@@ -89,11 +94,13 @@ class FakeIdeogram:
     calls: list[Call] = field(default_factory=list)
     script: deque[str] = field(default_factory=deque)
     """Queued behaviours for the next generate/edit calls: 'ok', '429:<s>', '500', '400',
-    'unsafe', 'half-unsafe', 'slow:<s>', '422-safety'."""
+    'unsafe', 'half-unsafe', 'slow:<s>', '422-safety', 'trickle:<s>' (200, then one header
+    byte every 0.25 s for <s> seconds: never a read timeout)."""
 
     def __post_init__(self) -> None:
         self._images: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,6 +126,13 @@ class FakeIdeogram:
                 status, payload, headers = fake.handle(
                     self.path, dict(self.headers), body, f"http://127.0.0.1:{fake.port}"
                 )
+                if status == TRICKLE:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                        padding = b"X-Padding: " + b"a" * 8000 + b"\r\n\r\n"
+                        trickle(self.wfile.write, padding, 0.25, float(payload), fake.stopping)
+                    return
                 self._send(status, payload, headers)
 
             def _send(
@@ -154,6 +168,7 @@ class FakeIdeogram:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -182,6 +197,8 @@ class FakeIdeogram:
             return 400, {"message": "Prompt is too long for this model"}, {}
         if behaviour == "422-safety":
             return 422, {"message": "Prompt failed the safety check"}, {}
+        if behaviour.startswith("trickle"):
+            return TRICKLE, float(behaviour.split(":")[1]), {}
         if behaviour.startswith("slow"):
             time.sleep(float(behaviour.split(":")[1]))
         return 200, self._result(path, fields, files, behaviour, base), {}

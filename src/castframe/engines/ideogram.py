@@ -12,8 +12,9 @@ Error policy (the operator pays Ideogram per image, so retries are careful):
   ``content_filtered``; unsafe images among safe ones are dropped (only delivered ones are paid);
 - 401/403 -> ``engine_misconfigured`` and an ERROR log line for the operator;
 - 429, 5xx and connection errors (the request never ran) -> retried with exponential backoff,
-  honouring ``Retry-After``; a read timeout (the upstream may have generated and billed) is
-  retried at most once and logged; then ``upstream_unavailable``.
+  honouring ``Retry-After``; a timeout (a read timeout, or the call's one wall-clock deadline,
+  ``timeout`` seconds for connect, upload and the whole answer: the upstream may have
+  generated and billed) is retried at most once and logged; then ``upstream_unavailable``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from PIL import Image
 from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, RunHooks
 from castframe.engines.prompt import expand_prompt
 from castframe.errors import JobFailure
+from castframe.media.deadline import Deadline
 from castframe.media.images import ImageRejected, decode_image, encode_png
 
 log = logging.getLogger("castframe.engines.ideogram")
@@ -180,24 +182,36 @@ class IdeogramEngine:
             started = time.monotonic()
             wait: float | None = None
             reason = ""
+            # One wall-clock limit on the whole call (media/deadline.py): httpx's read timeout
+            # is per recv(), so an upstream trickling its headers would never trip it.
+            deadline = Deadline(self.timeout)
+            timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
             try:
-                with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=10.0)) as client:
+                with deadline, httpx.Client(timeout=timeout) as client:
                     response = client.post(
-                        url, data=fields, files=files, headers={"Api-Key": self.api_key}
+                        url,
+                        data=fields,
+                        files=files,
+                        headers={"Api-Key": self.api_key},
+                        extensions=deadline.extensions,
                     )
-            except httpx.ReadTimeout:
-                read_timeouts += 1
-                log.warning(
-                    "Ideogram read timeout after %.0fs on %s: it may have generated and billed; %s",
-                    self.timeout,
-                    path,
-                    "retrying once" if read_timeouts == 1 else "giving up",
-                )
-                if read_timeouts > 1:
-                    raise JobFailure("upstream_unavailable", "Ideogram timed out twice") from None
-                reason = "read timeout"
             except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__}"
+                if not (isinstance(exc, httpx.ReadTimeout) or deadline.expired):
+                    reason = f"{type(exc).__name__}"
+                else:
+                    read_timeouts += 1
+                    log.warning(
+                        "Ideogram did not answer within %.0fs on %s: it may have generated "
+                        "and billed; %s",
+                        self.timeout,
+                        path,
+                        "retrying once" if read_timeouts == 1 else "giving up",
+                    )
+                    if read_timeouts > 1:
+                        raise JobFailure(
+                            "upstream_unavailable", "Ideogram timed out twice"
+                        ) from None
+                    reason = "timeout"
             else:
                 latency = (time.monotonic() - started) * 1000
                 status = response.status_code
