@@ -313,3 +313,18 @@ def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
         fake.base_url + "/v1/ideogram-v3/edit", data=ok, files=files, headers=headers
     )
     assert legacy.status_code == 404
+
+
+def test_an_upstream_trickling_its_headers_is_cut_at_the_call_deadline(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    """Ideogram answering 200 and then one header byte every 0.25 s never trips httpx's
+    per-read timeout: the call's one deadline (ideogram_timeout, 3 s here) cuts it, and it
+    counts as a timeout (retried once, as the upstream may have billed)."""
+    fake.script.extend(["trickle:40", "trickle:40", "ok"])
+    key = ideogram_api.key()
+    job_id = ideogram_api.generate(key, body_for(ref)).json()["jobId"]
+    job = ideogram_api.wait(key, job_id, timeout=30)
+    assert (job["status"], job["errorCode"]) == ("FAILED", "upstream_unavailable")
+    assert "timed out twice" in job["error"]
+    assert len(fake.calls) == 2

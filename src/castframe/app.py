@@ -81,3 +81,12 @@ def create_app(
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server got SIGTERM: answer the requests that wait on live status now (a
+    ``Prefer: wait`` submission gets 202 with its job, an event stream ends) rather than
+    being cut when the graceful-shutdown timeout runs out. Called on the event loop."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.watcher.drain()

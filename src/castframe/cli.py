@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
+import socket
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -49,7 +53,7 @@ def serve(
     """Run the HTTP API (with an in-process worker unless --no-worker)."""
     import uvicorn
 
-    from castframe.app import create_app
+    from castframe.app import begin_shutdown, create_app
 
     _setup_logging()
     overrides: dict[str, object] = {}
@@ -60,14 +64,35 @@ def serve(
     if no_worker:
         overrides["worker_enabled"] = False
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    uvicorn.run(
-        create_app(settings),
+    application = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server that, on SIGTERM/SIGINT, first wakes the requests waiting on
+        live status (app.begin_shutdown), then shuts down gracefully as usual."""
+
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # A signal handler: nothing here may take a lock the interrupted code holds, so
+            # the work is handed to the event loop.
+            if self.loop is not None and not self.should_exit:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(begin_shutdown, application)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        application,
         host=settings.host,
         port=settings.port,
         log_level="info",
         log_config=None,
         timeout_graceful_shutdown=15,
     )
+    DrainingServer(config).run()
 
 
 @app.command()

@@ -73,7 +73,23 @@ class Settings(BaseSettings):
     trusted_hosts: str = Field(
         default="", description="Comma-separated host names exempt from the private-IP rule."
     )
-    fetch_timeout: float = Field(default=20.0, gt=0, description="Read timeout of image fetches.")
+    fetch_timeout: float = Field(
+        default=20.0, gt=0, description="Read timeout of image fetches (each socket read)."
+    )
+    fetch_deadline: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall-clock limit of one image fetch (references, style images, saved "
+        "characters, engine downloads): connect, status line, headers and body, redirects "
+        "included, enforced outside the socket's read timeout.",
+    )
+    character_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Saved-character creations (fetch, decode, face check) one API process "
+        "runs at once, outside the request thread pool; as many again may wait for a slot, "
+        "beyond that 503 `characters_busy`.",
+    )
     max_image_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest input image, in bytes."
     )
@@ -187,13 +203,30 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )
 
-    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per delivery attempt.")
+    webhook_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Wall-clock limit of one delivery attempt, connect to status line (the "
+        "receiver's body is not read); enforced outside the socket's read timeout.",
+    )
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,50400,72000,86400",
         description="Comma-separated seconds between delivery attempts (Standard Webhooks).",
     )
     webhook_concurrency: int = Field(
         default=8, ge=1, description="Deliveries in flight per process."
+    )
+    webhook_account_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Deliveries of one account in flight at once (all senders together): "
+        "one account's backlog or slow receiver never holds the other slots.",
+    )
+    redeliver_per_minute: float = Field(
+        default=10.0,
+        gt=0,
+        description="Webhook redeliveries (`POST /v2/jobs/{id}/webhooks/redeliver`) per "
+        "minute per API key (token refill); the bucket holds as many.",
     )
 
     prices: dict[str, int | dict[str, int]] = Field(
@@ -239,7 +272,10 @@ class Settings(BaseSettings):
         default=8, ge=1, description="Upstream Ideogram calls in flight per process."
     )
     ideogram_timeout: float = Field(
-        default=120.0, gt=0, description="Seconds to wait for one Ideogram response."
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of one Ideogram call (connect, upload, response), "
+        "enforced outside the socket's read timeout.",
     )
     ideogram_max_retries: int = Field(
         default=3, ge=0, description="Retries of 429/5xx/connection errors before failing."
@@ -348,7 +384,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Storage", ("storage_url", "s3_")),
     ("Limits and fair use", ("max_", "body_read_timeout", "rate_limit_", "key_cache_seconds",
                              "submit_batch_max", "idempotency_", "live_", "upload_", "character_",
-                             "storage_quota", "redeliver")),
+                             "storage_quota", "redeliver_")),
     ("Fetching images", ("allow_private_urls", "trusted_hosts", "fetch_", "outbound_")),
     ("Retention", ("output_url_ttl", "upload_retention_hours", "output_retention_",
                    "job_retention_days", "webhook_attempt_retention_days", "retention_")),
@@ -372,7 +408,7 @@ def component_of(name: str) -> str | None:
         for entry in names:
             if name == entry:
                 return component
-            if entry.endswith("_") and name.startswith(entry):
-                if best is None or len(entry) > best[0]:
-                    best = (len(entry), component)
+            longer = best is None or len(entry) > best[0]
+            if entry.endswith("_") and name.startswith(entry) and longer:
+                best = (len(entry), component)
     return best[1] if best else None

@@ -71,7 +71,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The job's output files were deleted after CASTFRAME_OUTPUT_RETENTION_HOURS (the job "
         "reads `expired: true`); generate again.",
     ),
-    "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
+    "rate_limited": (
+        429,
+        "Too many submissions (or webhook redeliveries) for this key; see Retry-After.",
+    ),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "too_many_listeners": (
         429,
@@ -89,6 +92,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         507,
         "The server's file storage or database is out of space; nothing was stored or "
         "charged. Retry once the operator has freed some.",
+    ),
+    "characters_busy": (
+        503,
+        "The API process is saving CASTFRAME_CHARACTER_CONCURRENCY characters (fetch, decode, "
+        "face check) and as many wait for a slot; retry after Retry-After.",
     ),
     "listeners_exhausted": (
         503,

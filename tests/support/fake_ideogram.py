@@ -26,6 +26,7 @@ misbehaves (``script``).
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import io
@@ -42,6 +43,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from tests.support.http import trickle
+
+TRICKLE = -1
+"""``handle``'s status for a hostile answer (the payload: for how many seconds)."""
 
 V3_GENERATE = "/v1/ideogram-v3/generate"
 V3_INPAINT = "/v1/ideogram-v3/inpaint"
@@ -236,11 +242,13 @@ class FakeIdeogram:
     script: deque[str] = field(default_factory=deque)
     """Queued behaviours for the next valid calls, on any route: 'ok', '429:<s>' (Retry-After),
     any 5xx status ('500', '502', '503'...), '400', 'unsafe', 'half-unsafe', 'slow:<s>',
-    '422-safety'."""
+    '422-safety', 'trickle:<s>' (200, then one header byte every 0.25 s for <s> seconds: never
+    a read timeout)."""
 
     def __post_init__(self) -> None:
         self._images: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -266,6 +274,13 @@ class FakeIdeogram:
                 status, payload, headers = fake.handle(
                     self.path, dict(self.headers), body, f"http://127.0.0.1:{fake.port}"
                 )
+                if status == TRICKLE:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                        padding = b"X-Padding: " + b"a" * 8000 + b"\r\n\r\n"
+                        trickle(self.wfile.write, padding, 0.25, float(payload), fake.stopping)
+                    return
                 self._send(status, payload, headers)
 
             def _send(
@@ -310,6 +325,7 @@ class FakeIdeogram:
         }
 
     def close(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -342,6 +358,8 @@ class FakeIdeogram:
             return 400, {"message": "Prompt is too long for this model"}, {}
         if behaviour == "422-safety":
             return 422, {"error": "Prompt failed the safety check"}, {}
+        if behaviour.startswith("trickle"):
+            return TRICKLE, float(behaviour.split(":")[1]), {}
         if behaviour.startswith("slow"):
             time.sleep(float(behaviour.split(":")[1]))
         return 200, self._result(call, behaviour, base), {}
