@@ -214,3 +214,29 @@ def test_sdk_connect_retries_bound_the_attempts_on_a_refused_connection() -> Non
         "network_error",
         f"cannot reach {base} (Connection refused)",
     )
+
+
+def test_validation_messages_read_as_plain_words_under_their_field(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    body = {
+        "prompt": "   ",
+        "model": "ideogram-character",
+        "ideogramParams": {"character_reference_image": "https://example.com/a.png"},
+    }
+    blank = api_no_worker.generate(key, body).json()
+    assert blank["code"] == "validation_error"
+    assert blank["details"] == {"prompt": ["prompt must not be blank"]}
+    assert blank["error"] == "invalid request (prompt must not be blank)"
+    assert "Value error" not in str(blank)
+
+
+def test_a_non_image_upload_says_so_without_library_names(api_no_worker: Api) -> None:
+    key = api_no_worker.key()
+    response = api_no_worker.client.post(
+        "/v2/uploads",
+        headers={"X-API-Key": key},
+        files={"file": ("notes.txt", b"hello, not a picture", "image/png")},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_image")
+    assert "not a PNG, JPEG or WebP image" in response.json()["error"]
+    assert "Error" not in response.text
