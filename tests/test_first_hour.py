@@ -31,6 +31,7 @@ def test_docs_page_and_its_assets_are_served_locally(api_no_worker: Api) -> None
     # Nothing from a CDN: every script, style and icon is this server's own.
     assert all(url.startswith("/docs/assets/") for url in assets), assets
     assert "'/openapi.json'" in page.text or '"/openapi.json"' in page.text
+    assert '"validatorUrl": null' in page.text  # no badge from validator.swagger.io
     for url in assets:
         response = api_no_worker.client.get(url)
         assert response.status_code == 200, url

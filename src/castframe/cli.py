@@ -121,6 +121,13 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Address of --metrics-port: loopback by default (metrics are for operators); "
+            "0.0.0.0 or a private address for a scraper on another machine."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run a worker (and webhook sender) without the API; SIGTERM drains it."""
     from castframe.services import Services
@@ -133,7 +140,7 @@ def worker(
 
         from castframe.metrics import REGISTRY
 
-        start_http_server(metrics_port, registry=REGISTRY)
+        start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
     device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")

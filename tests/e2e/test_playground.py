@@ -175,6 +175,23 @@ def test_submit_in_the_browser_and_see_the_image(
     page.fill("#prompt", "   ")
     page.click("#submit")  # said before anything is sent
     assert page.inner_text("#prompt-error") == "Describe the picture in the prompt."
+
+    # The API docs linked from the banner render with this server alone: every other host
+    # is cut off, as on a machine without internet.
+    outside: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .info .title:has-text('Castframe')")
+    page.wait_for_selector(".opblock-summary-path:has-text('/v2/images/generate')")
+    assert outside == []
     assert errors == []
 
 

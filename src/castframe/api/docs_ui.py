@@ -1,23 +1,27 @@
 """``GET /docs``: Swagger UI served from this server, so the API docs work without internet.
 
-FastAPI's own page loads Swagger UI from a CDN and is blank offline. The ``swagger-ui-bundle``
-package (a runtime dependency) carries the same files; they are served under ``/docs/assets``.
+FastAPI's own page loads Swagger UI from a CDN and is blank offline. The ``fastapi-offline``
+package (a runtime dependency; MIT) carries Swagger UI 5's files, the first major version that
+reads OpenAPI 3.1, which FastAPI writes. Only its files are used, served under
+``/docs/assets``; the page is FastAPI's own HTML pointed at them.
 """
 
 from __future__ import annotations
+
+from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 ASSETS = "/docs/assets"
+SWAGGER_FILES = files("fastapi_offline") / "static"
 
 
 def install_docs(app: FastAPI, title: str) -> None:
     """Add ``/docs`` and its assets to an app built with ``docs_url=None``."""
-    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    app.mount(ASSETS, StaticFiles(directory=str(SWAGGER_FILES)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -26,5 +30,7 @@ def install_docs(app: FastAPI, title: str) -> None:
             title=f"{title} API",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
+            # Swagger UI would ask validator.swagger.io for a badge: nothing leaves this server.
+            swagger_ui_parameters={"validatorUrl": None},
         )
