@@ -92,7 +92,13 @@ def create_app(
                 "Idempotency-Key",
                 "Prefer",
             ],
-            expose_headers=["Idempotent-Replayed", "Retry-After", "X-Request-Id", "Location"],
+            expose_headers=[
+                "Idempotent-Replayed",
+                "Retry-After",
+                "X-Request-Id",
+                "Location",
+                "Preference-Applied",
+            ],
             max_age=600,
         )
 
