@@ -276,6 +276,10 @@ def test_the_whole_path_with_the_keyboard_alone(
     _, base = castframe_sqlite.server()
     key = castframe_sqlite.key(account="keys", mode="test", credits=0)
     page, errors = open_page(browser, DESKTOP)
+    # Listening from the start turns Chromium's file-chooser interception on before the key
+    # press below (turned on by expect_file_chooser alone, it can lag behind the dialog).
+    choosers: list[Any] = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     page.goto(base)
     tab_to(page, "api-key")
     page.keyboard.type(key)
@@ -285,6 +289,7 @@ def test_the_whole_path_with_the_keyboard_alone(
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(reference))
+    assert len(choosers) == 1  # one Enter, one dialog
     wait_for_upload(page, base)
     tab_to(page, "prompt")
     page.keyboard.type("a hiker on snowy mountains")
