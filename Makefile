@@ -8,11 +8,12 @@ TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
 .PHONY: install install-test run test lint typecheck browser docs gallery bench clean
 
-# `make run` needs the server, the faces extra (consistency scores) and the dev tools.
+# `make run` needs the server and the faces extra (consistency scores): runtime dependencies
+# only. The dev and test tools come with `make test` (install-test), which builds on this.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,faces]'
+	$(BIN)/python -m pip install -q -e '.[faces]'
 	rm -f $(VENV)/.installed-[0-9]*
 	touch $(STAMP)
 
@@ -36,11 +37,11 @@ run: install
 	$(BIN)/castframe dev-key
 	$(BIN)/castframe serve
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
-typecheck: install
+typecheck: install-test
 	$(BIN)/mypy
 
 # The playground's browser test drives Debian's Chromium (Playwright's own browser downloads
@@ -56,10 +57,10 @@ test: install-test lint typecheck browser
 docs: install
 	$(BIN)/python scripts/gen_docs.py
 
-gallery: install
+gallery: install-test
 	$(BIN)/python scripts/make_gallery.py
 
-bench: install
+bench: install-test
 	$(BIN)/python benchmarks/sandbox.py
 
 clean:

@@ -190,7 +190,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], int, str, str]] = [
         {"aspect_ratio": "1:1", "ideogramParams.aspect_ratio": "3:4"},
         400,
         "validation_error",
-        "body",
+        "aspect_ratio",  # a whole-body check, under the field its message is about
     ),
     ("num_images 0", {"num_images": 0}, 400, "validation_error", "num_images"),
     ("num_images 5", {"num_images": 5}, 400, "validation_error", "num_images"),

@@ -324,6 +324,24 @@ class Settings(BaseSettings):
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."
     )
+    # -- exposure to browsers and networks (issue 29) -----------------------------------------
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated browser origins (`https://app.example.com`, or `*`) "
+        "allowed to call the API from their pages (CORS); empty = none. API keys do not belong "
+        "in public web pages: allow an origin only for your own tools or a page whose users "
+        "bring their own key.",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="Bearer token that `GET /metrics` requires; empty = /metrics answers "
+        "loopback clients only (403 metrics_forbidden to others).",
+    )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` as a list (empty: CORS is off)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def worker_device_list(self) -> list[str]:

@@ -58,6 +58,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "insufficient_credits": (402, "The account's available credits are below the job's price."),
     "api_key_inactive": (403, "The API key is deactivated."),
     "invalid_signature": (403, "A signed file URL's signature does not match."),
+    "metrics_forbidden": (
+        403,
+        "GET /metrics answers loopback clients only, unless CASTFRAME_METRICS_TOKEN is set; "
+        "then any client sending `Authorization: Bearer <token>`.",
+    ),
     "not_found": (404, "No such resource for this API key (other accounts' objects included)."),
     "method_not_allowed": (405, "The path does not accept this HTTP method."),
     "job_not_cancelable": (409, "The job already finished."),

@@ -7,6 +7,7 @@ their files only for jobs that are admitted, so a refused request leaves nothing
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,22 +71,36 @@ class Submission:
             self.params[parts[0]] = source
 
 
-def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
-    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``)."""
+def pydantic_problems(error: ValidationError, fields: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``).
+
+    A check of the whole body (a model validator) has no path, and pydantic prefixes its
+    message with "Value error, ": the message is given as the validator wrote it, under the
+    field it starts with when that is one of ``fields`` ("prompt must not be blank" is about
+    ``prompt``), so that a form can show it beside that field; else under ``body``."""
+    known = set(fields)
     problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"] if part not in ("body",))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append((path or "body", message))
+        elif item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            message = str(item["ctx"]["error"])
+        if not path:
+            first = message.split(" ", 1)[0]
+            path = first if first in known else "body"
+        problems.append((path, message))
     return problems
 
 
-def invalid(error: ValidationError, what: str = "request") -> ApiError:
+def invalid(error: ValidationError, what: str = "request", fields: Iterable[str] = ()) -> ApiError:
     """A 400 validation_error whose message names the first few fields."""
-    problems = pydantic_problems(error)
-    summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
+    problems = pydantic_problems(error, fields)
+    summary = "; ".join(
+        message if message.startswith(path + " ") else f"{path}: {message}"
+        for path, message in problems[:3]
+    )
     return ApiError("validation_error", f"invalid {what} ({summary})", details_of(problems))
 
 
@@ -118,7 +133,7 @@ def validate_request(body: Any, operation: str = "generate") -> tuple[ModelSpec,
     try:
         return spec, spec.request_model.model_validate(body)
     except ValidationError as exc:
-        raise invalid(exc) from exc
+        raise invalid(exc, fields=spec.request_model.model_fields) from exc
 
 
 def prepare(

@@ -48,6 +48,12 @@ _EXTRA_BLOCKED = [
 if TYPE_CHECKING:
     from castframe.config import Settings
 
+# Said with every private-address refusal: the operator's way out, for local development.
+PRIVATE_HINT = (
+    " (private addresses are refused; for local development set "
+    "CASTFRAME_ALLOW_PRIVATE_URLS=1, or name the host in CASTFRAME_TRUSTED_HOSTS)"
+)
+
 
 class FetchError(Exception):
     """Why a URL was not fetched. ``code``: url_not_allowed, fetch_failed or too_large."""
@@ -176,10 +182,10 @@ def check_url_syntax(
     if allow_private or host in exempt_hosts or canonical in exempt_hosts:
         return
     if canonical == "localhost" or canonical.endswith(".localhost"):
-        raise FetchError("url_not_allowed", "localhost is not allowed")
+        raise FetchError("url_not_allowed", "localhost is not allowed" + PRIVATE_HINT)
     literal = parse_host_literal(canonical)
     if literal is not None and (reason := address_block_reason(literal)):
-        raise FetchError("url_not_allowed", f"the address {literal} is {reason}")
+        raise FetchError("url_not_allowed", f"the address {literal} is {reason}{PRIVATE_HINT}")
 
 
 def canonical_host(host: str) -> str:
@@ -271,7 +277,8 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
         for address in addresses:
             if reason := address_block_reason(address):
                 raise FetchError(
-                    "url_not_allowed", f"{host} resolves to {address}, which is {reason}"
+                    "url_not_allowed",
+                    f"{host} resolves to {address}, which is {reason}{PRIVATE_HINT}",
                 )
     return addresses[0]
 
