@@ -12,7 +12,17 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from castframe import __version__
-from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
+from castframe.api import (
+    account,
+    account_limits,
+    catalog,
+    characters,
+    files,
+    generate,
+    health,
+    jobs,
+    uploads,
+)
 from castframe.api.errors import install_error_handlers
 from castframe.api.middleware import RequestContextMiddleware
 from castframe.api.openapi import use_apiframe_errors
@@ -57,6 +67,10 @@ def create_app(
         title="Castframe", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    account_limits.install(app.state, settings)
+    # No 307 to the slash-less path (built from the client's Host): /v2/jobs/ is a 404 in
+    # Apiframe's error shape like any unknown path.
+    app.router.redirect_slashes = False
     install_error_handlers(app)
     use_apiframe_errors(app)
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):

@@ -1,16 +1,16 @@
 """Loading a job's (or a saved character's) images: media/sources.py's one resolver, with
-uploads read from this server's storage and a small cache of decoded uploads."""
+uploads read from this server's storage and a cache of decoded uploads bounded in bytes
+(castframe/bytecache.py; CASTFRAME_INPUT_CACHE_BYTES)."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from castframe.bytecache import ByteLRU, nbytes_of
 from castframe.config import Settings
 from castframe.errors import JobFailure
 from castframe.jobs.uploads import Owner, get_upload
-from castframe.media.images import DecodedImage
+from castframe.media.images import DecodedImage, downscale
 from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage, StorageError
 from castframe.store.db import Database
@@ -27,25 +27,37 @@ class Loaded:
 
 @dataclass
 class InputLoader:
-    """Loads image sources. Uploads are immutable, so decoded uploads are kept in a small LRU:
-    repeated references (saved characters, SDK uploads) skip the read and the decode."""
+    """Loads image sources. Uploads are immutable, so decoded uploads are kept in an LRU
+    bounded in bytes: repeated references (saved characters, SDK uploads) skip the read and
+    the decode. An image loaded with ``max_side`` (references and style images, which no
+    engine needs at full size) is downscaled before it is cached."""
 
     db: Database
     storage: Storage
     settings: Settings
-    cache_size: int = 16
     _reader: ImageReader = field(init=False)
-    _cache: OrderedDict[str, Loaded] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cache: ByteLRU[str, Loaded] = field(init=False)
 
     def __post_init__(self) -> None:
         self._reader = ImageReader.from_settings(self.settings)
+        self._cache = ByteLRU(
+            self.settings.input_cache_bytes,
+            lambda loaded: nbytes_of(loaded.image.pixels, loaded.image.raw),
+        )
 
-    def load(self, owner: Owner, source: str, what: str) -> DecodedImage:
+    def forget_upload(self, upload_id: str) -> None:
+        """Drop an upload's decoded images (a deleted character's: unusable at once)."""
+        self._cache.discard_where(lambda key: key.split(":", 3)[-1] == upload_id)
+
+    def load(
+        self, owner: Owner, source: str, what: str, max_side: int | None = None
+    ) -> DecodedImage:
         """The decoded image, or SourceError (its message names ``what``)."""
-        return self.load_source(owner, source, what).image
+        return self.load_source(owner, source, what, max_side).image
 
-    def load_source(self, owner: Owner, source: str, what: str) -> Loaded:
+    def load_source(
+        self, owner: Owner, source: str, what: str, max_side: int | None = None
+    ) -> Loaded:
         """``load``, with the upload's storage key when the source is an upload."""
         settings = self.settings
         try:
@@ -54,12 +66,13 @@ class InputLoader:
             )
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
-        cache_key = f"{owner[0]}:{owner[1]}:{found.value}" if found.kind == "upload" else None
-        if cache_key:
-            with self._lock:
-                if cache_key in self._cache:
-                    self._cache.move_to_end(cache_key)
-                    return self._cache[cache_key]
+        cache_key = (
+            f"{owner[0]}:{owner[1]}:{max_side or 0}:{found.value}"
+            if found.kind == "upload"
+            else None
+        )
+        if cache_key and (cached := self._cache.get(cache_key)) is not None:
+            return cached
         keys: list[str] = []
 
         def upload_bytes(upload_id: str) -> bytes:
@@ -71,23 +84,26 @@ class InputLoader:
             image = self._reader.read(found, upload_bytes)
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
+        if max_side:
+            image = downscale(image, max_side)
         loaded = Loaded(image, keys[0] if keys else None)
         if cache_key:
-            with self._lock:
-                self._cache[cache_key] = loaded
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(cache_key, loaded)
         return loaded
 
-    def load_for_job(self, owner: Owner, source: str, what: str) -> DecodedImage:
+    def load_for_job(
+        self, owner: Owner, source: str, what: str, max_side: int | None = None
+    ) -> DecodedImage:
         """``load`` for the worker: a failure is the job's ``JobFailure``. An image over the
         limits is ``invalid_image`` there (the job error table has no size code of its own)."""
-        return self.load_source_for_job(owner, source, what).image
+        return self.load_source_for_job(owner, source, what, max_side).image
 
-    def load_source_for_job(self, owner: Owner, source: str, what: str) -> Loaded:
+    def load_source_for_job(
+        self, owner: Owner, source: str, what: str, max_side: int | None = None
+    ) -> Loaded:
         """``load_source`` with ``load_for_job``'s failures."""
         try:
-            return self.load_source(owner, source, what)
+            return self.load_source(owner, source, what, max_side)
         except SourceError as exc:
             code = "invalid_image" if exc.code == "image_too_large" else exc.code
             raise JobFailure(code, exc.message) from exc

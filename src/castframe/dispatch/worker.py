@@ -616,8 +616,9 @@ class Worker:
         """The engine's request and the reference as read (for the descriptor cache)."""
         params = job.params
         account = (job.account_id, job.mode)
+        side = self.settings.reference_max_side  # references: no engine needs full size
         loaded = self.inputs.load_source_for_job(
-            account, params["character_reference_image"], "character_reference_image"
+            account, params["character_reference_image"], "character_reference_image", side
         )
         reference = loaded.image
         edit_image = edit_mask = None
@@ -634,7 +635,9 @@ class Worker:
             edit_image, edit_mask = edit.pixels, to_gray_mask(mask, (edit.width, edit.height))
             width, height = edit.width, edit.height
         style_references = tuple(
-            self.inputs.load_for_job(account, source, f"style_reference_images[{index}]").pixels
+            self.inputs.load_for_job(
+                account, source, f"style_reference_images[{index}]", side
+            ).pixels
             for index, source in enumerate(params.get("style_reference_images") or ())
         )
         request = EngineRequest(

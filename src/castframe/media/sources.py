@@ -49,7 +49,7 @@ def classify(
     """What a client's image source is. This server's upload URLs are recognised by their
     signature (never fetched); an expired one, or an outside URL that may not be fetched, is
     refused here, before any work is done."""
-    if source.startswith("data:"):
+    if source[:5].lower() == "data:":  # schemes are case-insensitive (RFC 3986)
         return Source("data", source)
     if source.startswith(UPLOAD_SCHEME):
         return Source("upload", source[len(UPLOAD_SCHEME) :])
