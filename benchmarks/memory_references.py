@@ -83,6 +83,7 @@ def main() -> int:
     parser.add_argument("--side", type=int, default=6000)
     args = parser.parse_args()
     files = {f"/ref-{i}.jpg": photograph(args.side, i) for i in range(args.count)}
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sizes = sorted(len(v) for v in files.values())
     print(
         f"{args.count} references of {args.side}x{args.side}, {sizes[0] / MB:.2f}-"
@@ -94,11 +95,12 @@ def main() -> int:
         stack.env.pop("CASTFRAME_ENGINE_IDEOGRAM_CHARACTER", None)  # the real sandbox engine
         stack.env["CASTFRAME_ALLOW_PRIVATE_URLS"] = "true"
         stack.env["CASTFRAME_UPLOAD_RATE_BURST"] = "1000"
+        stack.env["CASTFRAME_WORKER_CONCURRENCY"] = "2"
         try:
             stack.run("migrate")
             key = stack.run("keys", "create", "--account", "bench", "--credits", "1000000")
             key = key.split()[-1]
-            base = stack.server("--concurrency", "2")
+            base = stack.server()
             pid = stack.procs[-1].pid
             headers = {"X-API-Key": key}
             with httpx.Client(base_url=base, headers=headers, timeout=120) as client:

@@ -423,3 +423,12 @@ def test_plan_upload_sizes_are_what_the_quota_counts() -> None:
     image = decode_image(astronaut_png(), max_bytes=50 << 20, max_pixels=40_000_000)
     planned = plan_upload("a", "live", image)
     assert planned.row["size"] == len(astronaut_png())
+
+
+def test_the_allocator_takes_its_settings_on_linux() -> None:
+    """Finding 4: freed image buffers go back to the system (castframe/allocator.py)."""
+    import sys
+
+    from castframe.allocator import bound_heap_retention
+
+    assert bound_heap_retention() is sys.platform.startswith("linux")

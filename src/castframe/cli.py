@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from castframe import logs
+from castframe.allocator import bound_heap_retention
 from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
@@ -51,6 +52,7 @@ def serve(
     from castframe.app import create_app
 
     _setup_logging()
+    bound_heap_retention()  # before any thread: freed images go back to the system
     overrides: dict[str, object] = {}
     if host:
         overrides["host"] = host
@@ -88,6 +90,7 @@ def worker(
     from castframe.services import Services
 
     _setup_logging()
+    bound_heap_retention()
     settings = Settings()
     services = Services.build(settings)
     if metrics_port:
