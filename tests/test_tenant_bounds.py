@@ -432,3 +432,11 @@ def test_the_allocator_takes_its_settings_on_linux() -> None:
     from castframe.allocator import bound_heap_retention
 
     assert bound_heap_retention() is sys.platform.startswith("linux")
+
+
+def test_uploads_delete_the_sidecar_the_worker_writes() -> None:
+    from castframe.dispatch.character_faces import SIDECAR_SUFFIX, sidecar_key
+    from castframe.jobs.uploads import DESCRIPTOR_SIDECAR_SUFFIX, files_of
+
+    assert SIDECAR_SUFFIX == DESCRIPTOR_SIDECAR_SUFFIX
+    assert files_of(["uploads/a/b.png"]) == ["uploads/a/b.png", sidecar_key("uploads/a/b.png")]
