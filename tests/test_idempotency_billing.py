@@ -404,3 +404,68 @@ def test_a_replay_costs_no_token_and_the_rate_limit_comes_before_the_body(
     assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
     replay = api.generate(key, body_for(REF), **{"Idempotency-Key": "once"})
     assert replay.status_code == 202 and replay.json() == first.json()
+
+
+class LaterClock:
+    """A stand-in for the ``time`` module whose ``time()`` runs ``ahead`` seconds late."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+def test_a_request_blocked_on_its_locked_account_row_keeps_its_key(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 5 on PostgreSQL, as reported: the first request waits on its account row (held
+    by another transaction) for what the record says is 75 s. A retry with the key is told
+    the key is in use instead of taking it over; once the lock goes, the first request
+    creates the one job and the retry replays it."""
+    from castframe.jobs import idempotency
+    from tests.conftest import truncate_all
+    from tests.support.polling import eventually
+
+    truncate_all(postgres_url)
+    with open_api(tmp_path, postgres_url, run_worker=False) as api:
+        key = api.key()
+        with api.services.db.read() as conn:
+            account = accounts.get_account_by_name(conn, "acme")
+        assert account is not None
+        headers = {"Idempotency-Key": "locked-1"}
+        locker = api.services.db.engine.connect()
+        transaction = locker.begin()
+        locker.execute(
+            sa.text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account["id"]}
+        )
+
+        def waiting_on_the_lock() -> bool:
+            with api.services.db.read() as conn:
+                found = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                ).scalar()
+            return bool(found)
+
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                first = pool.submit(api.generate, key, body_for(REF), **headers)
+                eventually(waiting_on_the_lock, "the first request waits on the account row")
+                # 75 s later, by the retry's clock (the first request's record is locked by
+                # its own transaction, so it is the clock that moves, not the record).
+                monkeypatch.setattr(idempotency, "time", LaterClock(75))
+                # (A retry that took the key over would wait on the lock too: never 30 s here.)
+                retry = pool.submit(api.generate, key, body_for(REF), **headers).result(30)
+                monkeypatch.undo()
+            finally:
+                transaction.rollback()  # the lock goes before the pool waits for its threads
+                locker.close()
+            done = first.result(60)
+        assert (retry.status_code, retry.json()["code"]) == (409, "idempotency_key_in_use")
+        assert done.status_code == 202, done.text
+        assert count_jobs(api) == 1
+        replay = api.generate(key, body_for(REF), **headers)
+        assert replay.json()["jobId"] == done.json()["jobId"]
