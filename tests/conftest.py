@@ -84,6 +84,10 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "worker_concurrency": 2,
         "rate_limit_per_second": 1000.0,
         "rate_limit_burst": 1000,
+        "upload_rate_per_second": 1000.0,
+        "upload_rate_burst": 1000,
+        "character_rate_per_second": 1000.0,
+        "character_rate_burst": 1000,
         # Faces scored in the worker's process: a pool's processes cost each test's worker
         # ~0.8 s of start-up (tests/test_face_scoring_pool.py runs the pool).
         "face_processes": 0,

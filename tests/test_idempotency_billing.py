@@ -76,9 +76,10 @@ def test_key_in_progress_is_409(api_no_worker: Api) -> None:
     from castframe.jobs import idempotency
 
     fingerprint = idempotency.fingerprint("POST", "/v2/images/generate", body_for(REF))
-    assert (
-        idempotency.begin(api_no_worker.services.db, account_id, "busy", fingerprint, 3600) is None
+    claim = idempotency.begin(
+        api_no_worker.services.db, account_id, "live", "busy", fingerprint, 3600
     )
+    assert isinstance(claim, idempotency.Claim)
     response = api_no_worker.generate(key, body_for(REF), **{"Idempotency-Key": "busy"})
     assert (response.status_code, response.json()["code"]) == (409, "idempotency_key_in_use")
     assert response.headers["retry-after"] == "1"
@@ -295,3 +296,176 @@ def test_batching_off_writes_each_submission_on_its_own(tmp_path: Path, database
         assert sorted(r.status_code for r in replies) == [202] * 3 + [402] * 3
         assert api.services.submitter.group.batches == 0
         assert count_jobs(api) == 3
+
+
+def backdate_key(api: Api, key: str, seconds: float) -> None:
+    with api.services.db.write() as conn:
+        conn.execute(
+            idempotency_keys.update()
+            .where(idempotency_keys.c.key == key)
+            .values(created_at=time.time() - seconds)
+        )
+
+
+def owner_token(api: Api, key: str) -> str:
+    with api.services.db.read() as conn:
+        token = conn.execute(
+            sa.select(idempotency_keys.c.owner_token).where(idempotency_keys.c.key == key)
+        ).scalar()
+    assert isinstance(token, str)
+    return token
+
+
+def test_a_slow_first_request_never_yields_two_jobs(
+    api_no_worker: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 5: the first request is slow (held up > 60 s, here by an injected wait before
+    its transaction). Its key is not taken over while it is alive; when another process
+    presumes it dead and takes over, the first can no longer create its job."""
+    import threading
+
+    from castframe.jobs import idempotency, submitter
+
+    api = api_no_worker
+    key = api.key()
+    entered, release = threading.Event(), threading.Event()
+    real_store = submitter.store_inline_images
+    calls: list[int] = []
+
+    def slow_store(storage: object, submissions: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # only the first request is slow
+            entered.set()
+            assert release.wait(60)
+        real_store(storage, submissions)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(submitter, "store_inline_images", slow_store)
+    headers = {"Idempotency-Key": "slow-1"}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(api.generate, key, body_for(REF), **headers)
+        assert entered.wait(30)
+        backdate_key(api, "slow-1", 75)  # 75 s later, the first request still runs
+        second = api.generate(key, body_for(REF), **headers)
+        assert (second.status_code, second.json()["code"]) == (409, "idempotency_key_in_use")
+        # Long past any deadline, seen from another API process (where the first request's
+        # token is not alive): that process takes the key over and creates the job.
+        backdate_key(api, "slow-1", idempotency.STALE_AFTER + 1)
+        idempotency.LIVE.discard(owner_token(api, "slow-1"))
+        third = api.generate(key, body_for(REF), **headers)
+        assert third.status_code == 202, third.text
+        release.set()
+        late = first.result(60)
+    # The first request lost its key meanwhile: it wrote nothing.
+    assert (late.status_code, late.json()["code"]) == (409, "idempotency_key_in_use")
+    assert count_jobs(api) == 1
+    replay = api.generate(key, body_for(REF), **headers)
+    assert replay.json()["jobId"] == third.json()["jobId"]
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+def test_a_live_key_reusing_a_test_keys_idempotency_key_gets_its_own_job(
+    api_no_worker: Api,
+) -> None:
+    """Finding 6: keys are scoped by account and mode."""
+    api = api_no_worker
+    test_key = api.key("acme", mode="test")
+    live_key = api.key("acme", mode="live")
+    headers = {"Idempotency-Key": "shared-across-modes"}
+    tested = api.generate(test_key, body_for(REF), **headers)
+    live = api.generate(live_key, body_for(REF), **headers)
+    assert tested.status_code == live.status_code == 202
+    assert "idempotent-replayed" not in live.headers
+    assert live.json()["jobId"] != tested.json()["jobId"]
+    assert api.get_job(live_key, live.json()["jobId"])["mode"] == "live"
+    # And the reverse: each mode replays its own job.
+    again = api.generate(test_key, body_for(REF), **headers)
+    assert again.json()["jobId"] == tested.json()["jobId"]
+    assert count_jobs(api) == 2
+
+
+def test_a_replay_costs_no_token_and_the_rate_limit_comes_before_the_body(
+    api_no_worker: Api,
+) -> None:
+    """Finding 9: a client over its rate is refused before its body is read; its stored
+    answer is still replayed."""
+    from castframe.api.ratelimit import RateLimiter
+
+    api = api_no_worker
+    api.client.app.state.rate_limiter = RateLimiter(0.001, 1)  # type: ignore[attr-defined]
+    key = api.key()
+    first = api.generate(key, body_for(REF), **{"Idempotency-Key": "once"})
+    assert first.status_code == 202
+    # Over the rate: a body that is not even JSON is refused with 429, not 400.
+    limited = api.client.post(
+        "/v2/images/generate",
+        content=b"{" * 1000,
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
+    assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+    replay = api.generate(key, body_for(REF), **{"Idempotency-Key": "once"})
+    assert replay.status_code == 202 and replay.json() == first.json()
+
+
+class LaterClock:
+    """A stand-in for the ``time`` module whose ``time()`` runs ``ahead`` seconds late."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+def test_a_request_blocked_on_its_locked_account_row_keeps_its_key(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 5 on PostgreSQL, as reported: the first request waits on its account row (held
+    by another transaction) for what the record says is 75 s. A retry with the key is told
+    the key is in use instead of taking it over; once the lock goes, the first request
+    creates the one job and the retry replays it."""
+    from castframe.jobs import idempotency
+    from tests.conftest import truncate_all
+    from tests.support.polling import eventually
+
+    truncate_all(postgres_url)
+    with open_api(tmp_path, postgres_url, run_worker=False) as api:
+        key = api.key()
+        with api.services.db.read() as conn:
+            account = accounts.get_account_by_name(conn, "acme")
+        assert account is not None
+        headers = {"Idempotency-Key": "locked-1"}
+        locker = api.services.db.engine.connect()
+        transaction = locker.begin()
+        locker.execute(
+            sa.text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account["id"]}
+        )
+
+        def waiting_on_the_lock() -> bool:
+            with api.services.db.read() as conn:
+                found = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                ).scalar()
+            return bool(found)
+
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                first = pool.submit(api.generate, key, body_for(REF), **headers)
+                eventually(waiting_on_the_lock, "the first request waits on the account row")
+                # 75 s later, by the retry's clock (the first request's record is locked by
+                # its own transaction, so it is the clock that moves, not the record).
+                monkeypatch.setattr(idempotency, "time", LaterClock(75))
+                # (A retry that took the key over would wait on the lock too: never 30 s here.)
+                retry = pool.submit(api.generate, key, body_for(REF), **headers).result(30)
+                monkeypatch.undo()
+            finally:
+                transaction.rollback()  # the lock goes before the pool waits for its threads
+                locker.close()
+            done = first.result(60)
+        assert (retry.status_code, retry.json()["code"]) == (409, "idempotency_key_in_use")
+        assert done.status_code == 202, done.text
+        assert count_jobs(api) == 1
+        replay = api.generate(key, body_for(REF), **headers)
+        assert replay.json()["jobId"] == done.json()["jobId"]

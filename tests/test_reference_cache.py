@@ -18,6 +18,7 @@ from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 from castframe.faces import consistency, face_model
 from castframe.faces.cache import (
+    ENTRY_BYTES,
     DescriptorCache,
     ReferenceFace,
     content_key,
@@ -214,7 +215,7 @@ def test_failing_storage_costs_a_computation_not_the_job(
 
 
 def test_the_memory_cache_is_bounded() -> None:
-    cache = DescriptorCache(entries=3)
+    cache = DescriptorCache(max_bytes=3 * ENTRY_BYTES)
     for index in range(10):
         cache.put(f"k{index}", ReferenceFace(None))
     assert len(cache) == 3

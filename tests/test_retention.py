@@ -127,6 +127,11 @@ def upload(api: Api, key: str) -> dict[str, Any]:
     return body
 
 
+def upload_files(row: dict[str, Any]) -> list[str]:
+    """An upload's file and its reference-descriptor sidecar: both go with the upload."""
+    return [row["storage_key"], row["storage_key"] + ".face.json"]
+
+
 def pending_deletions(api: Api) -> int:
     with api.services.db.read() as conn:
         return file_deletions.pending(conn)
@@ -374,7 +379,7 @@ def test_failed_storage_deletes_are_retried_by_a_later_pass(
     with open_api(tmp_path, database_url) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))
-        keys = [*keys_of(api, job["id"]), inline_upload_of(api, job)["storage_key"]]
+        keys = [*keys_of(api, job["id"]), *upload_files(inline_upload_of(api, job))]
         broken = CountingStorage(api.services.storage, fail=True)
         later = time.time() + 2 * DAY
 
@@ -383,7 +388,7 @@ def test_failed_storage_deletes_are_retried_by_a_later_pass(
         # The decision is recorded (the job reads expired), the files wait in the queue.
         assert report.expired_jobs == 1 and report.failed_files == len(keys)
         assert api.get_job(key, job["id"])["expired"] is True
-        assert all(api.services.storage.exists(k) for k in keys)
+        assert all(api.services.storage.exists(k) for k in keys[:-1])  # a sidecar may be absent
         assert pending_deletions(api) == len(keys)
         # Leased: the same moment does not hammer the storage again.
         assert sweeper(api, storage=broken).sweep(later).failed_files == 0
@@ -416,7 +421,7 @@ def test_two_sweepers_at_once_share_the_work_and_delete_each_file_once(
         first = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))
         ids = [first["id"], *clone_finished(api, first["id"], 23)]
         expected = {k for job_id in ids for k in keys_of(api, job_id)}
-        expected.add(inline_upload_of(api, first)["storage_key"])  # the clones share it
+        expected.update(upload_files(inline_upload_of(api, first)))  # the clones share it
         counting = CountingStorage(api.services.storage)
         later = time.time() + 2 * DAY
         databases = [Database(database_url), Database(database_url)]  # as two processes
@@ -640,9 +645,10 @@ def test_file_deletions_stop_at_the_first_unavailable_storage(
     with open_api(tmp_path, sqlite_url) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(data_uri(astronaut_png()), num_images=2))
-        keys = [*keys_of(api, job["id"]), inline_upload_of(api, job)["storage_key"]]
-        assert len(keys) == 3
+        keys = [*keys_of(api, job["id"]), *upload_files(inline_upload_of(api, job))]
+        assert len(keys) == 4
         down = CountingStorage(api.services.storage, fail=True, failure=StorageUnavailable)
         report = sweeper(api, storage=down).sweep(time.time() + 2 * DAY)
         assert (report.expired_jobs, report.failed_files) == (1, 1)
-        assert pending_deletions(api) == 3 and all(api.services.storage.exists(k) for k in keys)
+        assert pending_deletions(api) == 4
+        assert all(api.services.storage.exists(k) for k in keys[:-1])

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from castframe import __version__
 from castframe.api import (
     account,
+    account_limits,
     catalog,
     characters,
     files,
@@ -71,6 +72,10 @@ def create_app(
         redoc_url=None,
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    account_limits.install(app.state, settings)
+    # No 307 to the slash-less path (built from the client's Host): /v2/jobs/ is a 404 in
+    # Apiframe's error shape like any unknown path.
+    app.router.redirect_slashes = False
     install_error_handlers(app)
     use_apiframe_errors(app)
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):

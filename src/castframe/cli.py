@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from castframe import logs
+from castframe.allocator import bound_heap_retention
 from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
@@ -61,6 +62,7 @@ def serve(
     from castframe.app import begin_shutdown, create_app
 
     _setup_logging()
+    bound_heap_retention()  # before any thread: freed images go back to the system
     overrides: dict[str, object] = {}
     if host:
         overrides["host"] = host
@@ -158,6 +160,7 @@ def worker(
     from castframe.services import Services
 
     _setup_logging()
+    bound_heap_retention()
     settings = Settings()
     services = Services.build(settings)
     if metrics_port:

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, gt=0, description="Largest input image, in pixels (bomb guard)."
     )
+    input_cache_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of decoded uploads each process keeps in memory (references reused "
+        "by saved characters and SDK uploads skip the read and decode); 0 turns it off.",
+    )
+    reference_max_side: int = Field(
+        default=2048,
+        ge=256,
+        description="Character and style references are downscaled to this longer side after "
+        "decoding, before they are cached or handed to an engine (which works at a smaller "
+        "size anyway). Edit images and masks are kept at full size.",
+    )
     max_body_bytes: int = Field(
         default=30 * 1024 * 1024, gt=0, description="Largest JSON request body, in bytes."
     )
@@ -161,6 +174,29 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Submissions per second per key (token refill)."
     )
     rate_limit_burst: int = Field(default=20, ge=1, description="Token bucket size per key.")
+    upload_rate_per_second: float = Field(
+        default=2.0,
+        gt=0,
+        description="Uploads (POST /v2/uploads) per second per account (token refill); "
+        "beyond the burst, 429 rate_limited.",
+    )
+    upload_rate_burst: int = Field(default=20, ge=1, description="Upload bucket size per account.")
+    character_rate_per_second: float = Field(
+        default=0.5,
+        gt=0,
+        description="Saved-character creations (POST /v2/characters) per second per account "
+        "(token refill); beyond the burst, 429 rate_limited.",
+    )
+    character_rate_burst: int = Field(
+        default=5, ge=1, description="Saved-character creation bucket size per account."
+    )
+    upload_quota_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024,
+        ge=0,
+        description="Bytes of stored uploads (multipart uploads, saved characters' images, "
+        "inline images of unfinished jobs) an account may hold, both modes together; a new "
+        "upload or character beyond it is 507 storage_quota_exceeded. 0: no quota.",
+    )
     key_cache_seconds: float | None = Field(
         default=None,
         ge=0,
@@ -402,7 +438,8 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Storage", ("storage_url", "s3_")),
     ("Limits and fair use", ("max_", "body_read_timeout", "rate_limit_", "key_cache_seconds",
                              "submit_batch_max", "idempotency_", "live_", "upload_", "character_",
-                             "storage_quota", "redeliver_")),
+                             "storage_quota", "redeliver_", "input_cache_bytes",
+                             "reference_max_side")),
     ("Fetching images", ("allow_private_urls", "trusted_hosts", "fetch_", "outbound_")),
     ("Retention", ("output_url_ttl", "upload_retention_hours", "output_retention_",
                    "job_retention_days", "webhook_attempt_retention_days", "retention_")),

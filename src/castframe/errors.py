@@ -6,6 +6,7 @@ error table is generated from it, so adding a code here documents it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,9 +77,16 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The job's output files were deleted after CASTFRAME_OUTPUT_RETENTION_HOURS (the job "
         "reads `expired: true`); generate again.",
     ),
+    "range_not_satisfiable": (
+        416,
+        "A file's Range starts past its end; Content-Range says the size.",
+    ),
     "rate_limited": (
         429,
-        "Too many submissions (or webhook redeliveries) for this key; see Retry-After.",
+        "Too many requests: submissions per key (CASTFRAME_RATE_LIMIT_*), uploads per account "
+        "(CASTFRAME_UPLOAD_RATE_*) or saved-character creations per account "
+        "(CASTFRAME_CHARACTER_RATE_*), webhook redeliveries per key (CASTFRAME_REDELIVER_PER_MINUTE); "
+        "see Retry-After.",
     ),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "too_many_listeners": (
@@ -102,6 +110,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         503,
         "The API process is saving CASTFRAME_CHARACTER_CONCURRENCY characters (fetch, decode, "
         "face check) and as many wait for a slot; retry after Retry-After.",
+    ),
+    "storage_quota_exceeded": (
+        507,
+        "The account's stored uploads (uploads, saved characters' images, inline images of "
+        "unfinished jobs) would pass CASTFRAME_UPLOAD_QUOTA_BYTES; nothing was stored. Delete "
+        "saved characters or wait for uploads to expire (`storedBytes`, `quotaBytes` say how "
+        "far).",
     ),
     "listeners_exhausted": (
         503,
@@ -131,6 +146,25 @@ JOB_ERROR_CODES: dict[str, str] = {
         "unavailable); it was retried with backoff, then given up. Nothing was charged."
     ),
 }
+
+
+_LIBRARY_VERSION = re.compile(r"\b(OpenCV|libpng|libjpeg|libwebp)\(?[\d.]+\)?", re.IGNORECASE)
+_PATH = re.compile(
+    r"(?<![\w:/.])(?:[A-Za-z]:\\|/)(?:[\w.+@~-]+[\\/])+[\w.+@~-]+(?::\d+)?(?::\d+)?:?"
+)
+_OPENCV_ERROR = re.compile(r"\berror:\s*\((-?\d+):([^)]*)\)\s*")
+
+
+def public_message(text: str) -> str:
+    """A library's message as a client may read it: no file paths (``/usr/lib/.../x.cpp:42``),
+    no library build strings (``OpenCV(4.10.0)``); OpenCV's ``error: (-215:Assertion
+    failed) cond in function 'f'`` reads ``assertion failed in 'f'``. The operator's log keeps
+    the original."""
+    text = _LIBRARY_VERSION.sub(lambda m: m.group(1), text)
+    text = _OPENCV_ERROR.sub(lambda m: f"{m.group(2).strip().lower() or 'error'}: ", text)
+    text = _PATH.sub("", text)
+    text = re.sub(r"\s{2,}", " ", text).strip(" :")
+    return text
 
 
 Details = dict[str, list[str]]
@@ -195,4 +229,6 @@ class JobFailure(Exception):
     def __post_init__(self) -> None:
         if self.code not in JOB_ERROR_CODES:
             raise ValueError(f"undocumented job error code {self.code!r}")
+        # A job's error is read by its owner: no library paths or build strings in it.
+        self.message = public_message(self.message)
         super().__init__(self.message)

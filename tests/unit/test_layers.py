@@ -15,10 +15,12 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "castframe"
 
-BOTTOM = {"config", "errors", "logs", "metrics", "__version__"}
+BOTTOM = {"allocator", "bytecache", "config", "errors", "logs", "metrics", "__version__"}
 """Modules every layer may use: settings, the error tables, logging and metric objects."""
 
 ALLOWED: dict[str, set[str]] = {
+    "allocator": set(),
+    "bytecache": set(),
     "config": set(),
     "errors": set(),
     "logs": set(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import anyio
@@ -9,20 +10,23 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from castframe.api.account_limits import take_account_token
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_json_body
-from castframe.dispatch.character_faces import check_single_face
-from castframe.errors import ApiError
+from castframe.dispatch.character_faces import MIN_FACE_SIDE, check_single_face
+from castframe.errors import ApiError, field_error, public_message
 from castframe.faces import face_model
-from castframe.jobs import characters
+from castframe.jobs import character_deletion, characters, file_deletions
 from castframe.jobs.accounts import Principal
-from castframe.jobs.uploads import insert_upload, plan_upload, stored_upload
+from castframe.jobs.quota import check_quota
+from castframe.jobs.uploads import insert_upload, plan_upload, stored_upload, usable_upload
 from castframe.jobs.validation import invalid, source_error
 from castframe.media.images import DecodedImage
-from castframe.media.sources import SourceError
+from castframe.media.sources import SourceError, classify
 from castframe.services import Services
 
 router = APIRouter(tags=["characters"])
+log = logging.getLogger("castframe.api")
 
 
 class CharacterRequest(BaseModel):
@@ -35,8 +39,17 @@ class CharacterRequest(BaseModel):
 
 
 def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
-    """The character image from any source, with the same rules as job inputs."""
+    """The character image from any source, with the same rules as job inputs: an upload
+    must still be usable (a deleted character's image is not)."""
+    settings = services.settings
     try:
+        found = classify(
+            source, settings.signing_key, settings.allow_private_urls, settings.trusted_host_set
+        )
+        if found.kind == "upload":
+            with services.db.read() as conn:
+                if not usable_upload(conn, principal.owner, found.value):
+                    raise SourceError("upload_not_found", f"image: no upload {found.value!r}")
         return services.inputs.load(principal.owner, source, "image").image
     except SourceError as exc:
         raise source_error(exc, "image") from exc
@@ -59,6 +72,32 @@ def character_slots(app: FastAPI, concurrency: int) -> anyio.CapacityLimiter:
     return slots
 
 
+def checked_face(image: DecodedImage, services: Services) -> characters.FaceCheck:
+    """The one clear face, or a 400 that says why not. An image too thin to hold a face of
+    MIN_FACE_SIDE pixels (an 8200x16 strip) is refused before any detector sees it, and a
+    detector's own failure is a 400 without its library's text, never a 500."""
+    if min(image.width, image.height) < MIN_FACE_SIDE:
+        raise field_error(
+            "face_too_small",
+            "image",
+            f"the image is {image.width}x{image.height}; a character image needs at least "
+            f"{MIN_FACE_SIDE} pixels on each side to show a recognisable face",
+        )
+    model = face_model() if services.settings.faces_enabled else None
+    try:
+        return check_single_face(image, model)
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.warning("face check failed: %s", exc)
+        raise field_error(
+            "invalid_image",
+            "image",
+            "faces could not be analysed in this image "
+            f"({public_message(type(exc).__name__)}); use an ordinary photo",
+        ) from exc
+
+
 @router.post(
     "/v2/characters",
     status_code=201,
@@ -70,6 +109,8 @@ async def create_character(
 ) -> dict[str, Any]:
     services = get_services(request)
     settings = services.settings
+    # The account's token before the body is read (and the image fetched and decoded).
+    take_account_token(request, principal, "character_limiter", "character creations")
     body, _ = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
     try:
         payload = CharacterRequest.model_validate(body)
@@ -78,9 +119,12 @@ async def create_character(
 
     def save() -> dict[str, Any]:
         image = load_image(services, principal, payload.image)
-        model = face_model() if services.settings.faces_enabled else None
-        check = check_single_face(image, model)
+        check = checked_face(image, services)
         planned = plan_upload(principal.account_id, principal.mode, image)
+        with services.db.read() as conn:
+            check_quota(
+                conn, principal.account_id, planned.row["size"], settings.upload_quota_bytes
+            )
         # A storage failure is a 507/503 (api/errors.py); the file goes if the rows fail.
         with stored_upload(services.storage, planned) as upload, services.db.write() as conn:
             insert_upload(conn, upload)
@@ -122,11 +166,20 @@ def get_character(
 @router.delete(
     "/v2/characters/{character_id}",
     status_code=204,
-    summary="Delete a saved character (finished jobs are kept)",
+    summary="Delete a saved character: its image and face descriptor go as soon as no "
+    "unfinished job needs them (finished jobs are kept)",
 )
 def delete_character(
     character_id: str, request: Request, principal: Principal = Depends(authenticate)
 ) -> None:
-    with get_services(request).db.write() as conn:
-        if not characters.delete_character(conn, principal.owner, character_id):
-            raise ApiError("not_found", f"no character {character_id!r}")
+    services = get_services(request)
+    with services.db.write() as conn:
+        deletion = character_deletion.delete_character(conn, principal.owner, character_id)
+    if not deletion.found:
+        raise ApiError("not_found", f"no character {character_id!r}")
+    if deletion.upload_id:
+        services.inputs.forget_upload(deletion.upload_id)
+    done = character_deletion.delete_files_now(services.storage, deletion)
+    if done:
+        with services.db.write() as conn:
+            file_deletions.forget(conn, done)

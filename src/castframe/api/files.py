@@ -14,6 +14,7 @@ from stat import S_ISREG
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from castframe.api.deps import get_services
 from castframe.errors import ApiError
@@ -34,6 +35,9 @@ def get_file(
     key: str, request: Request, expires: int = Query(...), signature: str = Query(...)
 ) -> Response:
     services = get_services(request)
+    if not single_valued(request, "signature", "expires"):
+        # media/signing.py's own_file refuses them alike: one reading of a URL everywhere.
+        raise ApiError("invalid_signature", "a signed URL carries one signature and one expires")
     verdict = check_signature(services.settings.signing_key, key, expires, signature)
     if verdict == "invalid":
         raise ApiError("invalid_signature")
@@ -50,12 +54,43 @@ def get_file(
     if stat is None or not S_ISREG(stat.st_mode):
         raise missing(key)
     suffix = "." + key.rsplit(".", 1)[-1]
-    return FileResponse(
+    response = FileResponse(
         storage.path_for(key),
         media_type=CONTENT_TYPES.get(suffix, "image/png"),
         headers={"Cache-Control": "private, max-age=300"},
         stat_result=stat,
     )
+    check_range(request, response, stat.st_size)
+    return response
+
+
+def single_valued(request: Request, *names: str) -> bool:
+    """Whether each of these query parameters appears exactly once."""
+    return all(len(request.query_params.getlist(name)) == 1 for name in names)
+
+
+def check_range(request: Request, response: FileResponse, size: int) -> None:
+    """A Range the file response would refuse, refused first as JSON in Apiframe's error
+    shape (Starlette answers those in plain text): 400 for a malformed one, 416
+    ``range_not_satisfiable`` with ``Content-Range: bytes */size`` for one past the end."""
+    http_range = request.headers.get("range")
+    if http_range is None:
+        return
+    if_range = request.headers.get("if-range")
+    if if_range is not None and not response._should_use_range(if_range):
+        return  # the whole file is sent: the Range is ignored
+    try:
+        FileResponse._parse_range_header(http_range, size)
+    except MalformedRangeHeader as exc:
+        raise ApiError(
+            "invalid_request", f"malformed Range header ({exc.content or 'unreadable'})"
+        ) from exc
+    except RangeNotSatisfiable as exc:
+        raise ApiError(
+            "range_not_satisfiable",
+            f"the range starts past the file's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from exc
 
 
 def missing(key: str) -> ApiError:

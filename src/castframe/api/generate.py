@@ -132,6 +132,18 @@ async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[
             if size > limit:
                 raise ApiError("payload_too_large", f"the body is over {limit} bytes")
     raw = b"".join(chunks)
+    if len(raw) > INLINE_PARSE_BYTES:  # parsing megabytes would stall every other request
+        return await run_in_threadpool(parse_json_body, raw), raw
+    return parse_json_body(raw), raw
+
+
+INLINE_PARSE_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop (well under a millisecond); larger
+ones (up to CASTFRAME_MAX_BODY_BYTES, 30 MB by default) in a thread."""
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The parsed body: nested at most MAX_JSON_DEPTH deep, every string storable."""
     too_deep = ApiError("invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
     if json_too_deep(raw):
         raise too_deep
@@ -145,15 +157,33 @@ async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[
         raise field_error(
             "validation_error", path, "text may not contain NUL characters or unpaired surrogates"
         )
-    return body, raw
+    return body
+
+
+def mentions_data_uri(value: Any) -> bool:
+    """Whether any string in the parsed body is a data URI (``data:``, any case, however the
+    JSON spelled it: ``"data\u003a..."`` is one too). Its decoding then goes to a thread."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item[:5].lower() == "data:":
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 MAX_WAIT_SECONDS = 60.0
-_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait(?:=(\d+))?(?:$|[;,\s])")
+_PREFER_WAIT = re.compile(r'(?:^|[;,])\s*wait\s*(?:=\s*"?(\d+)"?)?\s*(?=$|[;,])')
+"""RFC 7240's ``preference = token [ BWS "=" BWS word ]``: ``wait = 2`` is ``wait=2``."""
 
 
 def parse_prefer_wait(header: str | None) -> float | None:
-    """``Prefer: wait`` (60 s) or ``wait=N`` (capped at 60), as in RFC 7240 and Replicate."""
+    """``Prefer: wait`` (60 s) or ``wait=N`` (capped at 60), as in RFC 7240 and Replicate;
+    whitespace around ``=`` is allowed (the RFC's BWS), and ``wait="5"`` is ``wait=5``."""
     if not header:
         return None
     match = _PREFER_WAIT.search(header.strip().lower())
@@ -229,36 +259,60 @@ async def submit(
     services: Services,
     principal: Principal,
     body: Any,
-    key: str | None,
-    inline_images: bool,
+    claim: idempotency.Claim | None,
+    heavy: bool,
     operation: str = "generate",
 ) -> str:
     """Prepare and insert the job; the idempotency record is completed in the same transaction
     (with other submissions of this moment: jobs/submitter.py). Validation runs on the event
-    loop, except for bodies with inline images, whose decoding goes to a thread."""
-    if inline_images:
+    loop, except for ``heavy`` bodies (inline images to decode, or large), which go to a
+    thread."""
+    if heavy:
         submission = await run_in_threadpool(
             prepare, body, principal, services.settings, services.routing, operation
         )
     else:
         submission = prepare(body, principal, services.settings, services.routing, operation)
-    job = await services.submitter.submit_async(principal, submission, key)
+    job = await services.submitter.submit_async(principal, submission, claim)
     JOBS_SUBMITTED.labels(job.model, job.engine, job.mode).inc()
     return accepted_body(job)
 
 
-def take_submission_token(request: Request, principal: Principal) -> None:
-    """One token of the key's submission bucket, or 429 rate_limited with Retry-After."""
+def take_submission_token(request: Request, principal: Principal) -> bool:
+    """One token of the key's submission bucket: True if taken, else 429 rate_limited with
+    Retry-After (``rate_limit_refusal``)."""
     decision = request.app.state.rate_limiter.check(
         principal.key_id, take=True, rate=principal.rate_per_second, burst=principal.rate_burst
     )
     request.state.rate_headers = decision.headers()
     if not decision.allowed:
-        raise ApiError(
-            "rate_limited",
-            f"too many submissions; retry in {decision.retry_after}s",
-            headers={"Retry-After": str(decision.retry_after)},
-        )
+        raise rate_limit_refusal(decision.retry_after, "submissions")
+    return True
+
+
+def rate_limit_refusal(retry_after: int, what: str) -> ApiError:
+    return ApiError(
+        "rate_limited",
+        f"too many {what}; retry in {retry_after}s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def take_token_before_body(
+    request: Request, services: Services, principal: Principal, key: str | None
+) -> bool:
+    """The submission's rate-limit token, taken before the body is read or parsed (a 30 MB
+    body from a client over its rate costs nothing). Whether a token was taken: a client
+    whose bucket is empty still gets its stored answer for an Idempotency-Key that already
+    went through (looked up by key alone; the body must then still match it), without one."""
+    try:
+        return take_submission_token(request, principal)
+    except ApiError:
+        if key is not None and await run_in_threadpool(
+            idempotency.answered, services.db, principal.account_id, principal.mode, key
+        ):
+            return False
+        raise
 
 
 async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
@@ -267,36 +321,45 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
     operation = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     services = get_services(request)
     settings = services.settings
-    body, raw = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
     key_header = request.headers.get("idempotency-key")
     key = idempotency.validate_key(key_header) if key_header is not None else None
+    charged = await take_token_before_body(request, services, principal, key)
+    body, raw = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
+    claim: idempotency.Claim | None = None
     if key:
-        # Before the rate limit: replaying a stored answer costs nothing, so a client's retry
-        # of a submission that went through gets its job, never a 429.
         fingerprint = idempotency.fingerprint("POST", request.url.path, body)
-        stored = await run_in_threadpool(
+        found = await run_in_threadpool(
             idempotency.begin,
             services.db,
             principal.account_id,
+            principal.mode,
             key,
             fingerprint,
-            services.settings.idempotency_ttl_hours * 3600,
+            settings.idempotency_ttl_hours * 3600,
         )
-        if stored is not None:
+        if isinstance(found, idempotency.StoredResponse):
+            # Replaying a stored answer costs nothing: a client's retry of a submission that
+            # went through gets its job, never a 429.
+            if charged:
+                request.app.state.rate_limiter.give_back(principal.key_id, principal.rate_burst)
             return Response(
-                stored.body,
-                status_code=stored.status,
+                found.body,
+                status_code=found.status,
                 media_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
+        claim = found
     wait = parse_prefer_wait(request.headers.get("prefer"))
     try:
-        take_submission_token(request, principal)
-        response_body = await submit(services, principal, body, key, b'"data:' in raw, operation)
+        heavy = len(raw) > INLINE_PARSE_BYTES or mentions_data_uri(body)
+        response_body = await submit(services, principal, body, claim, heavy, operation)
     except BaseException:
-        if key:
-            await run_in_threadpool(idempotency.forget, services.db, principal.account_id, key)
+        if claim:
+            await run_in_threadpool(idempotency.forget, services.db, claim)
         raise
+    finally:
+        if claim:
+            idempotency.release(claim)
     if wait is None:
         return Response(response_body, status_code=202, media_type="application/json")
     job_id = json.loads(response_body)["jobId"]

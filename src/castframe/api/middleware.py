@@ -8,6 +8,7 @@ whole of a cheap endpoint. Here the response is untouched except for the headers
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -21,9 +22,9 @@ from castframe.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 
 class RequestContextMiddleware:
-    """``X-Request-Id`` (taken from the request or made), the request id in every log line,
-    the route's ``RateLimit-*`` headers, the HTTP request metrics, and a 400 for a NUL in the
-    path or query."""
+    """``X-Request-Id`` (taken from the request when it is short and plain, else made), the
+    request id in every log line, the route's ``RateLimit-*`` headers, the HTTP request
+    metrics, a 400 for a NUL in the path or query, and ``HEAD`` on every ``GET`` resource."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,7 +33,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        request_id = usable_request_id(_header(scope, b"x-request-id")) or uuid.uuid4().hex
+        head = scope["method"] == "HEAD"
+        if head:  # every GET resource answers HEAD: the GET's status and headers, no body
+            scope = {**scope, "method": "GET"}
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
@@ -49,6 +53,10 @@ class RequestContextMiddleware:
                     if name.lower().encode("latin-1") not in present:
                         headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
                 message = {**message, "headers": headers}
+            elif head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the body is not sent; only its last (empty) part
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
         token = logs.request_id.set(request_id)
@@ -65,6 +73,19 @@ class RequestContextMiddleware:
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_SECONDS.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1," + str(MAX_REQUEST_ID) + "}")
+
+
+def usable_request_id(value: str | None) -> str | None:
+    """A client's ``X-Request-Id`` if it is at most 128 characters of a safe set (letters,
+    digits, ``._:@/+=-``), else None (a fresh id is made): it is echoed in a header and
+    written to every log line of the request, so no log injection, no header of megabytes."""
+    if value is None or not _REQUEST_ID.fullmatch(value):
+        return None
+    return value
 
 
 def has_nul(scope: Scope) -> bool:

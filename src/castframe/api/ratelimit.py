@@ -67,3 +67,11 @@ class RateLimiter:
             tokens, decision = decide(refill(tokens, now - last, rate, burst), rate, burst, take)
             self._buckets[key_id] = (tokens, now)
         return decision
+
+    def give_back(self, key_id: str, burst: int | None = None) -> None:
+        """Return a token taken for a request that turned out to cost nothing (a replay)."""
+        burst = burst or self.burst
+        with self._lock:
+            found = self._buckets.get(key_id)
+            if found is not None:
+                self._buckets[key_id] = (min(float(burst), found[0] + 1.0), found[1])

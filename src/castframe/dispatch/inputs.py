@@ -1,20 +1,20 @@
 """Loading a job's (or a saved character's) images: media/sources.py's one resolver, with
-uploads read from this server's storage and a small cache of decoded uploads. ``for_job`` is
-the one way a job's image fields (named by its catalog model) become an engine's inputs."""
+uploads read from this server's storage and a cache of decoded uploads bounded in bytes
+(castframe/bytecache.py; CASTFRAME_INPUT_CACHE_BYTES). ``for_job`` is the one way a job's
+image fields (named by its catalog model) become an engine's inputs."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from castframe.bytecache import ByteLRU, nbytes_of
 from castframe.catalog import ModelSpec
 from castframe.config import Settings
 from castframe.engines.base import EngineInputs, InputImage
 from castframe.errors import JobFailure
 from castframe.jobs.record import Job
 from castframe.jobs.uploads import Owner, get_upload
-from castframe.media.images import DecodedImage, to_gray_mask
+from castframe.media.images import DecodedImage, downscale, to_gray_mask
 from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage, StorageError
 from castframe.store.db import Database
@@ -72,23 +72,31 @@ def assemble(loaded: dict[str, list[Loaded]]) -> JobInputs:
 
 @dataclass
 class InputLoader:
-    """Loads image sources. Uploads are immutable, so decoded uploads are kept in a small LRU:
-    repeated references (saved characters, SDK uploads) skip the read and the decode."""
+    """Loads image sources. Uploads are immutable, so decoded uploads are kept in an LRU
+    bounded in bytes: repeated references (saved characters, SDK uploads) skip the read and
+    the decode. An image loaded with ``max_side`` (references and style images, which no
+    engine needs at full size) is downscaled before it is cached."""
 
     db: Database
     storage: Storage
     settings: Settings
-    cache_size: int = 16
     _reader: ImageReader = field(init=False)
-    _cache: OrderedDict[str, Loaded] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cache: ByteLRU[str, Loaded] = field(init=False)
 
     def __post_init__(self) -> None:
         self._reader = ImageReader.from_settings(self.settings)
+        self._cache = ByteLRU(
+            self.settings.input_cache_bytes,
+            lambda loaded: nbytes_of(loaded.image.pixels, loaded.image.raw),
+        )
 
-    def load(self, owner: Owner, source: str, what: str) -> Loaded:
-        """The decoded image (with its upload's storage key when it is an upload), or
-        SourceError whose message names ``what``."""
+    def forget_upload(self, upload_id: str) -> None:
+        """Drop an upload's decoded images (a deleted character's: unusable at once)."""
+        self._cache.discard_where(lambda key: key.split(":", 3)[-1] == upload_id)
+
+    def load(self, owner: Owner, source: str, what: str, max_side: int | None = None) -> Loaded:
+        """The decoded image (with its upload's storage key when it is an upload; downscaled
+        to ``max_side`` when given), or SourceError whose message names ``what``."""
         settings = self.settings
         try:
             found = classify(
@@ -97,14 +105,11 @@ class InputLoader:
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
         cache_key = {
-            "upload": f"{owner[0]}:{owner[1]}:{found.value}",
-            "signed": f"signed:{found.value}",
+            "upload": f"{owner[0]}:{owner[1]}:{max_side or 0}:{found.value}",
+            "signed": f"signed:{max_side or 0}:{found.value}",
         }.get(found.kind)
-        if cache_key:
-            with self._lock:
-                if cache_key in self._cache:
-                    self._cache.move_to_end(cache_key)
-                    return self._cache[cache_key]
+        if cache_key and (cached := self._cache.get(cache_key)) is not None:
+            return cached
         keys: list[str] = []
 
         def upload_bytes(upload_id: str) -> bytes:
@@ -116,20 +121,21 @@ class InputLoader:
             image = self._reader.read(found, upload_bytes, self._stored)
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
+        if max_side:
+            image = downscale(image, max_side)
         stored_key = found.value if found.kind == "signed" else None
         loaded = Loaded(image, keys[0] if keys else stored_key)
         if cache_key:
-            with self._lock:
-                self._cache[cache_key] = loaded
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(cache_key, loaded)
         return loaded
 
-    def for_job(self, job: Job, spec: ModelSpec) -> JobInputs:
+    def for_job(self, job: Job, spec: ModelSpec, reference_side: int | None = None) -> JobInputs:
         """Every input image of a job, by the role its model gives each image field: the one
         way a job's params become an engine's named inputs. A failure is the job's
         ``JobFailure`` (an image over the limits is ``invalid_image`` there: the job error
-        table has no size code of its own)."""
+        table has no size code of its own). References (character, style, content) are
+        downscaled to ``reference_side``: no engine needs them at full size; an image to edit
+        and its mask keep theirs."""
         owner: Owner = (job.account_id, job.mode)
         loaded: dict[str, list[Loaded]] = {}
         for image_field in spec.image_fields:
@@ -142,14 +148,15 @@ class InputLoader:
                     owner,
                     item,
                     f"{image_field.name}[{index}]" if image_field.many else image_field.name,
+                    None if image_field.role in ("image", "mask") else reference_side,
                 )
                 for index, item in enumerate(sources)
             ]
         return assemble(loaded)
 
-    def _for_job(self, owner: Owner, source: str, what: str) -> Loaded:
+    def _for_job(self, owner: Owner, source: str, what: str, max_side: int | None) -> Loaded:
         try:
-            return self.load(owner, source, what)
+            return self.load(owner, source, what, max_side)
         except SourceError as exc:
             code = "invalid_image" if exc.code == "image_too_large" else exc.code
             raise JobFailure(code, exc.message) from exc

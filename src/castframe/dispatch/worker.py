@@ -635,7 +635,7 @@ class Worker:
     def _engine_request(self, job: Job) -> tuple[EngineRequest, Loaded | None]:
         """The engine's request, and the character reference as read (for face scoring)."""
         spec = MODELS[job.model]
-        inputs = self.inputs.for_job(job, spec)
+        inputs = self.inputs.for_job(job, spec, self.settings.reference_max_side)
         return build_request(job.model, job.params, inputs.engine), inputs.character
 
 

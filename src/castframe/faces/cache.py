@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from castframe.bytecache import ByteLRU
 
 DESCRIPTOR_VERSION = "dlib-resnet-v1/5-point/max-side-800/largest-face"
 """What a stored descriptor was computed by. A sidecar written by another version (another
 model, detector settings or choice of face) is ignored and recomputed, never trusted."""
 
 DESCRIPTOR_SIZE = 128
-CACHE_ENTRIES = 1024
-"""Entries kept in memory: a descriptor is 128 float64 (1 KiB), so about 1.5 MiB in all."""
+ENTRY_BYTES = DESCRIPTOR_SIZE * 8 + 256
+"""What one cached face costs: 128 float64 (1 KiB) plus its key and the objects around it."""
+CACHE_BYTES = 1024 * ENTRY_BYTES
+"""The memory cache's budget: about 1,000 reference faces in 1.3 MiB."""
 
 
 @dataclass(frozen=True)
@@ -52,35 +54,32 @@ def content_key(raw: bytes, pixels: np.ndarray) -> str:
 
 
 class DescriptorCache:
-    """The most recently used ``CACHE_ENTRIES`` reference faces, by ``content_key``."""
+    """The most recently used reference faces, by ``content_key``, within ``max_bytes``
+    (castframe/bytecache.py)."""
 
-    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
-        self.entries = entries
-        self._faces: OrderedDict[str, ReferenceFace] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self._faces: ByteLRU[str, ReferenceFace] = ByteLRU(max_bytes, lambda _face: ENTRY_BYTES)
+
+    @property
+    def hits(self) -> int:
+        return self._faces.hits
+
+    @property
+    def misses(self) -> int:
+        return self._faces.misses
 
     def get(self, key: str) -> ReferenceFace | None:
-        with self._lock:
-            found = self._faces.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._faces.move_to_end(key)
-            self.hits += 1
-            return found
+        return self._faces.get(key)
 
     def put(self, key: str, face: ReferenceFace) -> None:
-        with self._lock:
-            self._faces[key] = face
-            self._faces.move_to_end(key)
-            while len(self._faces) > self.entries:
-                self._faces.popitem(last=False)
+        self._faces.put(key, face)
+
+    def discard(self, key: str) -> None:
+        """Forget a face (its picture's character was deleted)."""
+        self._faces.discard(key)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._faces)
+        return len(self._faces)
 
 
 def dump_face(key: str, face: ReferenceFace) -> bytes:

@@ -2,8 +2,9 @@
 
 The image is stored as an upload (so jobs load it like any ``upload://`` reference) and its
 face descriptor is cached, so jobs that use ``character_id`` neither refetch the image nor
-recompute the reference's descriptor. Deleting is a soft delete: later submissions are
-refused, jobs already accepted (and finished ones) keep working.
+recompute the reference's descriptor. Deleting (jobs/character_deletion.py) refuses later
+submissions and the image's reference at once, and removes the image and the descriptor as
+soon as no queued or running job needs them.
 """
 
 from __future__ import annotations
@@ -66,19 +67,6 @@ def list_characters(conn: sa.Connection, owner: Owner) -> list[dict[str, Any]]:
     return [
         dict(r) for r in conn.execute(query.order_by(characters.c.created_at.desc())).mappings()
     ]
-
-
-def delete_character(conn: sa.Connection, owner: Owner, character_id: str) -> bool:
-    result = conn.execute(
-        characters.update()
-        .where(
-            characters.c.id == character_id,
-            _owned_by(owner),
-            characters.c.deleted_at.is_(None),
-        )
-        .values(deleted_at=time.time())
-    )
-    return result.rowcount == 1
 
 
 def character_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,21 +1,36 @@
-"""``Idempotency-Key`` records (IETF httpapi draft, Stripe semantics).
+"""``Idempotency-Key`` records (IETF httpapi draft, Stripe semantics) that cannot double.
 
-A key is scoped to the account. The first request with a key inserts a ``started`` record;
-the submission's own transaction marks it ``done`` with the exact response, so "job created"
-and "response remembered" cannot come apart. Later requests with the key:
+A key is scoped to the account AND the mode of the calling key (``live`` or ``test``): a
+live submission never replays a test job (which its key could not even read), nor the
+reverse. The first request with a key inserts a ``started`` record holding a random owner
+token; the submission's own transaction first re-takes that record by its token
+(``hold``: a conditional UPDATE, which on PostgreSQL also row-locks it until the commit) and
+then marks it ``done`` with the exact response, so "job created" and "response remembered"
+cannot come apart. Later requests with the key:
 - same body, done: the stored response is replayed (``Idempotent-Replayed: true``);
 - same body, still started: 409 ``idempotency_key_in_use`` (we answer at once rather than
   wait, so a client's retry loop never piles up connections);
 - different body: 409 ``idempotency_key_reused`` (Apiframe's ConflictError).
 A request that fails before creating a job (validation, 402, 429) forgets its key, so the
-corrected retry goes through, as Stripe does. A ``started`` record older than
-``STALE_AFTER`` seconds belongs to a crashed request and may be taken over.
+corrected retry goes through, as Stripe does.
+
+Takeover: a ``started`` record is taken over (given a new owner token) only when its first
+request is known to be dead: its token is not one of this process's live requests and the
+record is older than ``STALE_AFTER``, which is above any request's own deadline (the body
+read timeout plus a submission's longest wait for its database lock). A request that is
+merely slow therefore keeps its key. And should a takeover ever meet a request that was
+alive after all, that request can no longer create its job: ``hold`` finds another token
+and the request answers 409 ``idempotency_key_in_use`` without writing anything. So a key
+never yields two jobs, whatever the timing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +42,53 @@ from castframe.errors import ApiError
 from castframe.store.db import Database
 from castframe.store.tables import idempotency_keys
 
-STALE_AFTER = 60.0
+STALE_AFTER = 900.0
+"""Seconds after which a ``started`` record of a request not running in this process is
+presumed dead. Above any request's deadline (a body arrives within
+CASTFRAME_BODY_READ_TIMEOUT, and a submission's transaction waits at most its database's
+lock timeout): taking over sooner would let a slow first request race its retry."""
 MAX_KEY_LENGTH = 255
+_PROCESS = f"{os.getpid()}-{secrets.token_hex(4)}"
+"""This process's part of every owner token it makes (a restarted pid is a new process)."""
 
 
 @dataclass(frozen=True)
 class StoredResponse:
     status: int
     body: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key taken by this request: what its submission's transaction holds and completes."""
+
+    account_id: str
+    mode: str
+    key: str
+    token: str
+
+
+class _LiveTokens:
+    """Owner tokens of requests running in this process: the liveness check of a takeover."""
+
+    def __init__(self) -> None:
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, token: str) -> None:
+        with self._lock:
+            self._tokens.add(token)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._tokens.discard(token)
+
+    def alive(self, token: str | None) -> bool:
+        with self._lock:
+            return token is not None and token in self._tokens
+
+
+LIVE = _LiveTokens()
 
 
 def validate_key(key: str) -> str:
@@ -52,19 +106,37 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
-def _key_filter(account_id: str, key: str) -> sa.ColumnElement[bool]:
-    return sa.and_(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)
+def _key_filter(account_id: str, mode: str, key: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        idempotency_keys.c.account_id == account_id,
+        idempotency_keys.c.mode == mode,
+        idempotency_keys.c.key == key,
+    )
+
+
+def _new_token() -> str:
+    return f"{_PROCESS}:{secrets.token_hex(12)}"
+
+
+def presumed_dead(row: Any, now: float) -> bool:
+    """Whether a ``started`` record's request may be taken over (module doc)."""
+    return (
+        row["state"] == "started"
+        and row["created_at"] < now - STALE_AFTER
+        and not LIVE.alive(row["owner_token"])
+    )
 
 
 def begin(
-    db: Database, account_id: str, key: str, request_hash: str, ttl_seconds: float
-) -> StoredResponse | None:
+    db: Database, account_id: str, mode: str, key: str, request_hash: str, ttl_seconds: float
+) -> StoredResponse | Claim:
     """Claim ``key`` for this request, or return the response to replay. Raises on conflict."""
     for _ in range(3):
         now = time.time()
+        token = _new_token()
         with db.write() as conn:
             row = (
-                conn.execute(sa.select(idempotency_keys).where(_key_filter(account_id, key)))
+                conn.execute(sa.select(idempotency_keys).where(_key_filter(account_id, mode, key)))
                 .mappings()
                 .first()
             )
@@ -74,30 +146,41 @@ def begin(
                         conn.execute(
                             idempotency_keys.insert().values(
                                 account_id=account_id,
+                                mode=mode,
                                 key=key,
                                 request_hash=request_hash,
                                 state="started",
+                                owner_token=token,
                                 created_at=now,
                             )
                         )
-                    return None
                 except IntegrityError:
                     continue  # another request inserted it first; look again
+                LIVE.add(token)
+                return Claim(account_id, mode, key, token)
             expired = row["created_at"] < now - ttl_seconds
-            stale = row["state"] == "started" and row["created_at"] < now - STALE_AFTER
-            if expired or (stale and row["request_hash"] == request_hash):
-                conn.execute(
+            if expired or (presumed_dead(row, now) and row["request_hash"] == request_hash):
+                # Conditional on the token read: a takeover that raced another one loses.
+                taken = conn.execute(
                     idempotency_keys.update()
-                    .where(_key_filter(account_id, key))
+                    .where(
+                        _key_filter(account_id, mode, key),
+                        idempotency_keys.c.owner_token.is_not_distinct_from(row["owner_token"]),
+                        idempotency_keys.c.state == row["state"],
+                    )
                     .values(
                         request_hash=request_hash,
                         state="started",
+                        owner_token=token,
                         created_at=now,
                         response_status=None,
                         response_body=None,
                     )
-                )
-                return None
+                ).rowcount
+                if taken != 1:
+                    continue
+                LIVE.add(token)
+                return Claim(account_id, mode, key, token)
             if row["request_hash"] != request_hash:
                 raise ApiError("idempotency_key_reused")
             if row["state"] == "done":
@@ -106,20 +189,66 @@ def begin(
     raise ApiError("idempotency_key_in_use", headers={"Retry-After": "1"})
 
 
-def complete(conn: sa.Connection, account_id: str, key: str, status: int, body: str) -> None:
-    """Remember the response, inside the transaction that created the job."""
+def answered(db: Database, account_id: str, mode: str, key: str) -> bool:
+    """Whether ``key`` holds a stored answer (by key alone: read before the body is)."""
+    with db.read() as conn:
+        state = conn.execute(
+            sa.select(idempotency_keys.c.state).where(_key_filter(account_id, mode, key))
+        ).scalar()
+    return state == "done"
+
+
+def hold(conn: sa.Connection, claim: Claim) -> bool:
+    """In the submission's transaction, before its job is written: whether ``claim`` still
+    owns its key. A conditional UPDATE, so on PostgreSQL the record stays locked until the
+    commit and a takeover waits for it (then finds it done); SQLite's writers are serial."""
+    held = conn.execute(
+        idempotency_keys.update()
+        .where(
+            _key_filter(claim.account_id, claim.mode, claim.key),
+            idempotency_keys.c.owner_token == claim.token,
+            idempotency_keys.c.state == "started",
+        )
+        .values(state="started")
+    ).rowcount
+    return held == 1
+
+
+def lost() -> ApiError:
+    """The answer of a request whose key was taken over meanwhile (it wrote nothing)."""
+    return ApiError(
+        "idempotency_key_in_use",
+        "another request took over this Idempotency-Key; nothing was created by this one. "
+        "Retry with the same key to get the job",
+        headers={"Retry-After": "1"},
+    )
+
+
+def complete(conn: sa.Connection, claim: Claim, status: int, body: str) -> None:
+    """Remember the response, inside the transaction that created the job (after ``hold``)."""
     conn.execute(
         idempotency_keys.update()
-        .where(_key_filter(account_id, key))
+        .where(
+            _key_filter(claim.account_id, claim.mode, claim.key),
+            idempotency_keys.c.owner_token == claim.token,
+        )
         .values(state="done", response_status=status, response_body=body)
     )
 
 
-def forget(db: Database, account_id: str, key: str) -> None:
+def release(claim: Claim) -> None:
+    """The request is over (answered or failed): its token is no longer alive here."""
+    LIVE.discard(claim.token)
+
+
+def forget(db: Database, claim: Claim) -> None:
+    """Drop the key of a request that created nothing (only while it still owns it)."""
     with db.write() as conn:
         conn.execute(
             idempotency_keys.delete().where(
-                sa.and_(_key_filter(account_id, key), idempotency_keys.c.state == "started")
+                _key_filter(claim.account_id, claim.mode, claim.key),
+                idempotency_keys.c.state == "started",
+                idempotency_keys.c.owner_token == claim.token,
             )
         )
 

@@ -279,7 +279,7 @@ class RetentionSweeper:
             needed |= upload_ids_in(job_store.unfinished_params(conn))
             doomed = deletable_uploads(candidates, needed, limit)
             report.deleted_uploads += uploads.delete_uploads(conn, {u.id for u in doomed})
-            file_deletions.enqueue(conn, [u.storage_key for u in doomed], now)
+            file_deletions.enqueue(conn, uploads.files_of([u.storage_key for u in doomed]), now)
         self._full(len(doomed), report)
 
     def _delete_jobs(self, before: float, report: SweepReport) -> None:

@@ -49,7 +49,7 @@ def accepted_body(job: Job) -> str:
 class _Pending:
     principal: Principal
     submission: Submission
-    idempotency_key: str | None
+    idempotency_key: idempotency.Claim | None
 
 
 class Submitter:
@@ -65,7 +65,10 @@ class Submitter:
         self._writer: asyncio.Task[None] | None = None
 
     async def submit_async(
-        self, principal: Principal, submission: Submission, idempotency_key: str | None
+        self,
+        principal: Principal,
+        submission: Submission,
+        idempotency_key: idempotency.Claim | None,
     ) -> Job:
         """Write the job, with the submissions that wait at the same moment; raises its
         ApiError. The coroutines that overlap share one batch, written by one thread, so a
@@ -116,19 +119,29 @@ class Submitter:
         if written:
             with self._discard_if_failed(written) as refused:
                 with self.db.write() as conn:
-                    results = insert_many(
-                        conn,
-                        [(item.principal, item.submission) for item in written],
-                        self.settings,
+                    # A key taken over meanwhile (jobs/idempotency.py) writes no job.
+                    owned = [
+                        item.idempotency_key is None or idempotency.hold(conn, item.idempotency_key)
+                        for item in written
+                    ]
+                    inserted = iter(
+                        insert_many(
+                            conn,
+                            [
+                                (item.principal, item.submission)
+                                for item, mine in zip(written, owned, strict=True)
+                                if mine
+                            ],
+                            self.settings,
+                        )
                     )
+                    results: list[Job | ApiError] = [
+                        next(inserted) if mine else idempotency.lost() for mine in owned
+                    ]
                     for item, result in zip(written, results, strict=True):
                         if item.idempotency_key and isinstance(result, Job):
                             idempotency.complete(
-                                conn,
-                                item.principal.account_id,
-                                item.idempotency_key,
-                                202,
-                                accepted_body(result),
+                                conn, item.idempotency_key, 202, accepted_body(result)
                             )
                 refused.extend(
                     item
@@ -142,11 +155,12 @@ class Submitter:
     def _write_one(self, item: _Pending) -> Job:
         self._store_inline([item])
         with self._discard_if_failed([item]), self.db.write() as conn:
+            claim = item.idempotency_key
+            if claim is not None and not idempotency.hold(conn, claim):
+                raise idempotency.lost()  # taken over meanwhile: this request writes no job
             job = insert(conn, item.principal, item.submission, self.settings)
-            if item.idempotency_key:
-                idempotency.complete(
-                    conn, item.principal.account_id, item.idempotency_key, 202, accepted_body(job)
-                )
+            if claim is not None:
+                idempotency.complete(conn, claim, 202, accepted_body(job))
         return job
 
     def _store_inline(self, items: Sequence[_Pending]) -> None:

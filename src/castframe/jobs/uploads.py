@@ -104,14 +104,18 @@ def existing_uploads(conn: sa.Connection, wanted: set[tuple[Owner, str]]) -> set
     """
     statement = _UPLOADS_AMONG_HELD if conn.dialect.name == "postgresql" else _UPLOADS_AMONG
     rows = conn.execute(
-        statement, {"ids": sorted({upload_id for _owner, upload_id in wanted})}
+        statement,
+        {"ids": sorted({upload_id for _owner, upload_id in wanted}), "now": time.time()},
     ).all()
     found = {((str(account), str(mode)), str(upload_id)) for upload_id, account, mode in rows}
     return found & wanted
 
 
 _UPLOADS_AMONG = sa.select(uploads.c.id, uploads.c.account_id, uploads.c.mode).where(
-    uploads.c.id.in_(sa.bindparam("ids", expanding=True))
+    uploads.c.id.in_(sa.bindparam("ids", expanding=True)),
+    # Past its expiry (a deleted character's image among them) an upload is no longer
+    # usable, even before the sweeper has deleted it.
+    sa.or_(uploads.c.expires_at.is_(None), uploads.c.expires_at > sa.bindparam("now")),
 )
 _UPLOADS_AMONG_HELD = _UPLOADS_AMONG.with_for_update(read=True, key_share=True)
 
@@ -156,8 +160,24 @@ def upload_view(row: dict[str, Any], url: str) -> dict[str, Any]:
 
 # -- retention: what the sweeper (jobs/retention.py) expires and deletes --------------------
 
-_CHARACTER_IMAGES = sa.select(characters.c.upload_id)
-"""Saved characters' images are uploads that never expire (a character keeps its image)."""
+_CHARACTER_IMAGES = sa.select(characters.c.upload_id).where(characters.c.deleted_at.is_(None))
+"""Saved characters' images are uploads that never expire (a character keeps its image);
+a deleted character's image expires at its deletion (jobs/character_deletion.py)."""
+
+DESCRIPTOR_SIDECAR_SUFFIX = ".face.json"
+"""An upload's reference descriptor is stored beside it under its key plus this suffix
+(dispatch/character_faces.py: ``SIDECAR_SUFFIX``); it goes when the upload goes."""
+
+
+def usable_upload(conn: sa.Connection, owner: Owner, upload_id: str) -> bool:
+    """Whether ``upload_id`` is one of ``owner``'s uploads that may still be named (not past
+    its expiry: a deleted character's image is refused at once)."""
+    return (owner, upload_id) in existing_uploads(conn, {(owner, upload_id)})
+
+
+def files_of(storage_keys: list[str]) -> list[str]:
+    """The storage keys to delete with these uploads: each file and its descriptor sidecar."""
+    return [k for key in storage_keys for k in (key, key + DESCRIPTOR_SIDECAR_SUFFIX)]
 
 
 def expire_inputs(conn: sa.Connection, owner: Owner, upload_ids: set[str], now: float) -> int:
@@ -219,6 +239,12 @@ def delete_uploads(conn: sa.Connection, upload_ids: set[str]) -> int:
     """Delete these uploads' rows (their files are queued for deletion by the caller)."""
     if not upload_ids:
         return 0
+    # A deleted character goes with its image, and its face descriptor with it.
+    conn.execute(
+        characters.delete().where(
+            characters.c.upload_id.in_(sorted(upload_ids)), characters.c.deleted_at.is_not(None)
+        )
+    )
     deleted = conn.execute(
         uploads.delete().where(
             uploads.c.id.in_(sorted(upload_ids)), uploads.c.id.not_in(_CHARACTER_IMAGES)

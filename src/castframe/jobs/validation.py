@@ -174,7 +174,7 @@ def prepare(
         params[name] = resolved if listed else resolved[0]
         # The echo keeps the URLs the client sent; inline images show as their upload.
         shown = [
-            new if old.startswith("data:") else old
+            new if old[:5].lower() == "data:" else old
             for old, new in zip(sources, resolved, strict=True)
         ]
         echo[spec.params_key][name] = shown if listed else shown[0]

@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,10 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-DATA_URI = re.compile(r"^data:(image/[a-zA-Z0-9.+-]+)?(;[a-zA-Z0-9=.-]+)*;base64,(.*)$", re.S)
+DATA_URI = re.compile(
+    r"^data:(image/[a-zA-Z0-9.+-]+)?(;[a-zA-Z0-9=.-]+)*;base64,(.*)$", re.S | re.IGNORECASE
+)
+"""RFC 2397 data URIs; the scheme and parameters are case-insensitive (``DATA:`` too)."""
 
 
 class ImageRejected(ValueError):
@@ -51,8 +55,38 @@ class DecodedImage:
         return int(self.pixels.shape[0])
 
 
+DECODE_SLOTS = 4
+"""Full decodes one process runs at once. A decode holds up to about 10 bytes per pixel
+(Pillow's buffer, an RGBA step, the RGB array): at CASTFRAME_MAX_IMAGE_PIXELS (40 M) that is
+~400 MB, so without a bound 40 request threads could hold 16 GB (docs/operations.md)."""
+_DECODING = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Validate and decode an image; raises ``ImageRejected`` with a human reason."""
+    """Validate and decode an image; raises ``ImageRejected`` with a human reason. At most
+    DECODE_SLOTS decodes run at once in a process (the others wait their turn)."""
+    with _DECODING:
+        return _decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def downscale(image: DecodedImage, max_side: int) -> DecodedImage:
+    """The image with its longer side at most ``max_side`` (area interpolation), or itself.
+    For inputs whose engine works at a smaller size anyway (references, style images): a
+    6000x6000 reference held 108 MB where 2048x2048 holds 12.6 MB. ``raw`` is kept as
+    received (it is the picture's identity for the descriptor cache, and what an upstream
+    engine is sent)."""
+    height, width = image.pixels.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    import cv2
+
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    pixels = cv2.resize(image.pixels, size, interpolation=cv2.INTER_AREA)
+    return DecodedImage(np.ascontiguousarray(pixels, dtype=np.uint8), image.content_type, image.raw)
+
+
+def _decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     if not data:
         raise ImageRejected("the image is empty")
     if len(data) > max_bytes:

@@ -56,8 +56,10 @@ def own_file(url: str, secret: bytes, now: float | None = None) -> OwnFile | Non
         return None
     if parts.scheme not in ("http", "https") or not parts.path.startswith(FILES_PATH):
         return None
-    query = parse_qs(parts.query)
-    expires, sig = query.get("expires", [""])[0], query.get("signature", [""])[0]
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if len(query.get("expires", ())) != 1 or len(query.get("signature", ())) != 1:
+        return None  # duplicates are refused, as the file route refuses them (api/files.py)
+    expires, sig = query["expires"][0], query["signature"][0]
     if not expires.isdigit() or not sig.isascii():
         return None
     key = unquote(parts.path[len(FILES_PATH) :])

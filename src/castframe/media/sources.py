@@ -52,7 +52,7 @@ def classify(
     public URLs, usable by whoever holds one (``upload://id`` stays bound to its account). An
     expired one, or an outside URL that may not be fetched, is refused here, before any work
     is done."""
-    if source.startswith("data:"):
+    if source[:5].lower() == "data:":  # schemes are case-insensitive (RFC 3986)
         return Source("data", source)
     if source.startswith(UPLOAD_SCHEME):
         return Source("upload", source[len(UPLOAD_SCHEME) :])

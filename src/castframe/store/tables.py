@@ -159,9 +159,12 @@ idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
     sa.Column("account_id", sa.String(36), primary_key=True),
+    # Scoped by mode too: a live key never replays a test submission's job (jobs/idempotency.py).
+    sa.Column("mode", sa.String(8), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("request_hash", sa.String(64), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner_token", sa.String(64), nullable=True),
     sa.Column("response_status", sa.Integer, nullable=True),
     sa.Column("response_body", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -180,6 +183,8 @@ uploads = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=True),
+    # An account's stored bytes, summed for its storage quota (jobs/quota.py).
+    sa.Index("ix_uploads_account", "account_id", "size"),
     # The sweeper's "anything expired?" probe and its oldest-first scan (jobs/retention.py).
     sa.Index(
         "ix_uploads_expires",

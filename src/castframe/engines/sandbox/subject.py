@@ -10,13 +10,13 @@ ellipse around the centre.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from castframe.bytecache import ByteLRU, nbytes_of
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
@@ -49,7 +49,9 @@ def detect_faces(rgb: np.ndarray) -> list[Box]:
     """Frontal faces in ``rgb``, largest first (full-resolution coordinates)."""
     height, width = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
-    small = cv2.resize(rgb, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA)
+    # At least one pixel a side: an 8200x16 strip scales to 512x0, which OpenCV refuses.
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     # No histogram equalisation: on dark scenes it boosts noise and hides faces from the cascade.
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     minimum = max(20, int(min(small.shape[:2]) * 0.05))
@@ -168,25 +170,27 @@ def extract_subject(rgb: np.ndarray, iterations: int, work_side: int) -> Cutout:
     )
 
 
-class CutoutCache:
-    """A small LRU of cut-outs by reference content: ``num_images`` variations and repeated
-    jobs with one saved character reuse the costly GrabCut."""
+CUTOUT_CACHE_BYTES = 96 * 1024 * 1024
+"""The cut-out cache's budget: a cut-out is 16 bytes a pixel (float32 RGB and matte), so
+about six 2048x2048 references (CASTFRAME_REFERENCE_MAX_SIDE) or hundreds of small ones."""
 
-    def __init__(self, size: int = 16) -> None:
-        self._items: OrderedDict[str, Cutout] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
+
+class CutoutCache:
+    """An LRU of cut-outs by reference content, bounded in bytes (castframe/bytecache.py):
+    ``num_images`` variations and repeated jobs with one saved character reuse the costly
+    GrabCut."""
+
+    def __init__(self, max_bytes: int = CUTOUT_CACHE_BYTES) -> None:
+        self._items: ByteLRU[str, Cutout] = ByteLRU(
+            max_bytes, lambda cutout: nbytes_of(cutout.rgb, cutout.alpha)
+        )
 
     def get(self, rgb: np.ndarray, iterations: int, work_side: int) -> Cutout:
         digest = hashlib.sha256(rgb.tobytes()).hexdigest()
         key = f"{digest}:{rgb.shape}:{iterations}:{work_side}"
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+        found = self._items.get(key)
+        if found is not None:
+            return found
         cutout = extract_subject(rgb, iterations, work_side)
-        with self._lock:
-            self._items[key] = cutout
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self._items.put(key, cutout)
         return cutout

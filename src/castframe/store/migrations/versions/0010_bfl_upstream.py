@@ -1,7 +1,7 @@
 """job_upstream: an upstream engine's record of a job's provider task (BFL's task id)
 
-Revision ID: 0009_bfl_upstream
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 
 The ``bfl`` engine records BFL's task id and polling URL here before it polls, so a job
 whose worker died (or whose polling failed) is resumed by that id on its next attempt
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_bfl_upstream"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
