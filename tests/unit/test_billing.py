@@ -121,12 +121,12 @@ class World:
 
     def submit(self, speed: str, count: int) -> None:
         pending = self._submission(speed, count)
-        try:
-            with self.db.write() as conn:
-                job = submission.insert(conn, self.principal, pending, self.settings)
-                self.jobs.append(job.id)
-        except ApiError as error:
-            assert error.code in ("insufficient_credits", "too_many_active_jobs")
+        with self.db.write() as conn:
+            [outcome] = submission.insert_many(conn, [(self.principal, pending)], self.settings)
+        if isinstance(outcome, ApiError):
+            assert outcome.code in ("insufficient_credits", "too_many_active_jobs")
+        else:
+            self.jobs.append(outcome.id)
 
     def submit_batch(self, jobs: list[tuple[str, int]]) -> None:
         """Several submissions in one transaction, as the API's group commit writes them."""

@@ -1,7 +1,7 @@
 """Admitting validated submissions and writing their jobs, in the caller's transaction.
 
-``insert`` (one) and ``insert_many`` (a group commit's batch: jobs/submitter.py) check the
-references a submission names, admit it (its active-job slot and credit hold: one
+``insert_many`` (a group commit's batch, of one submission or many: jobs/submitter.py) checks
+the references each submission names, admit it (its active-job slot and credit hold: one
 conditional UPDATE of the account row, jobs/admission.py) and write what an admitted job
 needs: its inline images' upload rows, its job row (the job store) and its hold. A refused
 submission writes nothing, because every check and the admission come first. The files of
@@ -37,27 +37,13 @@ from castframe.store import states
 log = logging.getLogger("castframe.submission")
 
 
-def insert(
-    conn: sa.Connection,
-    principal: Principal,
-    submission: Submission,
-    settings: Settings,
-) -> Job:
-    """Admit and write one submission; raises its 400/402/429 ApiError (nothing written)."""
-    check_references(conn, principal, submission, _uploads_of(conn, [(principal, submission)]))
-    job_store.announce_jobs(conn)
-    row = admit(conn, principal, submission, settings)
-    # Admission locks the account row until the commit (see jobs/admission.py): only the
-    # rows of the job, its inline images and its hold are written after it.
-    return write_jobs(conn, [(submission, row)])[0]
-
-
 def insert_many(
     conn: sa.Connection,
     pending: Sequence[tuple[Principal, Submission]],
     settings: Settings,
 ) -> list[Job | ApiError]:
-    """``insert`` for many submissions in one transaction (see store/group_commit.py).
+    """Admit and write submissions in one transaction (see store/group_commit.py); a
+    single submission is a batch of one.
 
     Returns each one's job or the ApiError that refused it. Accounts are admitted in a fixed
     order (by id; each account's submissions in arrival order), so two batches that lock the

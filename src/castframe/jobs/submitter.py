@@ -30,7 +30,6 @@ from castframe.jobs.accounts import Principal
 from castframe.jobs.record import Job
 from castframe.jobs.submission import (
     discard_inline_images,
-    insert,
     insert_many,
     store_inline_images,
 )
@@ -153,15 +152,12 @@ class Submitter:
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _write_one(self, item: _Pending) -> Job:
-        self._store_inline([item])
-        with self._discard_if_failed([item]), self.db.write() as conn:
-            claim = item.idempotency_key
-            if claim is not None and not idempotency.hold(conn, claim):
-                raise idempotency.lost()  # taken over meanwhile: this request writes no job
-            job = insert(conn, item.principal, item.submission, self.settings)
-            if claim is not None:
-                idempotency.complete(conn, claim, 202, accepted_body(job))
-        return job
+        """One submission: a batch of one (the group commit writes each item of a batch
+        whose transaction failed this way, so one poisoned item cannot fail the others)."""
+        [outcome] = self._write_batch([item])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _store_inline(self, items: Sequence[_Pending]) -> None:
         """Store the items' inline images before their transaction (no lock is held during
