@@ -12,7 +12,7 @@ import typer
 
 from castframe import logs
 from castframe.cli_client import generate, jobs_app
-from castframe.config import Settings
+from castframe.config import ConfigFileError, Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
 from castframe.store.db import Database
@@ -27,6 +27,37 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.command("generate")(generate)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from castframe import __version__
+
+        typer.echo(f"castframe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Castframe: a self-hosted, Apiframe-v2-compatible image API."""
+    try:
+        Settings()
+    except ConfigFileError as exc:
+        # A secret file that cannot be read: one clear line, not a traceback.
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError:
+        pass  # other invalid settings: the command that uses them reports them
 
 
 def _setup_logging() -> None:
