@@ -21,6 +21,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     auth=scram-sha-256
     [ -n "${POSTGRES_PASSWORD:-}" ] || auth=trust
     as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \
+        --encoding=UTF8 --locale=C.UTF-8 \
         --auth-local=trust --auth-host="$auth" >/dev/null
     rm -f "$pwfile"
     echo "host all all all $auth" >> "$PGDATA/pg_hba.conf"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,10 +143,30 @@ def worker(
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep retrying while the database does not answer yet (a "
+            "container started beside its database).",
+        ),
+    ] = 0.0,
+) -> None:
     """Create or upgrade the database schema."""
+    from castframe.store.db import is_transient
+
     settings = Settings()
-    _db(settings).dispose()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _db(settings).dispose()
+            break
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            typer.echo("migrate: the database does not answer yet; retrying", err=True)
+            time.sleep(1.0)
     typer.echo(f"database ready: {settings.resolved_database_url.split('@')[-1]}")
 
 

@@ -51,7 +51,7 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
             path = environ.get(file_var)
             if not path:
                 continue
-            if env_name in environ:
+            if environ.get(env_name):
                 raise ConfigFileError(f"set {env_name} or {file_var}, not both")
             try:
                 values[field_name] = Path(path).read_text(encoding="utf-8").strip()
@@ -75,11 +75,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then the environment, then ``CASTFRAME_<NAME>_FILE`` files."""
+        """Arguments, then ``CASTFRAME_<NAME>_FILE`` files, then the environment (a file
+        wins over an empty variable; a file beside a non-empty variable is an error)."""
         return (
             init_settings,
-            env_settings,
             _FileSecretsSource(settings_cls),
+            env_settings,
             dotenv_settings,
             file_secret_settings,
         )

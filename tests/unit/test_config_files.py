@@ -49,6 +49,15 @@ def test_both_the_variable_and_its_file_is_an_error(
         Settings()
 
 
+def test_an_empty_variable_beside_its_file_is_no_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # compose.yaml passes `CASTFRAME_IDEOGRAM_API_KEY: ${CASTFRAME_IDEOGRAM_API_KEY:-}`.
+    monkeypatch.setenv("CASTFRAME_IDEOGRAM_API_KEY", "")
+    monkeypatch.setenv("CASTFRAME_IDEOGRAM_API_KEY_FILE", str(_write(tmp_path, "k", "ik-file")))
+    assert Settings().ideogram_api_key == "ik-file"
+
+
 def test_an_unreadable_file_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
