@@ -131,6 +131,20 @@ first=$("${JOURNEY[@]}" submit --base "$base" --key "$key" --ref "$REF" --hook "
 ok "$("${JOURNEY[@]}" settle --base "$base" --key "$key" --log "$work/hooks.jsonl" \
     --credits 100000 $first)"
 
+metrics=$(curl -fsS "$base/metrics")
+missing=""
+for name in $(grep -ohE 'castframe_[a-z_]+' deploy/prometheus/castframe-alerts.yml \
+        deploy/grafana/castframe-dashboard.json | sed -E 's/_(bucket|count|sum)$//' | sort -u); do
+    grep -qE "^# TYPE ($name|${name%_total}) " <<<"$metrics" || missing+=" $name"
+done
+[ -z "$missing" ] || fail "the dashboard or alert rules use metrics /metrics lacks:$missing"
+ok "every metric the dashboard and the alert rules use is exported"
+if command -v promtool >/dev/null; then
+    (cd deploy/prometheus && promtool check config prometheus.yml >/dev/null \
+        && promtool test rules castframe-alerts.test.yml >/dev/null) || fail "promtool"
+    ok "promtool: prometheus.yml valid, alert rules' tests pass"
+fi
+
 step "4. SIGTERM mid-job, then a restart"
 ids=$("${JOURNEY[@]}" submit --base "$base" --key "$key" --ref "$REF" --hook "$hook" \
     --count 4 --images 4)
@@ -180,7 +194,7 @@ wait_http "$base/readyz" 240
 running_names=$(engine ps --filter "label=com.docker.compose.project=$RUN_ID" --format '{{.Names}}' | sort)
 workers=$(grep -c worker <<<"$running_names" || true)
 [ "$workers" = 2 ] || fail "expected 2 workers, running: $running_names"
-ok "running: $(tr '\n' ' ' <<<"$running_names")"
+ok "containers: $(tr '\n' ' ' <<<"$running_names")"
 published=$(engine ps --filter "label=com.docker.compose.project=$RUN_ID" --format '{{.Names}} {{.Ports}}' \
     | awk 'NF > 1 && $2 != "" {print}')
 [ "$(wc -l <<<"$published")" = 1 ] && grep -q "api" <<<"$published" \
@@ -200,8 +214,15 @@ ids=$("${JOURNEY[@]}" submit --base "$base" --key "$key" --ref "$REF" --hook "$h
     --count 3 --images 4)
 running=$("${JOURNEY[@]}" wait-running --base "$base" --key "$key" $ids)
 start=$SECONDS
+compose stop -t 30 >/dev/null 2>&1
+took=$((SECONDS - start))
+exits=$(engine ps -a --filter "label=com.docker.compose.project=$RUN_ID" \
+    --format '{{.Names}} {{.Status}}' | grep -E '_(api|worker)_' || true)
+grep -q . <<<"$exits" || fail "no api or worker containers found after stop"
+! grep -v -E 'Exited \(0\)' <<<"$exits" || fail "not every container exited 0 on SIGTERM: $exits"
+ok "stop (SIGTERM) while job $running ran: API and workers exited 0 in ${took}s"
 compose down -t 30 >/dev/null 2>&1
-ok "down (SIGTERM) while job $running ran: took $((SECONDS - start))s"
+ok "down (volumes kept)"
 compose up -d --scale worker=2 >"$work/compose-up2.log" 2>&1 || { cat "$work/compose-up2.log"; fail "compose up again"; }
 wait_http "$base/readyz" 240
 ok "$("${JOURNEY[@]}" settle --base "$base" --key "$key" --log "$work/hooks2.jsonl" \
