@@ -54,7 +54,17 @@ cleanup() {
     [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null
     for name in "$RUN_ID-api" "$RUN_ID-pg"; do engine rm -f -t 0 "$name" >/dev/null 2>&1; done
     engine volume rm -f "$RUN_ID-data" >/dev/null 2>&1
-    [ -n "$compose_up" ] && compose down -v -t 5 >/dev/null 2>&1
+    if [ -n "$compose_up" ]; then
+        compose down -v -t 5 >/dev/null 2>&1
+        for id in $(engine ps -a -q --filter "label=com.docker.compose.project=$RUN_ID"); do
+            if [ "$ENGINE" = podman ]; then engine rm -f -t 0 --depend "$id"; else engine rm -f "$id"; fi
+        done >/dev/null 2>&1
+        for volume in $(engine volume ls -q --filter "label=com.docker.compose.project=$RUN_ID"); do
+            engine volume rm -f "$volume"
+        done >/dev/null 2>&1
+        [ "$ENGINE" = podman ] && engine pod rm -f "pod_$RUN_ID" >/dev/null 2>&1
+        engine network rm "${RUN_ID}_default" >/dev/null 2>&1
+    fi
     rm -rf "$work"
     [ $rc -eq 0 ] && printf '\nALL CHECKS PASSED\n' || printf '\nCHECK FAILED (exit %s)\n' "$rc"
 }
@@ -178,6 +188,7 @@ export COMPOSE_PROJECT_NAME=$RUN_ID CASTFRAME_IMAGE=$IMAGE POSTGRES_IMAGE
 export CASTFRAME_PORT=$COMPOSE_PORT CASTFRAME_BIND=127.0.0.1
 export CASTFRAME_PUBLIC_URL=http://127.0.0.1:$COMPOSE_PORT
 export CASTFRAME_TRUSTED_HOSTS=host.containers.internal  # the receiver, on this host
+export CASTFRAME_WORKERS=2
 if [ "$ENGINE" = docker ]; then
     cat > "$work/compose/compose.override.yaml" <<'YAML'
 x-host: &host
@@ -214,14 +225,16 @@ ids=$("${JOURNEY[@]}" submit --base "$base" --key "$key" --ref "$REF" --hook "$h
     --count 3 --images 4)
 running=$("${JOURNEY[@]}" wait-running --base "$base" --key "$key" $ids)
 start=$SECONDS
-compose stop -t 30 >/dev/null 2>&1
+# The API and workers first, as docker compose orders it (podman-compose stops every service
+# at once: a database going down under draining workers would stall their last writes).
+compose stop api worker >/dev/null 2>&1
 took=$((SECONDS - start))
 exits=$(engine ps -a --filter "label=com.docker.compose.project=$RUN_ID" \
     --format '{{.Names}} {{.Status}}' | grep -E '_(api|worker)_' || true)
 grep -q . <<<"$exits" || fail "no api or worker containers found after stop"
 ! grep -v -E 'Exited \(0\)' <<<"$exits" || fail "not every container exited 0 on SIGTERM: $exits"
 ok "stop (SIGTERM) while job $running ran: API and workers exited 0 in ${took}s"
-compose down -t 30 >/dev/null 2>&1
+compose down >/dev/null 2>&1
 ok "down (volumes kept)"
 compose up -d --scale worker=2 >"$work/compose-up2.log" 2>&1 || { cat "$work/compose-up2.log"; fail "compose up again"; }
 wait_http "$base/readyz" 240

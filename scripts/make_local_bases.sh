@@ -13,6 +13,8 @@ ENGINE=${CONTAINER_ENGINE:-podman}
 SUITE=${DEBIAN_SUITE:-bookworm}
 PY_TAG=${LOCAL_PYTHON_BASE:-localhost/python-base:$SUITE}
 PG_TAG=${LOCAL_POSTGRES_IMAGE:-localhost/postgres:$SUITE}
+import=(import)
+[ "$ENGINE" = podman ] && import+=(--quiet)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -20,7 +22,7 @@ if ! "$ENGINE" image exists "$PY_TAG" 2>/dev/null || [ -n "${REBUILD:-}" ]; then
     echo "== $PY_TAG: Debian $SUITE minbase + python3, python3-venv"
     mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
         "$SUITE" "$work/python.tar"
-    "$ENGINE" import --change 'CMD ["python3"]' "$work/python.tar" "$PY_TAG" >/dev/null
+    "$ENGINE" "${import[@]}" --change 'CMD ["python3"]' "$work/python.tar" "$PY_TAG" >/dev/null
 fi
 
 if ! "$ENGINE" image exists "$PG_TAG" 2>/dev/null || [ -n "${REBUILD:-}" ]; then
@@ -31,7 +33,7 @@ if ! "$ENGINE" image exists "$PG_TAG" 2>/dev/null || [ -n "${REBUILD:-}" ]; then
         "$SUITE" "$work/postgres.tar"
     bin=$(tar -tf "$work/postgres.tar" | grep -E '^\./usr/lib/postgresql/[0-9]+/bin/postgres$' | head -1)
     bin=$(dirname "${bin#.}")
-    "$ENGINE" import \
+    "$ENGINE" "${import[@]}" \
         --change "ENV PATH=$bin:/usr/local/bin:/usr/bin:/bin" \
         --change 'ENV PGDATA=/var/lib/postgresql/data' \
         --change 'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]' \
