@@ -6,7 +6,7 @@ HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
-.PHONY: install install-test run test lint typecheck browser docs gallery bench clean
+.PHONY: install install-test run test lint typecheck browser docs gallery bench clean image check-image
 
 # `make run` needs the server and the faces extra (consistency scores): runtime dependencies
 # only. The dev and test tools come with `make test` (install-test), which builds on this.
@@ -62,6 +62,15 @@ gallery: install-test
 
 bench: install-test
 	$(BIN)/python benchmarks/sandbox.py
+
+# The container image (Containerfile; podman or docker). `make check-image` proves it: build,
+# a real journey, SIGTERM mid-job, compose up/down (minutes; not part of `make test`).
+IMAGE ?= localhost/castframe:latest
+image:
+	IMAGE=$(IMAGE) scripts/build_image.sh
+
+check-image:
+	IMAGE=$(IMAGE) scripts/check_image.sh
 
 clean:
 	rm -rf $(VENV) .castframe .pytest_cache .mypy_cache .ruff_cache

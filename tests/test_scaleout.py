@@ -17,6 +17,7 @@ from castframe.app import create_app
 from castframe.services import Services
 from castframe.store.db import Database
 from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, make_settings, open_api
+from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, data_uri, decode
 from tests.support.jobs import images_of
 from tests.support.polling import wait_until
@@ -165,3 +166,16 @@ def test_json_logs_carry_request_and_job_ids() -> None:
     assert entry["message"] == "hello world"
     assert entry["job_id"] == "job-123" and entry["request_id"] == "req-9"
     assert entry["level"] == "info" and entry["time"].endswith("Z")
+
+
+def test_failed_jobs_are_counted_by_error_code(
+    api_sqlite: Api, http_server: LoopbackServer
+) -> None:
+    failed = 'castframe_jobs_failed_total{code="invalid_image",engine="sandbox"}'
+    before = api_sqlite.client.get("/metrics").text
+    key = api_sqlite.key()
+    url = http_server.serve_bytes("/page.html", b"<html>hello</html>", "text/html")
+    job = api_sqlite.submit_and_wait(key, body_for(url))
+    assert (job["status"], job["errorCode"]) == ("FAILED", "invalid_image")
+    after = api_sqlite.client.get("/metrics").text
+    assert metric(after, failed) == metric(before, failed) + 1

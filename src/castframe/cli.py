@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ import typer
 from castframe import logs
 from castframe.allocator import bound_heap_retention
 from castframe.cli_client import generate, jobs_app
-from castframe.config import Settings
+from castframe.config import ConfigFileError, Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
 from castframe.store.db import Database
@@ -38,6 +39,37 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.command("generate")(generate)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from castframe import __version__
+
+        typer.echo(f"castframe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Castframe: a self-hosted, Apiframe-v2-compatible image API."""
+    try:
+        Settings()
+    except ConfigFileError as exc:
+        # A secret file that cannot be read: one clear line, not a traceback.
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError:
+        pass  # other invalid settings: the command that uses them reports them
 
 
 def _setup_logging() -> None:
@@ -184,10 +216,30 @@ def worker(
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to keep retrying while the database does not answer yet (a "
+            "container started beside its database).",
+        ),
+    ] = 0.0,
+) -> None:
     """Create or upgrade the database schema."""
+    from castframe.store.db import is_transient
+
     settings = Settings()
-    _db(settings).dispose()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _db(settings).dispose()
+            break
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            typer.echo("migrate: the database does not answer yet; retrying", err=True)
+            time.sleep(1.0)
     typer.echo(f"database ready: {settings.resolved_database_url.split('@')[-1]}")
 
 

@@ -6,18 +6,84 @@ SQLite and local files under ``.castframe/``, an in-process worker, the sandbox 
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "CASTFRAME_"
+FILE_SUFFIX = "_FILE"
+
+
+class ConfigFileError(ValueError):
+    """A ``CASTFRAME_<NAME>_FILE`` setting that cannot be used (unreadable, or set twice)."""
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """``CASTFRAME_<NAME>_FILE=/path``: the setting's value is that file's contents.
+
+    The convention of container secrets (Docker and Podman secrets, Kubernetes secret
+    volumes): a key need never sit in the environment, where ``inspect`` and child processes
+    see it. It works for every setting (the Ideogram and BFL keys, the signing key, database
+    and S3 credentials). The file's surrounding whitespace (its trailing newline) is dropped.
+    Setting both ``CASTFRAME_<NAME>`` and ``CASTFRAME_<NAME>_FILE`` is an error, never a guess.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every field at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {name.upper(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for field_name in self.settings_cls.model_fields:
+            env_name = f"{ENV_PREFIX}{field_name.upper()}"
+            file_var = env_name + FILE_SUFFIX
+            path = environ.get(file_var)
+            if not path:
+                continue
+            if environ.get(env_name):
+                raise ConfigFileError(f"set {env_name} or {file_var}, not both")
+            try:
+                values[field_name] = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigFileError(f"{file_var}: cannot read {path}: {reason}") from None
+        return values
 
 
 class Settings(BaseSettings):
     """All runtime configuration. The README's configuration table mirrors these fields."""
 
-    model_config = SettingsConfigDict(env_prefix="CASTFRAME_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``CASTFRAME_<NAME>_FILE`` files, then the environment (a file
+        wins over an empty variable; a file beside a non-empty variable is an error)."""
+        return (
+            init_settings,
+            _FileSecretsSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     data_dir: Path = Field(
         default=Path(".castframe"), description="Local state: SQLite database, files, secrets."

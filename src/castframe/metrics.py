@@ -39,6 +39,12 @@ JOBS_FINISHED = Counter(
     ["model", "engine", "status"],
     registry=REGISTRY,
 )
+JOBS_FAILED = Counter(
+    "castframe_jobs_failed_total",
+    "Jobs this process finished FAILED, by error code (docs/errors.md)",
+    ["engine", "code"],
+    registry=REGISTRY,
+)
 ENGINE_SECONDS = Histogram(
     "castframe_engine_seconds",
     "Engine time per job",

@@ -50,7 +50,7 @@ from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
 from castframe.media.storage import Storage, StorageError, discard
-from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
+from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FAILED, JOBS_FINISHED
 from castframe.store import states
 from castframe.store.db import Database, is_transient
 from castframe.store.group_commit import GroupCommit
@@ -499,6 +499,8 @@ class Worker:
         status = final.status if final is not None else job.status
         if status in states.TERMINAL:
             JOBS_FINISHED.labels(job.model, job.engine, status).inc()
+        if final is not None and final.status == states.FAILED:
+            JOBS_FAILED.labels(job.engine, final.error_code or "unknown").inc()
         if status == states.COMPLETED:
             END_TO_END_SECONDS.labels(job.model, job.engine).observe(
                 max(0.0, time.time() - job.created_at)
