@@ -7,11 +7,12 @@ Each hook encodes something Apiframe itself does that its OpenAPI document does 
   its official SDK maps it to ``ConflictError`` ("replayed an idempotency key with a different
   request body"), so every check is waived for that response (and only that one: any other 409
   still fails).
-- ``map_headers``: schemathesis draws short keys ("0", "a") again and again, so without help
+- ``before_call``: schemathesis draws short keys ("0", "a") again and again, so without help
   most submissions would replay an earlier key and stop at that 409 before their body is ever
   validated. Three in four valid-looking keys get a unique suffix; the fourth keeps its drawn
-  value, so the reused-key path is still exercised. Invalid keys (too long, not printable
-  ASCII) are left as drawn.
+  value, so the reused-key path is still exercised. A key at the 255-character limit keeps
+  its length (its tail is replaced); invalid keys (too long, not printable ASCII) are left as
+  drawn.
 - ``map_query``: ``cursor`` on ``GET /v2/jobs`` is an opaque token the server issues; a random
   string is rightly answered 400, which the positive-data check would call a failure.
 """
@@ -45,19 +46,20 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
 
 
 @schemathesis.hook
-def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] | None:
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    # Right before sending (every phase: the coverage phase skips the map_* hooks and sends
+    # one drawn key, often 255 zeros, with every body).
+    headers = case.headers
     if not headers:
-        return headers
+        return
     for name in list(headers):
         value = headers[name]
         if name.lower() != "idempotency-key" or not isinstance(value, str):
             continue
         n = next(_counter)
         suffix = f"-st{n}"
-        valid = value.isascii() and value.isprintable() and len(value) + len(suffix) <= 255
-        if n % 4 and valid:
-            headers[name] = value + suffix
-    return headers
+        if n % 4 and value.isascii() and value.isprintable() and len(value) <= 255:
+            headers[name] = (value + suffix)[-255:]
 
 
 @schemathesis.hook
