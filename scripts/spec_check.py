@@ -1,8 +1,9 @@
 """Hold Apiframe's own OpenAPI contract against a freshly started Castframe (schemathesis).
 
 Castframe promises to speak Apiframe's v2 image API exactly, so the contract we test against is
-Apiframe's document (``/work/shared/research/apiframe-v2-openapi.json`` by default), not the one
-Castframe serves about itself. This script:
+Apiframe's document (``--spec`` or ``APIFRAME_SPEC``; by default
+``../shared/research/apiframe-v2-openapi.json`` beside the repo, or beside its main checkout when
+run from a git worktree), not the one Castframe serves about itself. This script:
 
 1. starts ``castframe migrate``, ``castframe dev-key`` and ``castframe serve`` (what ``make run``
    does) on a free loopback port with a throwaway data dir, from this checkout's ``src/``;
