@@ -298,7 +298,8 @@ def run_schemathesis(
     env = dict(
         os.environ, SCHEMATHESIS_TELEMETRY="false", NO_COLOR="1", SCHEMATHESIS_HOOKS=str(HOOKS)
     )
-    return subprocess.run(command, env=env).returncode
+    # In the work dir: schemathesis keeps a crash cache (.schemathesis/) in its working directory.
+    return subprocess.run(command, env=env, cwd=report.parent).returncode
 
 
 def main() -> int:
