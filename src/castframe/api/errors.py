@@ -97,7 +97,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) and exc.detail else ""
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_response(ApiError(code, message), request)
+        # Starlette's own headers stay (a 405's Allow lists the methods the path takes).
+        headers = dict(getattr(exc, "headers", None) or {})
+        return error_response(ApiError(code, message, headers=headers), request)
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:

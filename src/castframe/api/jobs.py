@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -148,7 +149,7 @@ def list_jobs(
         description="Every Castframe account is one user who owns its team, so both scopes "
         "list the account's jobs (in the key's mode).",
     ),
-    search: str | None = Query(None, description="A job id: that job only."),
+    search: uuid.UUID | None = Query(None, description="A job id: that job only."),
     include_models: Literal["true", "false"] = Query(
         "false", description="`true` adds `models`: the model ids the caller has used."
     ),
@@ -162,7 +163,7 @@ def list_jobs(
             model=model,
             limit=limit,
             cursor=cursor,
-            search=search,
+            search=str(search) if search is not None else None,
         )
         models = queries.models_used(conn, principal) if include_models == "true" else None
     page: dict[str, Any] = {

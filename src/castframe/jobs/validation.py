@@ -109,6 +109,24 @@ def source_error(error: SourceError, field_path: str) -> ApiError:
     return field_error(error.code, field_path, error.message)
 
 
+def null_path(value: Any, path: str = "") -> str | None:
+    """The JSON path of the first ``null`` in a request body, or None. Apiframe's request
+    schemas have no nullable field: a field is given a value or left out."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, child in items:
+        child_path = f"{path}.{key}" if path else str(key)
+        if child is None:
+            return child_path
+        if (found := null_path(child, child_path)) is not None:
+            return found
+    return None
+
+
 def validate_request(body: Any, operation: str = "generate") -> tuple[ModelSpec, BaseModel]:
     """The model a body names (one of ``operation``'s) and the body validated by its schema."""
     if not isinstance(body, dict):
@@ -130,6 +148,8 @@ def validate_request(body: Any, operation: str = "generate") -> tuple[ModelSpec,
             f"{', '.join(sorted(served))}",
         )
     spec = served[model_id]
+    if (path := null_path(body)) is not None:
+        raise field_error("validation_error", path, "null is not a value here; leave the field out")
     try:
         return spec, spec.request_model.model_validate(body)
     except ValidationError as exc:
