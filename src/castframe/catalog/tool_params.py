@@ -31,7 +31,9 @@ from castframe.catalog.envelope import WebhookEvents, WebhookUrl
 
 MAX_SEED = 2_147_483_647
 ImageSource = Annotated[str, Field(min_length=1, json_schema_extra={"format": "uri"})]
-Unit = Annotated[float, Field(ge=0, le=1)]
+Number = Annotated[float, Field(strict=True)]
+"""A JSON number (an int is one too); a string holding a number is not, as in Apiframe's schema."""
+Unit = Annotated[Number, Field(ge=0, le=1)]
 
 
 def _integral(value: Any) -> Any:
@@ -101,10 +103,10 @@ class ClarityUpscaleParams(_Block):
     prompt: Annotated[str, Field(max_length=2000)] | None = None
     negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
     creativity: Unit | None = None
-    resemblance: Annotated[float, Field(ge=0, le=3)] | None = None
-    dynamic: Annotated[float, Field(ge=1, le=50)] | None = None
-    sharpen: Annotated[float, Field(ge=0, le=10)] | None = None
-    num_inference_steps: Annotated[int, Field(ge=1, le=100)] | None = None
+    resemblance: Annotated[Number, Field(ge=0, le=3)] | None = None
+    dynamic: Annotated[Number, Field(ge=1, le=50)] | None = None
+    sharpen: Annotated[Number, Field(ge=0, le=10)] | None = None
+    num_inference_steps: Annotated[StrictInt, Field(ge=1, le=100)] | None = None
     output_format: Literal["png", "jpg", "webp"] | None = None
     seed: StrictInt | None = None
 
