@@ -19,9 +19,10 @@ import cv2
 import numpy as np
 from PIL import Image
 from skimage import data
+from tests.support.requests import engine_request
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import EngineRequest, NullHooks
+from castframe.catalog.ideogram_params import ASPECT_SIZES
+from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 from castframe.faces import consistency, face_model
 
@@ -67,7 +68,7 @@ def main() -> None:
             for aspect, (width, height) in ASPECT_SIZES.items():
                 for style in STYLES:
                     for seed in range(args.seeds):
-                        request = EngineRequest(
+                        request = engine_request(
                             prompt=prompt,
                             negative_prompt=None,
                             style_type=style,

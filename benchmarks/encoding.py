@@ -17,8 +17,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 from PIL import Image
+from tests.support.requests import engine_request
 
-from castframe.engines.base import EngineRequest, NullHooks
+from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 from castframe.media.images import encode_image
 
@@ -29,7 +30,7 @@ def pictures() -> dict[str, np.ndarray]:
     reference = data.astronaut()
     found = {}
     for speed in ("turbo", "default"):
-        request = EngineRequest(
+        request = engine_request(
             prompt="a woman in a city street at night",
             negative_prompt=None,
             style_type="AUTO",

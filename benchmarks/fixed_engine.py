@@ -1,6 +1,6 @@
 """An engine plug-in of fixed, tiny cost, so queue benchmarks measure the queue, not pixels.
 
-Used as ``CASTFRAME_ENGINE_IDEOGRAM_CHARACTER=benchmarks.fixed_engine:FixedCostEngine`` (with
+Used as ``CASTFRAME_ROUTES=ideogram-character=benchmarks.fixed_engine:FixedCostEngine`` (with
 ``CASTFRAME_FIXED_ENGINE_MS`` for its cost). Not part of the package: benchmarks only.
 """
 

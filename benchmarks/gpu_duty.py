@@ -174,7 +174,7 @@ class Deployment:
             {
                 "CASTFRAME_DATABASE_URL": database_url,
                 "CASTFRAME_DATA_DIR": str(data_dir),
-                "CASTFRAME_ENGINE_IDEOGRAM_CHARACTER": ENGINE,
+                "CASTFRAME_ROUTES": "ideogram-character=" + ENGINE,
                 "CASTFRAME_GPU_STANDIN_MS": str(case.ms),
                 "CASTFRAME_GPU_STANDIN_DEVICES": str(case.devices),
                 "CASTFRAME_FACES_ENABLED": "true" if case.faces else "false",

@@ -65,12 +65,13 @@ def random_pipeline(configs: Path, device: str, dtype: torch.dtype) -> Any:
 def measure(engine: Any, speed: str, runs: int, size: int, images: int = 1) -> float:
     """Median seconds per image over ``runs`` jobs of ``images`` images each."""
     from skimage import data
+    from tests.support.requests import engine_request
 
-    from castframe.engines.base import EngineRequest, NullHooks
+    from castframe.engines.base import NullHooks
 
     times = []
     for seed in range(runs):
-        request = EngineRequest(
+        request = engine_request(
             prompt="a knight in a misty forest",
             negative_prompt=None,
             style_type="AUTO",

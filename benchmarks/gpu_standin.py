@@ -1,6 +1,6 @@
 """An engine plug-in that stands in for a GPU: the worker's view of one, without the GPU.
 
-    CASTFRAME_ENGINE_IDEOGRAM_CHARACTER=benchmarks.gpu_standin:StandInGpuEngine
+    CASTFRAME_ROUTES=ideogram-character=benchmarks.gpu_standin:StandInGpuEngine
     CASTFRAME_GPU_STANDIN_MS=500       # engine time per image
     CASTFRAME_GPU_STANDIN_DEVICES=1    # devices, for a worker that does not name them
 
@@ -71,7 +71,7 @@ class StandInGpuEngine:
         self.device = device
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
-        hooks.check_canceled()
+        hooks.check_cancelled()
         if self.device is not None:
             with device_lock(self.device):
                 images = self._run(request, hooks)
@@ -100,7 +100,7 @@ class StandInGpuEngine:
                 images.append(GeneratedImage(pixels, seed, request.prompt))
                 hooks.progress(int(100 * (index + 1) / request.num_images))
                 if index + 1 < request.num_images:
-                    hooks.check_canceled()
+                    hooks.check_cancelled()
         finally:
             with _BUSY_LOCK:
                 BUSY_SECONDS += time.perf_counter() - started

@@ -68,7 +68,7 @@ class Stack:
             {
                 "CASTFRAME_DATABASE_URL": database_url,
                 "CASTFRAME_DATA_DIR": str(data_dir),
-                "CASTFRAME_ENGINE_IDEOGRAM_CHARACTER": "benchmarks.fixed_engine:FixedCostEngine",
+                "CASTFRAME_ROUTES": "ideogram-character=benchmarks.fixed_engine:FixedCostEngine",
                 "CASTFRAME_FACES_ENABLED": "false",
                 "CASTFRAME_RATE_LIMIT_BURST": "100000",
                 "CASTFRAME_RATE_LIMIT_PER_SECOND": "100000",

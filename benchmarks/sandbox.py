@@ -15,9 +15,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2
 from skimage import data
+from tests.support.requests import engine_request
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import EngineRequest, NullHooks
+from castframe.catalog.ideogram_params import ASPECT_SIZES
+from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 
 STYLES = ("REALISTIC", "DESIGN", "GENERAL", "FICTION")
@@ -25,7 +26,7 @@ STYLES = ("REALISTIC", "DESIGN", "GENERAL", "FICTION")
 
 def time_one(engine: SandboxEngine, aspect: str, speed: str, style: str, seed: int) -> float:
     width, height = ASPECT_SIZES[aspect]
-    request = EngineRequest(
+    request = engine_request(
         prompt="a woman walking down a city street at night in the rain",
         negative_prompt=None,
         style_type=style,

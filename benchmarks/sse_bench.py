@@ -186,7 +186,7 @@ def main() -> None:
         sys.exit(f"open-files limit {limit} is too low for {args.streams + args.waits} sockets")
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(f"sqlite:///{tmp}/castframe.db", Path(tmp) / "data")
-        stack.env.pop("CASTFRAME_ENGINE_IDEOGRAM_CHARACTER")  # the sandbox engine
+        stack.env.pop("CASTFRAME_ROUTES")  # the sandbox engine
         bound = str(args.streams + args.waits + 100)
         stack.env.update(
             {"CASTFRAME_LIVE_LISTENERS": bound, "CASTFRAME_LIVE_LISTENERS_PER_KEY": bound}

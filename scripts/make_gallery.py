@@ -12,9 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 from skimage import data
+from tests.support.requests import engine_request
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import EngineRequest, NullHooks
+from castframe.catalog.ideogram_params import ASPECT_SIZES
+from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 
 CASES = [
@@ -37,7 +38,7 @@ def main(out_dir: Path) -> None:
     rows = ["| image | prompt | style | aspect | negative | seconds |", "|---|---|---|---|---|---|"]
     for index, (prompt, style, aspect, negative) in enumerate(CASES):
         width, height = ASPECT_SIZES[aspect]
-        request = EngineRequest(
+        request = engine_request(
             prompt=prompt,
             negative_prompt=negative,
             style_type=style,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from castframe.catalog import MODELS
 from castframe.errors import ERROR_CODES
 from castframe.jobs.accounts import hash_key
 from castframe.store.tables import api_keys
@@ -584,9 +585,11 @@ def test_cancel_queued_job_releases_hold(api_no_worker: Api) -> None:
 
 def test_models_catalog(api_no_worker: Api) -> None:
     models = api_no_worker.client.get("/v2/models").json()["models"]
-    assert [m["id"] for m in models] == ["ideogram-character"]
+    assert [m["id"] for m in models] == list(MODELS)
+    assert {m["engine"] for m in models} == {"sandbox"}  # zero setup: every model, no key
     model = api_no_worker.client.get("/v2/models/ideogram-character").json()
-    assert model["pricing"]["byRenderingSpeed"] == {"turbo": 10, "default": 15, "quality": 20}
+    assert model["pricing"]["tiers"] == {"turbo": 10, "default": 15, "quality": 20}
+    assert (model["costMin"], model["costMax"]) == (10, 80)
     props = model["schema"]["properties"]
     assert {"prompt", "model", "ideogramParams", "aspect_ratio", "webhookUrl"} <= set(props)
     missing = api_no_worker.client.get("/v2/models/nope")

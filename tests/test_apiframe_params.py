@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES, RESOLUTIONS, STYLE_PRESETS
+from castframe.catalog.ideogram_params import ASPECT_SIZES, RESOLUTIONS, STYLE_PRESETS
 from castframe.engines.open_weights import families
 from castframe.engines.router import check_params
 from tests.conftest import PG_ADMIN_URL, Api, body_for, make_settings, open_api

@@ -92,7 +92,7 @@ def test_backends_terminated_every_second_while_100_jobs_run(tmp_path: Path) -> 
         open_api(
             tmp_path,
             url,
-            engine_ideogram_character=ENGINE,
+            routes="ideogram-character=" + ENGINE,
             faces_enabled=False,
             max_active_jobs=200,
         ) as api,
@@ -221,7 +221,7 @@ def test_worker_writes_survive_a_blinking_database(
     retried (or skipped, for progress): every job completes in its first attempt, charged
     once, and no job's message shows SQL or a lease id."""
     with open_api(
-        tmp_path, database_url, engine_ideogram_character=ENGINE, faces_enabled=False
+        tmp_path, database_url, routes="ideogram-character=" + ENGINE, faces_enabled=False
     ) as api:
         flaky = FlakyWrites(api.services.db, budget=12)
         monkeypatch.setattr(api.services.db, "write", flaky.write)
@@ -266,7 +266,7 @@ def test_an_engine_raising_a_database_error_fails_the_job_without_sql(
     """The whole path: a job whose run raises a (non-transient) SQLAlchemy error ends FAILED
     internal_error, uncharged, its message free of SQL."""
     with open_api(
-        tmp_path, sqlite_url, engine_ideogram_character="tests.support.engines:BrokenEngine"
+        tmp_path, sqlite_url, routes="ideogram-character=tests.support.engines:BrokenEngine"
     ) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(upload_reference(api, key)))
@@ -283,7 +283,7 @@ def test_webhook_attempts_are_recorded_across_a_blinking_database(
     the database answers again, so the receiver gets the completed event once, not again after
     the delivery's lease runs out."""
     with open_api(
-        tmp_path, database_url, engine_ideogram_character=ENGINE, faces_enabled=False
+        tmp_path, database_url, routes="ideogram-character=" + ENGINE, faces_enabled=False
     ) as api:
         http_server.routes["/hook"] = lambda _request: Reply(200, b"ok")
         key = api.key()
@@ -311,7 +311,7 @@ def test_an_outage_longer_than_the_lease_does_not_requeue_live_jobs(tmp_path: Pa
         open_api(
             tmp_path,
             url,
-            engine_ideogram_character="tests.support.engines:SlowSteppingEngine",
+            routes="ideogram-character=tests.support.engines:SlowSteppingEngine",
             faces_enabled=False,
             lease_seconds=1.5,
             worker_concurrency=2,  # an idle slot polls, and reaps leases, as soon as it can

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
+from castframe.catalog.ideogram_params import ASPECT_SIZES
 from castframe.config import Settings
-from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
+from castframe.engines.base import EngineRequest, JobCancelled, NullHooks
 from castframe.engines.open_weights.families import detect_family, text_encoder_layers
 from castframe.engines.router import route_engine
 from castframe.services import Services
@@ -97,7 +97,7 @@ def test_progress_per_step_and_cancel_between_steps(engine: object) -> None:
     assert len(recorder.values) == 16  # 8 steps x 2 images
     assert recorder.values == sorted(recorder.values) and recorder.values[-1] == 95
     stopper = Recorder(cancel_after=3)
-    with pytest.raises(JobCanceled):
+    with pytest.raises(JobCancelled):
         engine.generate(request(rendering_speed="quality"), stopper)  # type: ignore[attr-defined]
     assert len(stopper.values) < 8
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from castframe.engines.base import EngineRequest, JobCanceled, NullHooks
+from castframe.engines.base import EngineRequest, JobCancelled, NullHooks
 from castframe.engines.open_weights.families import QWEN_IMAGE_EDIT, missing_requirements
 from tests.conftest import Api
 from tests.support.apps import api_with_model, wide_job
@@ -66,7 +66,7 @@ def test_generate_maps_steps_seed_and_negative_prompt(qwen: object) -> None:
 
 def test_cancel_between_steps(qwen: object) -> None:
     stopper = Recorder(cancel_after=3)
-    with pytest.raises(JobCanceled):
+    with pytest.raises(JobCancelled):
         qwen.generate(small(negative_prompt=None), stopper)  # type: ignore[attr-defined]
     assert len(stopper.values) < QWEN_IMAGE_EDIT.steps["turbo"]
 
@@ -97,7 +97,7 @@ def test_edit_with_a_mask_keeps_unmasked_pixels(
     [images] = seen
     assert isinstance(images, list) and len(images) == 2  # [scene, character reference]
     assert np.array_equal(np.asarray(images[0]), scene)
-    assert np.array_equal(np.asarray(images[1]), engine_request().reference)
+    assert np.array_equal(np.asarray(images[1]), engine_request().inputs.character.pixels)
 
 
 def test_missing_torchvision_is_a_clear_startup_error(

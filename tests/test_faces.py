@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
+from castframe.catalog.ideogram_params import ASPECT_SIZES
 from castframe.engines.base import NullHooks
 from castframe.engines.sandbox import SandboxEngine
 from castframe.faces import consistency

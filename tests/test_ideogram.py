@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from castframe.config import Settings
+from castframe.catalog import MODELS
 from castframe.engines.router import route_engine
 from tests.conftest import Api, body_for, make_api, open_api
 from tests.support.fake_ideogram import FakeIdeogram
@@ -42,12 +43,12 @@ def ideogram_api(tmp_path: Path, sqlite_url: str, fake: FakeIdeogram) -> Iterato
 
 
 def test_routing_rules() -> None:
-    assert route_engine("ideogram-character", "live", Settings()) == "sandbox"
+    assert route_engine(MODELS["ideogram-character"], "live", Settings()) == "sandbox"
     keyed = Settings(ideogram_api_key="k")
-    assert route_engine("ideogram-character", "live", keyed) == "ideogram"
-    assert route_engine("ideogram-character", "test", keyed) == "sandbox"
-    forced = Settings(ideogram_api_key="k", engine_ideogram_character="sandbox")
-    assert route_engine("ideogram-character", "live", forced) == "sandbox"
+    assert route_engine(MODELS["ideogram-character"], "live", keyed) == "ideogram"
+    assert route_engine(MODELS["ideogram-character"], "test", keyed) == "sandbox"
+    forced = Settings(ideogram_api_key="k", routes="ideogram-character=sandbox")
+    assert route_engine(MODELS["ideogram-character"], "live", forced) == "sandbox"
 
 
 def test_generate_maps_every_parameter_and_stores_results(

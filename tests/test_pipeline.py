@@ -142,7 +142,7 @@ def status(api: Api, job_id: str) -> str:
 def counting_api(tmp_path: Path, database_url: str) -> Iterator[Api]:
     CountingEngine.calls = 0
     with open_api(
-        tmp_path, database_url, run_worker=False, engine_ideogram_character=COUNTING
+        tmp_path, database_url, run_worker=False, routes="ideogram-character=" + COUNTING
     ) as api:
         yield api
 
@@ -271,7 +271,7 @@ def test_a_worker_with_two_devices_runs_one_engine_per_device_in_parallel(
 ) -> None:
     DeviceEngine.reset()
     with open_api(
-        tmp_path, database_url, run_worker=False, engine_ideogram_character=DEVICES
+        tmp_path, database_url, run_worker=False, routes="ideogram-character=" + DEVICES
     ) as api:
         key = api.key()
         with running_worker(api, api.services.storage, worker_devices="dev:0,dev:1") as worker:

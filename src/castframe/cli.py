@@ -12,6 +12,7 @@ import typer
 
 from castframe import logs
 from castframe.cli_client import generate, jobs_app
+from castframe.catalog import FLAGSHIP
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
@@ -298,6 +299,8 @@ def dev_key() -> None:
             key_file.write_text(raw + "\n")
             key_file.chmod(0o600)
     base = settings.resolved_public_url
+    model, block = FLAGSHIP.id, FLAGSHIP.params_key
+    image = FLAGSHIP.saved_character_field
     typer.echo(f"""
 Castframe is starting at {base}  (playground: {base}/ , API docs: {base}/docs)
 Development API key (account 'dev', {settings.dev_credits} credits, sandbox engine):
@@ -310,8 +313,8 @@ Try it (upload a reference photo, then generate with it):
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
   curl -s -X POST {base}/v2/images/generate -H "X-API-Key: $CASTFRAME_API_KEY" \\
        -H "Content-Type: application/json" \\
-       -d '{{"prompt": "a detective in a rainy city street at night", "model": "ideogram-character",
-            "ideogramParams": {{"character_reference_image": "'$REF'", "style_type": "REALISTIC"}}}}'
+       -d '{{"prompt": "a detective in a rainy city street at night", "model": "{model}",
+            "{block}": {{"{image}": "'$REF'", "style_type": "REALISTIC"}}}}'
   curl -s -H "X-API-Key: $CASTFRAME_API_KEY" {base}/v2/jobs/<jobId>
 """)
 

@@ -196,14 +196,19 @@ class Settings(BaseSettings):
         default=8, ge=1, description="Deliveries in flight per process."
     )
 
-    price_turbo: int = Field(default=10, ge=0, description="Credits per turbo image.")
-    price_default: int = Field(default=15, ge=0, description="Credits per default image.")
-    price_quality: int = Field(default=20, ge=0, description="Credits per quality image.")
-
-    engine_ideogram_character: str = Field(
+    prices: dict[str, int | dict[str, int]] = Field(
+        default_factory=dict,
+        description="Credits per output by model, over the catalog's defaults (JSON): a "
+        'number for every tier, or tiers by name, e.g. `{"<model id>": 4, "<other id>": '
+        '{"turbo": 12}}`. GET /v2/models shows the prices in force.',
+    )
+    routes: str = Field(
         default="",
-        description="Engine for live `ideogram-character` jobs: sandbox, ideogram, diffusers; "
-        "empty = ideogram with an Ideogram key, else diffusers with a model, else sandbox.",
+        description="Which engine serves each model for live keys: comma-separated "
+        "`pattern=engine`, first match wins (`ideogram-*=ideogram,flux-*=sandbox`); "
+        "engines: sandbox, ideogram, diffusers, or a plug-in `package.module:Factory`. Unmatched "
+        "models go to their provider's engine when its key is set, else the sandbox. Test keys "
+        "always use the sandbox.",
     )
     diffusers_model: str = Field(
         default="", description="Local diffusers pipeline directory (enables `diffusers`)."

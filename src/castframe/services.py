@@ -13,7 +13,6 @@ from castframe.dispatch.worker import Worker
 from castframe.engines.router import (
     EngineRegistry,
     Routing,
-    live_engine,
     validate_engine_settings,
 )
 from castframe.jobs.keycache import KeyCache
@@ -141,7 +140,7 @@ class Services:
         self, concurrency: int | None = None, devices: list[str] | None = None
     ) -> Worker:
         devices = devices or self.settings.worker_device_list
-        if live_engine(self.settings) == "diffusers":
+        if "diffusers" in Routing(self.settings).served().values():
             # Load the weights once per device, before the first job.
             for registry in [self.engines.for_device(name) for name in devices] or [self.engines]:
                 registry.get("diffusers")

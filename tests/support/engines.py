@@ -1,6 +1,6 @@
 """Engine plug-ins for tests: tiny images at a known cost, reporting progress as they go.
 
-Loaded like any operator's plug-in (``engine_ideogram_character="tests.support.engines:..."``),
+Loaded like any operator's plug-in (``routes="ideogram-character=tests.support.engines:..."``),
 so the worker runs its real path around them: progress writes, cancel checks, storage.
 """
 
@@ -31,7 +31,7 @@ class SteppingEngine:
         for step in range(STEPS):
             time.sleep(self.STEP_SECONDS)
             hooks.progress(int(100 * (step + 1) / (STEPS + 1)))
-            hooks.check_canceled()
+            hooks.check_cancelled()
         pixels = np.full((16, 16, 3), request.seed % 251, np.uint8)
         return EngineResult(
             images=[

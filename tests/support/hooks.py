@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from castframe.engines.base import JobCanceled
+from castframe.engines.base import JobCancelled
 
 
 class Recorder:
@@ -16,7 +16,7 @@ class Recorder:
     def progress(self, percent: int) -> None:
         self.values.append(percent)
 
-    def check_canceled(self) -> None:
+    def check_cancelled(self) -> None:
         self.checks += 1
         if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise JobCanceled()
+            raise JobCancelled()

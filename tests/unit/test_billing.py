@@ -37,12 +37,15 @@ from castframe.store.tables import jobs
 )
 def test_default_prices(speed: str, count: int, price: int) -> None:
     params = {"rendering_speed": speed, "num_images": count}
-    assert IDEOGRAM_CHARACTER.price(params, Settings()) == price
+    assert IDEOGRAM_CHARACTER.price(params, Settings().prices) == price
 
 
 def test_prices_are_configurable() -> None:
-    custom = Settings(price_turbo=1, price_default=2, price_quality=3)
-    assert IDEOGRAM_CHARACTER.price({"rendering_speed": "quality", "num_images": 2}, custom) == 6
+    custom = Settings(prices={"ideogram-character": {"turbo": 1, "default": 2, "quality": 3}})
+    params = {"rendering_speed": "quality", "num_images": 2}
+    assert IDEOGRAM_CHARACTER.price(params, custom.prices) == 6
+    flat = Settings(prices={"ideogram-character": 4})
+    assert IDEOGRAM_CHARACTER.price(params, flat.prices) == 8
 
 
 def test_balance_arithmetic() -> None:

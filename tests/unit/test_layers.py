@@ -29,14 +29,14 @@ ALLOWED: dict[str, set[str]] = {
     "faces": set(),
     "client": set(),
     "cli_client": {"client"},
-    "engines": {"media"},
+    "engines": {"catalog", "media"},
     "jobs": {"catalog", "media", "store"},
     "webhooks": {"jobs", "media", "store"},
-    "dispatch": {"engines", "faces", "jobs", "media", "store"},
-    "services": {"dispatch", "engines", "jobs", "media", "store", "webhooks"},
+    "dispatch": {"catalog", "engines", "faces", "jobs", "media", "store"},
+    "services": {"catalog", "dispatch", "engines", "jobs", "media", "store", "webhooks"},
     "api": {"catalog", "dispatch", "engines", "faces", "jobs", "media", "services", "store"},
     "app": {"api", "services"},
-    "cli": {"app", "cli_client", "jobs", "services", "store"},
+    "cli": {"app", "catalog", "cli_client", "jobs", "services", "store"},
 }
 
 
@@ -107,3 +107,36 @@ def test_nothing_but_the_app_imports_the_api() -> None:
 def test_the_checker_sees_imports_inside_functions() -> None:
     """The worker's diffusers engine is imported lazily; the reader must still see it."""
     assert any(target == "engines" for target, _file in imports()["services"])
+
+
+MODEL_AWARE = {"catalog", "engines", "client", "cli_client"}
+"""Where a model id or a params field may be named: the catalog declares models, engines map
+them onto providers; the SDK and its CLI are clients of the API, with client-side defaults."""
+
+
+def model_words() -> set[str]:
+    """Model ids, params keys and the (unmistakable) image field names of every model."""
+    from castframe.catalog import MODELS
+
+    words = set(MODELS) | {spec.params_key for spec in MODELS.values()}
+    words |= {
+        field.name for spec in MODELS.values() for field in spec.image_fields if "_" in field.name
+    }
+    return words
+
+
+def test_no_module_outside_the_catalog_and_engines_names_a_model() -> None:
+    """Adding a model is a catalog module: the generic path (validation, pricing, routing,
+    the worker, the API) reads the registry and never a model's id or fields."""
+    words = model_words()
+    found = []
+    for path in SOURCE.rglob("*.py"):
+        relative = path.relative_to(SOURCE.parent).with_suffix("")
+        if layer_of(".".join(relative.parts)) in MODEL_AWARE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = {word for word in words if word in node.value}
+                if named:
+                    found.append(f"{relative}:{node.lineno}: {sorted(named)}")
+    assert found == []

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from castframe.catalog.ideogram_character import ASPECT_SIZES
-from castframe.engines.base import JobCanceled, NullHooks
+from castframe.catalog.ideogram_params import ASPECT_SIZES
+from castframe.engines.base import JobCancelled, NullHooks
 from castframe.engines.prompt import expand_prompt
 from castframe.engines.sandbox import SandboxEngine
 from castframe.engines.sandbox.scene import parse_scene
@@ -204,7 +204,7 @@ def test_magic_prompt_is_deterministic_and_honours_off() -> None:
 
 def test_engine_reports_progress_and_stops_when_canceled() -> None:
     hooks = Recorder(cancel_after=1)
-    with pytest.raises(JobCanceled):
+    with pytest.raises(JobCancelled):
         ENGINE.generate(request(num_images=4), hooks)
     assert hooks.values and hooks.values == sorted(hooks.values)
     assert max(hooks.values) < 100

@@ -7,7 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 
 from castframe.api.deps import get_services
-from castframe.catalog import MODELS
+from castframe.catalog import MODELS, ModelSpec
+from castframe.config import Settings
+from castframe.engines.router import Routing
 from castframe.errors import ApiError
 
 router = APIRouter(tags=["models"])
@@ -18,17 +20,26 @@ def list_models(
     request: Request, modality: Literal["image", "video", "music"] | None = None
 ) -> dict[str, Any]:
     settings = get_services(request).settings
+    served = Routing(settings).served()
     return {
         "models": [
-            spec.describe(settings)
-            for spec in MODELS.values()
-            if modality is None or spec.modality == modality
+            describe(spec, settings, served[model_id])
+            for model_id, spec in MODELS.items()
+            if model_id in served and (modality is None or spec.modality == modality)
         ]
     }
 
 
+def describe(spec: ModelSpec, settings: Settings, engine: str) -> dict[str, Any]:
+    """The catalog entry with the prices in force and, as an extension, the engine that
+    runs it for live keys (test keys always use the sandbox)."""
+    return {**spec.describe(settings.prices), "engine": engine}
+
+
 @router.get("/v2/models/{model_id}", summary="One model's parameters and prices")
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    if model_id not in MODELS:
+    settings = get_services(request).settings
+    served = Routing(settings).served()
+    if model_id not in served:
         raise ApiError("not_found", f"no model {model_id!r}")
-    return MODELS[model_id].describe(get_services(request).settings)
+    return describe(MODELS[model_id], settings, served[model_id])

@@ -36,7 +36,7 @@ class CharacterRequest(BaseModel):
 def load_image(services: Services, principal: Principal, source: str) -> DecodedImage:
     """The character image from any source, with the same rules as job inputs."""
     try:
-        return services.inputs.load(principal.owner, source, "image")
+        return services.inputs.load(principal.owner, source, "image").image
     except SourceError as exc:
         raise source_error(exc, "image") from exc
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
-from castframe.catalog.ideogram_character import IdeogramCharacterRequest
+from castframe.catalog import operations
 from castframe.errors import ApiError, field_error
 from castframe.jobs import idempotency
 from castframe.jobs.accounts import Principal
@@ -28,30 +28,8 @@ from castframe.store import states
 
 router = APIRouter(tags=["images"])
 
-GENERATE_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": IdeogramCharacterRequest.model_json_schema(
-                    by_alias=True, ref_template="#/components/schemas/{model}"
-                ),
-                "example": {
-                    "prompt": "a detective walking down a rainy city street at night",
-                    "model": "ideogram-character",
-                    "ideogramParams": {
-                        "character_reference_image": "https://example.com/me.jpg",
-                        "style_type": "REALISTIC",
-                        "rendering_speed": "turbo",
-                        "seed": 7,
-                    },
-                    "aspect_ratio": "3:4",
-                    "webhookUrl": "https://example.com/hooks/castframe",
-                },
-            }
-        },
-    },
-}
+IMAGE_JOB_DOC = {"requestBody": {"required": True, "content": {"application/json": {}}}}
+"""Filled from the model registry when the document is built (api/openapi.py)."""
 
 
 MAX_JSON_DEPTH = 64
@@ -215,17 +193,22 @@ def read_job_view(services: Services, principal: Principal, job_id: str) -> dict
 
 
 async def submit(
-    services: Services, principal: Principal, body: Any, key: str | None, inline_images: bool
+    services: Services,
+    principal: Principal,
+    body: Any,
+    key: str | None,
+    inline_images: bool,
+    operation: str = "generate",
 ) -> str:
     """Prepare and insert the job; the idempotency record is completed in the same transaction
     (with other submissions of this moment: jobs/submitter.py). Validation runs on the event
     loop, except for bodies with inline images, whose decoding goes to a thread."""
     if inline_images:
         submission = await run_in_threadpool(
-            prepare, body, principal, services.settings, services.routing
+            prepare, body, principal, services.settings, services.routing, operation
         )
     else:
-        submission = prepare(body, principal, services.settings, services.routing)
+        submission = prepare(body, principal, services.settings, services.routing, operation)
     job = await services.submitter.submit_async(principal, submission, key)
     JOBS_SUBMITTED.labels(job.model, job.engine, job.mode).inc()
     return accepted_body(job)
@@ -245,14 +228,10 @@ def take_submission_token(request: Request, principal: Principal) -> None:
         )
 
 
-@router.post(
-    "/v2/images/generate",
-    status_code=202,
-    openapi_extra=GENERATE_DOC,
-    summary="Submit a generation job",
-    responses={202: {"description": 'Queued: `{"jobId", "status": "QUEUED"}`'}},
-)
 async def generate(request: Request, principal: Principal = Depends(authenticate)) -> Response:
+    """Every image endpoint (``POST /v2/images/<operation>``): the operation is the path's
+    last segment, and the body names one of its models."""
+    operation = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     services = get_services(request)
     settings = services.settings
     body, raw = await read_json_body(request, settings.max_body_bytes, settings.body_read_timeout)
@@ -280,7 +259,7 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
     wait = parse_prefer_wait(request.headers.get("prefer"))
     try:
         take_submission_token(request, principal)
-        response_body = await submit(services, principal, body, key, b'"data:' in raw)
+        response_body = await submit(services, principal, body, key, b'"data:' in raw, operation)
     except BaseException:
         if key:
             await run_in_threadpool(idempotency.forget, services.db, principal.account_id, key)
@@ -297,4 +276,24 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
         status_code=200 if finished else 202,
         media_type="application/json",
         headers={"Preference-Applied": f"wait={wait:g}", "Location": f"/v2/jobs/{job_id}"},
+    )
+
+
+SUMMARIES = {
+    "generate": "Submit a generation job",
+    "edit": "Submit an image edit job",
+    "background-remove": "Submit a background removal job",
+    "upscale": "Submit an upscaling job",
+}
+
+for _operation in operations():
+    router.add_api_route(
+        f"/v2/images/{_operation}",
+        generate,
+        methods=["POST"],
+        status_code=202,
+        openapi_extra=IMAGE_JOB_DOC,
+        summary=SUMMARIES.get(_operation, f"Submit a {_operation} job"),
+        responses={202: {"description": 'Queued: `{"jobId", "status": "QUEUED"}`'}},
+        name=f"images_{_operation.replace('-', '_')}",
     )

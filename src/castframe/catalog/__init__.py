@@ -1,10 +1,32 @@
-"""The model catalog: one module per model, each a ``ModelSpec``."""
+"""The model registry: every model Castframe can serve, each declared by its catalog module.
+
+Adding a model is a module here (its ``ModelSpec``: schema, params, images, prices) listed in
+``_ALL`` below, plus its tests; engines/router.py decides which engine serves it.
+"""
 
 from __future__ import annotations
 
-from castframe.catalog.base import ModelSpec
+from castframe.catalog.base import MAX_SEED, ImageField, ModelSpec
 from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
+from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
+from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
+from castframe.catalog.ideogram_v4 import IDEOGRAM_V4
 
-MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in (IDEOGRAM_CHARACTER,)}
+_ALL: tuple[ModelSpec, ...] = (IDEOGRAM_CHARACTER, *IDEOGRAM_V3, *IDEOGRAM_V4, *IDEOGRAM_V2)
 
-__all__ = ["MODELS", "ModelSpec"]
+MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _ALL}
+FLAGSHIP = IDEOGRAM_CHARACTER
+"""The model the quick start, the playground and the CLI default to."""
+
+
+def models_for(operation: str) -> dict[str, ModelSpec]:
+    """The models of one endpoint (``generate``, ``edit``…), by id."""
+    return {model_id: spec for model_id, spec in MODELS.items() if spec.operation == operation}
+
+
+def operations() -> list[str]:
+    """Every endpoint some model serves, in registry order."""
+    return list(dict.fromkeys(spec.operation for spec in _ALL))
+
+
+__all__ = ["FLAGSHIP", "MAX_SEED", "MODELS", "ImageField", "ModelSpec", "models_for", "operations"]

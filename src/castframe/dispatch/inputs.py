@@ -1,5 +1,6 @@
 """Loading a job's (or a saved character's) images: media/sources.py's one resolver, with
-uploads read from this server's storage and a small cache of decoded uploads."""
+uploads read from this server's storage and a small cache of decoded uploads. ``for_job`` is
+the one way a job's image fields (named by its catalog model) become an engine's inputs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from castframe.catalog import ModelSpec
 from castframe.config import Settings
+from castframe.engines.base import EngineInputs, InputImage
 from castframe.errors import JobFailure
+from castframe.jobs.record import Job
 from castframe.jobs.uploads import Owner, get_upload
-from castframe.media.images import DecodedImage
+from castframe.media.images import DecodedImage, to_gray_mask
 from castframe.media.sources import ImageReader, SourceError, classify
 from castframe.media.storage import Storage, StorageError
 from castframe.store.db import Database
@@ -23,6 +27,47 @@ class Loaded:
 
     image: DecodedImage
     storage_key: str | None = None
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """A job's engine inputs, and its character reference as read (its bytes key the face
+    descriptor cache; its upload holds the descriptor sidecar)."""
+
+    engine: EngineInputs
+    character: Loaded | None = None
+
+
+def _input(loaded: Loaded) -> InputImage:
+    return InputImage(loaded.image.pixels, loaded.image.raw)
+
+
+def assemble(loaded: dict[str, list[Loaded]]) -> JobInputs:
+    """Pure: decoded images by role -> the engine's inputs. A mask must match its image's
+    size; it becomes a bool array, True where the engine may paint."""
+    image = loaded.get("image", [None])[0]
+    mask_image = loaded.get("mask", [None])[0]
+    mask = None
+    if image is not None and mask_image is not None:
+        edit, given = image.image, mask_image.image
+        if (given.width, given.height) != (edit.width, edit.height):
+            raise JobFailure(
+                "invalid_image",
+                f"mask is {given.width}x{given.height} but image is "
+                f"{edit.width}x{edit.height}; they must match",
+            )
+        mask = to_gray_mask(given, (edit.width, edit.height))
+    character = loaded.get("character", [None])[0]
+    return JobInputs(
+        EngineInputs(
+            character=_input(character) if character else None,
+            image=_input(image) if image else None,
+            mask=mask,
+            style_references=tuple(_input(item) for item in loaded.get("style", [])),
+            references=tuple(_input(item) for item in loaded.get("reference", [])),
+        ),
+        character,
+    )
 
 
 @dataclass
@@ -41,12 +86,9 @@ class InputLoader:
     def __post_init__(self) -> None:
         self._reader = ImageReader.from_settings(self.settings)
 
-    def load(self, owner: Owner, source: str, what: str) -> DecodedImage:
-        """The decoded image, or SourceError (its message names ``what``)."""
-        return self.load_source(owner, source, what).image
-
-    def load_source(self, owner: Owner, source: str, what: str) -> Loaded:
-        """``load``, with the upload's storage key when the source is an upload."""
+    def load(self, owner: Owner, source: str, what: str) -> Loaded:
+        """The decoded image (with its upload's storage key when it is an upload), or
+        SourceError whose message names ``what``."""
         settings = self.settings
         try:
             found = classify(
@@ -79,15 +121,31 @@ class InputLoader:
                     self._cache.popitem(last=False)
         return loaded
 
-    def load_for_job(self, owner: Owner, source: str, what: str) -> DecodedImage:
-        """``load`` for the worker: a failure is the job's ``JobFailure``. An image over the
-        limits is ``invalid_image`` there (the job error table has no size code of its own)."""
-        return self.load_source_for_job(owner, source, what).image
+    def for_job(self, job: Job, spec: ModelSpec) -> JobInputs:
+        """Every input image of a job, by the role its model gives each image field: the one
+        way a job's params become an engine's named inputs. A failure is the job's
+        ``JobFailure`` (an image over the limits is ``invalid_image`` there: the job error
+        table has no size code of its own)."""
+        owner: Owner = (job.account_id, job.mode)
+        loaded: dict[str, list[Loaded]] = {}
+        for image_field in spec.image_fields:
+            source = job.params.get(image_field.name)
+            if not source:
+                continue
+            sources = source if isinstance(source, list) else [source]
+            loaded[image_field.role] = [
+                self._for_job(
+                    owner,
+                    item,
+                    f"{image_field.name}[{index}]" if image_field.many else image_field.name,
+                )
+                for index, item in enumerate(sources)
+            ]
+        return assemble(loaded)
 
-    def load_source_for_job(self, owner: Owner, source: str, what: str) -> Loaded:
-        """``load_source`` with ``load_for_job``'s failures."""
+    def _for_job(self, owner: Owner, source: str, what: str) -> Loaded:
         try:
-            return self.load_source(owner, source, what)
+            return self.load(owner, source, what)
         except SourceError as exc:
             code = "invalid_image" if exc.code == "image_too_large" else exc.code
             raise JobFailure(code, exc.message) from exc

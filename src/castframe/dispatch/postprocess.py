@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from castframe.catalog.base import SAVED_CHARACTER_PARAM
 from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import Loaded
 from castframe.engines.base import EngineRequest, EngineResult, RunHooks
@@ -64,7 +65,9 @@ class Prepared:
 
     job: Job
     request: EngineRequest
-    reference: Loaded
+    reference: Loaded | None
+    """The character reference as read; None for a model or job without one (nothing is
+    scored then)."""
     hooks: RunHooks
     """The job's progress and cancellation hooks, one for all its stages (its throttles
     then span them: a job checked for cancellation at its claim is not asked again at once)."""
@@ -95,19 +98,23 @@ class PostProcessor:
             return self.face_pool
         return face_model()
 
-    def consistency(self, prepared: Prepared, result: EngineResult) -> list[dict[str, Any] | None]:
+    def consistency(
+        self, prepared: Prepared, result: EngineResult
+    ) -> list[dict[str, Any] | None] | None:
         """Per image: does the output's best face match the reference's main face?
 
         The verdict is computed here from the faces found (wherever they were found), so the
         pool's verdicts are the in-process ones by construction.
         """
+        if prepared.reference is None:
+            return None  # no character: nothing to be consistent with, no field at all
         finder = self.finder()
         if finder is None:
             return [None] * len(result.images)
         job = prepared.job
         reference = self.characters.descriptor(
             (job.account_id, job.mode),
-            job.params.get("character_id"),
+            job.params.get(SAVED_CHARACTER_PARAM),
             prepared.reference.image,
             finder,
             upload_key=prepared.reference.storage_key,
@@ -116,14 +123,18 @@ class PostProcessor:
         return [consistency(reference, faces) for faces in found]
 
     def store_outputs(
-        self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None]
+        self, job: Job, result: EngineResult, scores: list[dict[str, Any] | None] | None
     ) -> dict[str, Any]:
-        """Encode and store every image; the job's ``result`` (keys, sizes, scores)."""
+        """Encode and store every image; the job's ``result`` (keys, sizes, scores: None for
+        a job without a character, whose images then carry no ``consistency``)."""
         chosen = output_format_of(job)
         content_type = OUTPUT_FORMATS[chosen][0]
         images = []
         files = []
-        for index, (image, score) in enumerate(zip(result.images, scores, strict=True)):
+        scored = scores is not None
+        for index, (image, score) in enumerate(
+            zip(result.images, scores or [None] * len(result.images), strict=True)
+        ):
             data = encode_image(image.pixels, chosen)
             key = output_key(job.id, job.created_at, index, image.seed, chosen, job.attempts)
             files.append((key, data, content_type))
@@ -135,7 +146,7 @@ class PostProcessor:
                     "seed": image.seed,
                     "prompt": image.prompt,
                     "contentType": content_type,
-                    "consistency": score,
+                    **({"consistency": score} if scored else {}),
                     **({"metadata": image.metadata} if image.metadata else {}),
                 }
             )

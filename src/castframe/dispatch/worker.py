@@ -28,24 +28,26 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from castframe import logs
+from castframe.catalog import MODELS
 from castframe.config import Settings
 from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import InputLoader, Loaded
 from castframe.dispatch.pipeline import Failed, Lane, PostPool
 from castframe.dispatch.postprocess import PostProcessor, Prepared, output_key, stored_keys
-from castframe.engines.base import EngineRequest, EngineResult, JobCanceled
+from castframe.engines.base import EngineInputs, EngineRequest, EngineResult, JobCancelled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
 from castframe.faces.pool import FacePool
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
-from castframe.media.images import to_gray_mask
 from castframe.media.storage import Storage, StorageError, discard
 from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FINISHED
 from castframe.store import states
@@ -91,6 +93,19 @@ def failure_of(exc: Exception) -> JobFailure:
     return JobFailure("engine_error", message)
 
 
+class NotCompleted(Enum):
+    """Why a finished job's completion did not stand (the guard refused it)."""
+
+    CANCELLED = "cancelled"
+    """Its owner asked to cancel it meanwhile: nothing written, no charge."""
+    LEASE_LOST = "lease lost"
+    """Its lease expired and another attempt holds it: that attempt finishes it."""
+
+
+Completion = Job | NotCompleted
+"""A completion's outcome: the job as the database now holds it, or why it did not stand."""
+
+
 @dataclass(frozen=True)
 class Finished:
     """A job whose engine is done and whose outputs are stored, waiting to be completed."""
@@ -108,7 +123,7 @@ class JobHooks:
     job: Job
     _last_write: float = 0.0
     _last_check: float = 0.0
-    _canceled: bool = False
+    _cancelled: bool = False
     _last_percent: int = field(default=-1)
 
     def progress(self, percent: int) -> None:
@@ -119,7 +134,7 @@ class JobHooks:
         self._last_write = self._last_check = now
         try:
             with self.worker.db.write() as conn:
-                self._canceled = job_store.report_progress(
+                self._cancelled = job_store.report_progress(
                     conn, self.job, self.worker.worker_id, percent
                 )
         except Exception as exc:
@@ -131,18 +146,18 @@ class JobHooks:
             return
         self._last_percent = percent
 
-    def check_canceled(self) -> None:
+    def check_cancelled(self) -> None:
         now = time.monotonic()
-        if not self._canceled and now - self._last_check >= CANCEL_CHECK_INTERVAL:
+        if not self._cancelled and now - self._last_check >= CANCEL_CHECK_INTERVAL:
             self._last_check = now
             try:
                 with self.worker.db.read() as conn:
-                    self._canceled = job_store.cancel_requested(conn, self.job.id)
+                    self._cancelled = job_store.cancel_requested(conn, self.job.id)
             except Exception as exc:
                 if not is_transient(exc):  # unknown for now: asked again next interval
                     raise
-        if self._canceled:
-            raise JobCanceled()
+        if self._cancelled:
+            raise JobCancelled()
 
 
 class Worker:
@@ -198,7 +213,7 @@ class Worker:
         # Retention passes on a thread of their own, never in the claim transaction: they
         # delete files (jobs/retention.py).
         self.retention = RetentionSweeper(settings, db, storage)
-        self.completions: GroupCommit[Finished, Job | str] = GroupCommit(
+        self.completions: GroupCommit[Finished, Completion] = GroupCommit(
             self._complete_batch,
             self._complete_one,
             max_batch=self.concurrency * self.post_limit,
@@ -327,9 +342,9 @@ class Worker:
         try:
             # The claim has just read cancel_requested: the first database check can wait.
             hooks = JobHooks(
-                self, job, _last_check=time.monotonic(), _canceled=job.cancel_requested
+                self, job, _last_check=time.monotonic(), _cancelled=job.cancel_requested
             )
-            hooks.check_canceled()
+            hooks.check_cancelled()
             request, reference = self._retrying(
                 lambda: self._engine_request(job), "reading job inputs"
             )
@@ -343,7 +358,7 @@ class Worker:
         job = prepared.job
         token = logs.job_id.set(job.id)
         try:
-            prepared.hooks.check_canceled()  # asks the database if the job waited a while
+            prepared.hooks.check_cancelled()  # asks the database if the job waited a while
             engine = engines.get(job.engine)
             with ENGINE_SECONDS.labels(job.engine).time():
                 return engine.generate(prepared.request, prepared.hooks)
@@ -490,7 +505,7 @@ class Worker:
         job = prepared.job
         # Cancelled while its outputs waited: no scoring, no storing (and, asked later, the
         # completion's guard refuses it: no charge either way).
-        prepared.hooks.check_canceled()
+        prepared.hooks.check_cancelled()
         scores = self._retrying(
             lambda: self.post.consistency(prepared, result), "scoring consistency"
         )
@@ -502,16 +517,16 @@ class Worker:
             # Not completed with these files (cancelled meanwhile, or another attempt's
             # completion stands): they are this attempt's own keys, referenced by nothing.
             discard(self.storage, mine)
-        if outcome == "canceled":
-            raise JobCanceled()
-        if outcome == "lost":
+        if outcome is NotCompleted.CANCELLED:
+            raise JobCancelled()
+        if outcome is NotCompleted.LEASE_LOST:
             log.warning("job %s: lease lost before completion; result dropped", job.id)
             return None
         return outcome if isinstance(outcome, Job) else None
 
     def _settle_error(self, job: Job, exc: Exception) -> Job | None:
         """The job's outcome for a failure at any stage: cancelled, retried or failed."""
-        if isinstance(exc, JobCanceled):
+        if isinstance(exc, JobCancelled):
             return self.db.retry_write(
                 lambda conn: job_store.fail(
                     conn,
@@ -538,11 +553,9 @@ class Worker:
         log.error("job %s: engine error", job.id, exc_info=exc)
         return self._handle_failure(job, failure_of(exc))
 
-    def _complete_batch(self, batch: Sequence[Finished]) -> list[Job | str]:
+    def _complete_batch(self, batch: Sequence[Finished]) -> list[Completion]:
         """Complete the jobs that finished at the same moment in one transaction (group commit,
-        store/group_commit.py); each comes back completed, or as "canceled" (asked for
-        meanwhile: nothing written) or "lost" (its lease expired and it went back to the
-        queue).
+        store/group_commit.py); each comes back completed, or as why not (``NotCompleted``).
 
         The same transaction claims the next jobs for the slots it frees (and any idle ones),
         so under load a job costs one transaction in the worker, not two; their threads
@@ -553,7 +566,7 @@ class Worker:
                 # Jobs being completed were handed to post-processing: not in _prepared.
                 free = self.capacity - len(self._prepared)
 
-            def complete(conn: sa.Connection) -> tuple[list[Job | str], list[Job]]:
+            def complete(conn: sa.Connection) -> tuple[list[Completion], list[Job]]:
                 completed = job_store.complete_many(
                     conn,
                     self.worker_id,
@@ -576,19 +589,19 @@ class Worker:
             self._take_in(claimed, free, takers=len(batch))
         return outcomes
 
-    def _not_completed(self, conn: sa.Connection, job: Job) -> Job | str:
-        """Why the guard refused to complete ``job``: "canceled" (asked for meanwhile) or
-        "lost" (its lease went to another worker), or the job itself if it is COMPLETED
+    def _not_completed(self, conn: sa.Connection, job: Job) -> Completion:
+        """Why the guard refused to complete ``job`` (cancelled meanwhile, or its lease went
+        to another worker), or the job itself if it is COMPLETED
         already: a retry after a commit whose acknowledgement was lost finds its own work
         done (or the next lease holder's, which is as good)."""
         current = job_store.find_job(conn, job.id)
         if current is not None and current.status == states.COMPLETED:
             return current
         if current is not None and current.cancel_requested:
-            return "canceled"
-        return "lost"
+            return NotCompleted.CANCELLED
+        return NotCompleted.LEASE_LOST
 
-    def _complete_one(self, item: Finished) -> Job | str:
+    def _complete_one(self, item: Finished) -> Completion:
         return self._complete_batch([item])[0]
 
     def _handle_failure(self, job: Job, failure: JobFailure) -> Job | None:
@@ -612,48 +625,27 @@ class Worker:
         """``work()`` again after transient database failures (it reads, never writes)."""
         return self.db.retry(work, what, self._give_up)
 
-    def _engine_request(self, job: Job) -> tuple[EngineRequest, Loaded]:
-        """The engine's request and the reference as read (for the descriptor cache)."""
-        params = job.params
-        account = (job.account_id, job.mode)
-        loaded = self.inputs.load_source_for_job(
-            account, params["character_reference_image"], "character_reference_image"
-        )
-        reference = loaded.image
-        edit_image = edit_mask = None
-        width, height = int(params["width"]), int(params["height"])
-        if params.get("image") and params.get("mask"):
-            edit = self.inputs.load_for_job(account, params["image"], "image")
-            mask = self.inputs.load_for_job(account, params["mask"], "mask")
-            if (mask.width, mask.height) != (edit.width, edit.height):
-                raise JobFailure(
-                    "invalid_image",
-                    f"mask is {mask.width}x{mask.height} but image is "
-                    f"{edit.width}x{edit.height}; they must match",
-                )
-            edit_image, edit_mask = edit.pixels, to_gray_mask(mask, (edit.width, edit.height))
-            width, height = edit.width, edit.height
-        style_references = tuple(
-            self.inputs.load_for_job(account, source, f"style_reference_images[{index}]").pixels
-            for index, source in enumerate(params.get("style_reference_images") or ())
-        )
-        request = EngineRequest(
-            prompt=params["prompt"],
-            negative_prompt=params.get("negative_prompt"),
-            style_type=params["style_type"],
-            magic_prompt_option=params["magic_prompt_option"],
-            rendering_speed=params["rendering_speed"],
-            seed=int(params["seed"]),
-            num_images=int(params["num_images"]),
-            width=width,
-            height=height,
-            aspect_ratio=params["aspect_ratio"],
-            reference=reference.pixels,
-            edit_image=edit_image,
-            edit_mask=edit_mask,
-            reference_bytes=reference.raw,
-            resolution=params.get("resolution"),
-            style_preset=params.get("style_preset"),
-            style_references=style_references,
-        )
-        return request, loaded
+    def _engine_request(self, job: Job) -> tuple[EngineRequest, Loaded | None]:
+        """The engine's request, and the character reference as read (for face scoring)."""
+        spec = MODELS[job.model]
+        inputs = self.inputs.for_job(job, spec)
+        return build_request(job.model, job.params, inputs.engine), inputs.character
+
+
+def build_request(model: str, params: dict[str, Any], inputs: EngineInputs) -> EngineRequest:
+    """Pure: a job's params (catalog/base.py's common keys and the model's own) and its
+    loaded inputs -> the model-neutral engine request. A mask edit keeps its image's size."""
+    width, height = int(params["width"]), int(params["height"])
+    if inputs.editing and inputs.image is not None:
+        width, height = inputs.image.size
+    return EngineRequest(
+        model=model,
+        prompt=params["prompt"],
+        negative_prompt=params.get("negative_prompt"),
+        seed=int(params["seed"]),
+        num_images=int(params.get("num_images") or 1),
+        width=width,
+        height=height,
+        inputs=inputs,
+        params=MappingProxyType(params),
+    )

@@ -1,10 +1,14 @@
-"""``IdeogramEngine``: Ideogram's official API (3.0) behind Castframe's contract.
+"""``IdeogramEngine``: Ideogram's official API behind Castframe's contract, for the whole
+family: Ideogram 3.0 (``ideogram-v3-*`` and ``ideogram-character``), 4.0 (``ideogram-v4-*``)
+and the legacy 2.x API (``ideogram-v2*``).
 
 What Apiframe sells: the operator holds the Ideogram key; users only see Castframe. Per job:
-one multipart request (generate, or edit when an image and mask are given) with the character
-reference as a file part, then every result image is downloaded at once (Ideogram's links
-expire) and returned as pixels, with the upstream's seed, rewritten prompt, safety flag and
-latency in the metadata.
+one request to the model's route (generate, or its edit route when an image and mask are
+given) with the reference images as file parts, then every result image is downloaded at
+once (Ideogram's links expire) and returned as pixels, with the upstream's seed, rewritten
+prompt, safety flag and latency in the metadata. Which route each model takes, and how each
+of Castframe's params maps onto it, is the table ``ROUTES`` and the pure ``build_call``; what
+a route cannot take is refused at submission (``check_params``), never silently dropped.
 
 Error policy (the operator pays Ideogram per image, so retries are careful):
 - 400, or 422 that is not a safety refusal -> ``upstream_rejected`` with the upstream message;
@@ -23,86 +27,285 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, RunHooks
+from castframe.engines.base import (
+    EngineRequest,
+    EngineResult,
+    GeneratedImage,
+    InputImage,
+    RunHooks,
+)
 from castframe.engines.prompt import expand_prompt
 from castframe.errors import JobFailure
 from castframe.media.images import ImageRejected, decode_image, encode_png
 
 log = logging.getLogger("castframe.engines.ideogram")
 
-GENERATE_PATH = "/v1/ideogram-v3/generate"
-EDIT_PATH = "/v1/ideogram-v3/edit"
+V3_GENERATE = "/v1/ideogram-v3/generate"
+V3_INPAINT = "/v1/ideogram-v3/inpaint"
+"""Ideogram 3.0's mask edit. Its older ``/v1/ideogram-v3/edit`` is marked legacy, to be
+removed, in Ideogram's own API reference."""
+V4_GENERATE = "/v1/ideogram-v4/generate"
+LEGACY_GENERATE = "/generate"
+LEGACY_EDIT = "/edit"
 CHARACTER_STYLES = ("AUTO", "REALISTIC", "FICTION")
 MAX_REFERENCE_BYTES = 10 * 1024 * 1024
 SAFETY_WORDS = re.compile(r"safety|unsafe|policy|moderat|nsfw|inappropriate", re.I)
 
 Downloader = Callable[[str], bytes]
+Version = Literal["v3", "v4", "legacy"]
 
 
-def check_params(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """Submission-time checks for jobs routed here: (field, message) for each problem."""
-    problems = []
-    if params["style_type"] not in CHARACTER_STYLES:
-        problems.append(
-            (
-                "ideogramParams.style_type",
-                f"the ideogram engine does not take style_type {params['style_type']} with a "
-                f"character reference; use one of {', '.join(CHARACTER_STYLES)}",
-            )
-        )
-    for name in ("style_preset", "style_reference_images"):
-        if params.get(name):
+@dataclass(frozen=True)
+class Route:
+    """How one Ideogram model is reached."""
+
+    version: Version
+    speed: str | None = None
+    """The rendering speed the model id fixes (None: the request's)."""
+    legacy_model: str | None = None
+    """``image_request.model`` on the legacy API (V_2, V_2_TURBO, V_2A, V_2A_TURBO)."""
+
+
+ROUTES: dict[str, Route] = {
+    "ideogram-character": Route("v3"),
+    "ideogram-v3-turbo": Route("v3", "turbo"),
+    "ideogram-v3-balanced": Route("v3", "default"),
+    "ideogram-v3-quality": Route("v3", "quality"),
+    "ideogram-v4-turbo": Route("v4", "turbo"),
+    "ideogram-v4-balanced": Route("v4", "default"),
+    "ideogram-v4-quality": Route("v4", "quality"),
+    "ideogram-v2": Route("legacy", legacy_model="V_2"),
+    "ideogram-v2-turbo": Route("legacy", legacy_model="V_2_TURBO"),
+    "ideogram-v2a": Route("legacy", legacy_model="V_2A"),
+    "ideogram-v2a-turbo": Route("legacy", legacy_model="V_2A_TURBO"),
+}
+
+V4_RESOLUTIONS = {
+    "1:1": "2048x2048", "1:2": "1440x2880", "2:1": "2880x1440", "2:3": "1664x2496",
+    "3:2": "2496x1664", "4:5": "1792x2240", "5:4": "2240x1792", "9:16": "1440x2560",
+    "16:9": "2560x1440", "5:8": "1600x2560", "8:5": "2560x1600", "3:4": "1728x2304",
+    "4:3": "2304x1728", "9:22": "1296x3168", "22:9": "3168x1296", "9:23": "1152x2944",
+    "23:9": "2944x1152", "3:8": "1248x3328", "8:3": "3328x1248", "5:12": "1280x3072",
+    "12:5": "3072x1280",
+}  # fmt: skip
+"""Ideogram 4.0 takes a 2K ``resolution``, not a ratio: each ratio's size."""
+
+
+def serves(model_id: str) -> bool:
+    return model_id in ROUTES
+
+
+def _given(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name)
+    return value is not None and value != [] and value != ""
+
+
+def _refuse(name: str, why: str) -> tuple[str, str]:
+    return (name, f"the ideogram engine cannot use {name} {why}")
+
+
+def check_params(model_id: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Submission-time refusals for a job of ``model_id`` routed here: (params field, message
+    naming the engine) for each field the model's Ideogram route lacks."""
+    route = ROUTES[model_id]
+    editing = _given(params, "image")
+    character = _given(params, "character_reference_image") or _given(params, "character_id")
+    problems: list[tuple[str, str]] = []
+    if route.version == "v4":
+        why = "with Ideogram 4.0 (its API takes a prompt, a size and the speed only)"
+        for name in ("character_reference_image", "character_id", "style_reference_images",
+                     "style_preset", "style_type", "negative_prompt", "seed"):  # fmt: skip
+            if _given(params, name):
+                problems.append(_refuse(name, why))
+        if params.get("magic_prompt_option") == "Off":
             problems.append(
                 (
-                    f"ideogramParams.{name}",
-                    f"the ideogram engine cannot use {name} with a character reference "
-                    "(Ideogram refuses the pair)",
+                    "magic_prompt_option",
+                    "the ideogram engine cannot turn Magic Prompt off for "
+                    "Ideogram 4.0 (its text prompts always use it)",
                 )
             )
+        return problems
+    if route.version == "legacy":
+        why = "with Ideogram 2.x (its legacy API has no such input)"
+        for name in ("character_reference_image", "character_id", "style_reference_images",
+                     "style_preset"):  # fmt: skip
+            if _given(params, name):
+                problems.append(_refuse(name, why))
+    elif character:
+        style = params.get("style_type")
+        if style is not None and style not in CHARACTER_STYLES:
+            problems.append(
+                (
+                    "style_type",
+                    f"the ideogram engine does not take style_type {style} with a "
+                    f"character reference; use one of {', '.join(CHARACTER_STYLES)}",
+                )
+            )
+        for name in ("style_preset", "style_reference_images"):
+            if _given(params, name):
+                problems.append(
+                    _refuse(name, "with a character reference (Ideogram refuses the pair)")
+                )
+    if editing:
+        for name in ("negative_prompt", "aspect_ratio"):
+            if _given(params, name):
+                problems.append(_refuse(name, "in a mask edit (the output keeps the image's size)"))
     return problems
 
 
-def form_fields(request: EngineRequest, editing: bool) -> dict[str, str]:
-    """Pure: Castframe params -> Ideogram's form fields (names and spellings)."""
-    fields = {
-        "prompt": request.prompt,
-        "rendering_speed": request.rendering_speed.upper(),
-        "magic_prompt": request.magic_prompt_option.upper(),
-        "style_type": request.style_type,
-        "seed": str(request.seed),
-        "num_images": str(request.num_images),
-    }
+@dataclass
+class Call:
+    """One request to Ideogram: its route and its multipart fields and files, or its JSON."""
+
+    path: str
+    fields: dict[str, str] = field(default_factory=dict)
+    files: list[tuple[str, tuple[str, bytes, str]]] = field(default_factory=list)
+    json: dict[str, Any] | None = None
+
+
+def build_call(request: EngineRequest) -> Call:
+    """Pure: a job of one Ideogram model -> the request to its route, in Ideogram's names
+    and spellings for that API version."""
+    route = ROUTES[request.model]
+    if route.version == "v4":
+        return _v4_call(request, route)
+    if route.version == "legacy":
+        return _legacy_call(request, route)
+    return _v3_call(request, route)
+
+
+def _speed(request: EngineRequest, route: Route) -> str:
+    return str(route.speed or request.param("rendering_speed", "default")).upper()
+
+
+def _v3_call(request: EngineRequest, route: Route) -> Call:
+    inputs = request.inputs
+    editing = inputs.editing
+    call = Call(V3_INPAINT if editing else V3_GENERATE)
+    fields = call.fields
+    fields["prompt"] = request.prompt
+    fields["rendering_speed"] = _speed(request, route)
+    if request.param("magic_prompt_option"):
+        fields["magic_prompt"] = str(request.params["magic_prompt_option"]).upper()
+    style = request.param("style_type")
+    if style is None and inputs.character is not None:
+        style = "AUTO"  # Ideogram's default (GENERAL) is not allowed with a character
+    if style is not None:
+        fields["style_type"] = str(style)
+    fields["seed"] = str(request.seed)
+    fields["num_images"] = str(request.num_images)
+    if request.param("style_preset"):
+        fields["style_preset"] = str(request.params["style_preset"])
     if not editing:
-        if request.resolution:
-            fields["resolution"] = request.resolution
-        else:
-            fields["aspect_ratio"] = request.aspect_ratio.replace(":", "x")
+        if request.param("resolution"):
+            fields["resolution"] = str(request.params["resolution"])
+        elif request.param("aspect_ratio"):
+            fields["aspect_ratio"] = str(request.params["aspect_ratio"]).replace(":", "x")
         if request.negative_prompt:
             fields["negative_prompt"] = request.negative_prompt
-    return fields
+    if inputs.character is not None:
+        call.files.append(("character_reference_images", _file("reference", inputs.character)))
+    for index, style_image in enumerate(inputs.style_references):
+        call.files.append(("style_reference_images", _file(f"style{index}", style_image)))
+    if editing:
+        call.files += _edit_parts(request, "image")
+    return call
+
+
+def _v4_call(request: EngineRequest, route: Route) -> Call:
+    call = Call(V4_GENERATE)
+    call.fields["text_prompt"] = request.prompt
+    call.fields["rendering_speed"] = _speed(request, route)
+    resolution = request.param("resolution") or V4_RESOLUTIONS.get(
+        str(request.param("aspect_ratio", ""))
+    )
+    if resolution:
+        call.fields["resolution"] = str(resolution)
+    return call
+
+
+def _legacy_call(request: EngineRequest, route: Route) -> Call:
+    assert route.legacy_model is not None
+    magic = request.param("magic_prompt_option")
+    style = request.param("style_type")
+    if request.inputs.editing:
+        call = Call(LEGACY_EDIT)
+        call.fields.update(
+            {
+                "prompt": request.prompt,
+                "model": route.legacy_model,
+                "seed": str(request.seed),
+                "num_images": str(request.num_images),
+            }
+        )
+        if magic:
+            call.fields["magic_prompt_option"] = str(magic).upper()
+        if style:
+            call.fields["style_type"] = str(style)
+        call.files = _edit_parts(request, "image_file")
+        return call
+    image_request: dict[str, Any] = {
+        "prompt": request.prompt,
+        "model": route.legacy_model,
+        "seed": request.seed,
+        "num_images": request.num_images,
+    }
+    if request.param("resolution"):
+        image_request["resolution"] = "RESOLUTION_" + str(request.params["resolution"]).replace(
+            "x", "_"
+        )
+    elif request.param("aspect_ratio"):
+        image_request["aspect_ratio"] = "ASPECT_" + str(request.params["aspect_ratio"]).replace(
+            ":", "_"
+        )
+    if magic:
+        image_request["magic_prompt_option"] = str(magic).upper()
+    if style:
+        image_request["style_type"] = str(style)
+    if request.negative_prompt:
+        image_request["negative_prompt"] = request.negative_prompt
+    return Call(LEGACY_GENERATE, json={"image_request": image_request})
+
+
+def _edit_parts(
+    request: EngineRequest, image_name: str
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The image and its mask as PNG parts; the mask in Ideogram's convention (black =
+    repaint, white = keep), which is Castframe's."""
+    inputs = request.inputs
+    assert inputs.image is not None and inputs.mask is not None
+    mask = np.where(inputs.mask, 0, 255).astype(np.uint8)
+    return [
+        (image_name, _png_file("image", inputs.image.pixels)),
+        ("mask", _png_file("mask", np.stack([mask] * 3, axis=-1))),
+    ]
 
 
 def _png_file(name: str, pixels: np.ndarray) -> tuple[str, bytes, str]:
     return (f"{name}.png", encode_png(pixels), "image/png")
 
 
-def _reference_file(request: EngineRequest) -> tuple[str, bytes, str]:
-    raw = request.reference_bytes
+def _file(name: str, image: InputImage) -> tuple[str, bytes, str]:
+    """An input as received when Ideogram takes it (JPEG, PNG or WebP under 10 MB), else
+    re-encoded as JPEG."""
+    raw = image.raw
     if raw and len(raw) <= MAX_REFERENCE_BYTES:
         kind = Image.open(io.BytesIO(raw)).format or "PNG"
-        content_type = {"JPEG": "image/jpeg", "WEBP": "image/webp"}.get(kind, "image/png")
-        return (f"reference.{kind.lower()}", raw, content_type)
+        if kind in ("JPEG", "PNG", "WEBP"):
+            content_type = {"JPEG": "image/jpeg", "WEBP": "image/webp"}.get(kind, "image/png")
+            return (f"{name}.{kind.lower()}", raw, content_type)
     buffer = io.BytesIO()
-    Image.fromarray(request.reference).save(buffer, format="JPEG", quality=90)
-    return ("reference.jpg", buffer.getvalue(), "image/jpeg")
+    Image.fromarray(image.pixels).save(buffer, format="JPEG", quality=90)
+    return (f"{name}.jpg", buffer.getvalue(), "image/jpeg")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -140,38 +343,28 @@ class IdeogramEngine:
         self._slots = threading.BoundedSemaphore(self.concurrency)
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
-        editing = request.edit_image is not None and request.edit_mask is not None
-        files: list[tuple[str, tuple[str, bytes, str]]] = [
-            ("character_reference_images", _reference_file(request))
-        ]
-        if editing:
-            assert request.edit_image is not None and request.edit_mask is not None
-            mask = np.where(request.edit_mask, 0, 255).astype(np.uint8)
-            files += [
-                ("image", _png_file("image", request.edit_image)),
-                ("mask", _png_file("mask", np.stack([mask] * 3, axis=-1))),
-            ]
-        fields = form_fields(request, editing)
+        call = build_call(request)
+        # Ideogram 4.0 makes one image per request: a job's images are that many requests.
+        calls = request.num_images if call.path == V4_GENERATE else 1
         hooks.progress(5)
-        while not self._slots.acquire(timeout=0.5):
-            hooks.check_canceled()  # waiting for an upstream slot: a cancel wins
-        try:
-            hooks.check_canceled()  # never start a call for a canceled job
-            body, latency = self._call(
-                EDIT_PATH if editing else GENERATE_PATH, fields, files, hooks
-            )
-        finally:
-            self._slots.release()
+        bodies: list[dict[str, Any]] = []
+        latency = 0.0
+        for _ in range(calls):
+            while not self._slots.acquire(timeout=0.5):
+                hooks.check_cancelled()  # waiting for an upstream slot: a cancel wins
+            try:
+                hooks.check_cancelled()  # never start a call for a cancelled job
+                body, took = self._call(call, hooks)
+            finally:
+                self._slots.release()
+            bodies.append(body)
+            latency += took
         hooks.progress(80)
-        return self._collect(request, body, latency, hooks)
+        merged = {"data": [item for body in bodies for item in _items(body)]}
+        return self._collect(request, merged, latency, hooks)
 
-    def _call(
-        self,
-        path: str,
-        fields: dict[str, str],
-        files: list[tuple[str, tuple[str, bytes, str]]],
-        hooks: RunHooks,
-    ) -> tuple[dict[str, Any], float]:
+    def _call(self, call: Call, hooks: RunHooks) -> tuple[dict[str, Any], float]:
+        path = call.path
         url = self.base_url.rstrip("/") + path
         read_timeouts = 0
         attempt = 0
@@ -182,9 +375,13 @@ class IdeogramEngine:
             reason = ""
             try:
                 with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=10.0)) as client:
-                    response = client.post(
-                        url, data=fields, files=files, headers={"Api-Key": self.api_key}
-                    )
+                    headers = {"Api-Key": self.api_key}
+                    if call.json is not None:
+                        response = client.post(url, json=call.json, headers=headers)
+                    else:
+                        response = client.post(
+                            url, data=call.fields, files=call.files, headers=headers
+                        )
             except httpx.ReadTimeout:
                 read_timeouts += 1
                 log.warning(
@@ -242,20 +439,20 @@ class IdeogramEngine:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, 0.25))
-            hooks.check_canceled()
+            hooks.check_cancelled()
 
     def _collect(
         self, request: EngineRequest, body: dict[str, Any], latency: float, hooks: RunHooks
     ) -> EngineResult:
-        items = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items:
+        items = body["data"]
+        if not items:
             raise JobFailure("upstream_unavailable", "Ideogram returned no images")
         safe = [item for item in items if item.get("is_image_safe", True) and item.get("url")]
         if not safe:
             raise JobFailure("content_filtered", "Ideogram's safety check withheld every image")
         images = []
         for index, item in enumerate(safe):
-            hooks.check_canceled()
+            hooks.check_cancelled()
             try:
                 raw = self.download(str(item["url"]))
                 decoded = decode_image(
@@ -285,8 +482,17 @@ class IdeogramEngine:
             images=images,
             metadata={
                 "engine": self.name,
+                "model": request.model,
                 "upstreamLatencyMs": round(latency, 1),
                 "requested": len(items),
                 "withheldUnsafe": len(items) - len(safe),
             },
         )
+
+
+def _items(body: Any) -> list[dict[str, Any]]:
+    """The ``data`` list of an Ideogram answer (its one shape on every route)."""
+    items = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise JobFailure("upstream_unavailable", "Ideogram answered without a data list")
+    return [item for item in items if isinstance(item, dict)]

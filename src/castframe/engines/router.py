@@ -1,17 +1,26 @@
-"""Which engine runs a job, and building engines once per process.
+"""Which engine runs a job (the route table), what it refuses, and building engines once.
 
-Test keys always get the sandbox. Live ``ideogram-character`` jobs get the engine named by
-``CASTFRAME_ENGINE_IDEOGRAM_CHARACTER``, or, when that is empty, ``ideogram`` if an Ideogram
-key is configured and ``sandbox`` otherwise. The choice is made once, at submission, and stored
-on the job, so a configuration change never re-routes jobs already queued.
+Routing is a table. Test keys always get the sandbox. For live keys, the operator's
+``CASTFRAME_ROUTES`` (``pattern=engine`` entries, first match wins) names the engine of each
+model; a model it does not match goes to its provider's upstream engine when that engine's
+key is configured (``ModelSpec.upstream``), else to the diffusers engine when it holds weights
+for that model, else to the sandbox. The choice is made once, at submission, and stored on
+the job, so a configuration change never re-routes jobs already queued.
+
+Each engine declares which models it serves and what it cannot honour (``ENGINES``); what it
+cannot honour is a 400 at submission naming the field and the engine.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from castframe.catalog import MODELS, ModelSpec
 from castframe.config import Settings
 from castframe.engines.base import Engine
 from castframe.errors import JobFailure
@@ -19,43 +28,119 @@ from castframe.errors import JobFailure
 if TYPE_CHECKING:
     from castframe.engines.open_weights.families import Family
 
-KNOWN_ENGINES = ("sandbox", "ideogram", "diffusers")
+Refusals = list[tuple[str, str]]
+"""(field of the params block, message naming the engine) for each thing it cannot honour."""
+
+
+def _sandbox_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    return []  # the sandbox honours every parameter of every model
+
+
+def _ideogram_serves(spec: ModelSpec) -> bool:
+    from castframe.engines.ideogram import serves
+
+    return serves(spec.id)
+
+
+def _ideogram_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    from castframe.engines.ideogram import check_params
+
+    return check_params(spec.id, params)
+
+
+def _ideogram_missing(settings: Settings) -> str | None:
+    return (
+        None
+        if settings.ideogram_api_key
+        else "the ideogram engine needs CASTFRAME_IDEOGRAM_API_KEY"
+    )
+
+
+def _diffusers_serves(spec: ModelSpec) -> bool:
+    from castframe.engines.open_weights.engine import serves
+
+    return serves(spec.id)
+
+
+def _diffusers_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    from castframe.engines.open_weights.families import check_params as diffusers_check
+
+    family = served_family(settings.diffusers_model)
+    few_step = bool(settings.diffusers_lora) and family.few_step_steps is not None
+    return diffusers_check(params, family, few_step)
+
+
+def _diffusers_missing(settings: Settings) -> str | None:
+    if not settings.diffusers_model:
+        return "the diffusers engine needs CASTFRAME_DIFFUSERS_MODEL"
+    return None
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """What the router knows of a built-in engine, without importing it until it is used."""
+
+    serves: Callable[[ModelSpec], bool]
+    refusals: Callable[[ModelSpec, Mapping[str, Any], Settings], Refusals]
+    missing: Callable[[Settings], str | None] = lambda settings: None
+    """Why this operator's settings cannot run it (None: they can)."""
+
+
+ENGINES: dict[str, EngineEntry] = {
+    "sandbox": EngineEntry(serves=lambda spec: True, refusals=_sandbox_refusals),
+    "ideogram": EngineEntry(_ideogram_serves, _ideogram_refusals, _ideogram_missing),
+    "diffusers": EngineEntry(_diffusers_serves, _diffusers_refusals, _diffusers_missing),
+}
 """Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
-operator (or a benchmark) ships, built by calling ``Factory(settings)``."""
+operator (or a benchmark) ships, built by calling ``Factory(settings)``; it is routed only
+where ``CASTFRAME_ROUTES`` names it, and receives every parameter."""
+KNOWN_ENGINES = tuple(ENGINES)
 
 
-def live_engine(settings: Settings) -> str:
-    if settings.engine_ideogram_character:
-        return settings.engine_ideogram_character
-    if settings.ideogram_api_key:
-        return "ideogram"
-    return "diffusers" if settings.diffusers_model else "sandbox"
+@functools.lru_cache(maxsize=16)
+def parse_routes(routes: str) -> tuple[tuple[str, str], ...]:
+    """``CASTFRAME_ROUTES`` as (pattern, engine) pairs; ValueError on a malformed entry."""
+    table = []
+    for entry in (part.strip() for part in routes.split(",")):
+        if not entry:
+            continue
+        pattern, sep, engine = (piece.strip() for piece in entry.partition("="))
+        if not sep or not pattern or not engine:
+            raise ValueError(f"CASTFRAME_ROUTES: {entry!r} is not pattern=engine")
+        table.append((pattern, engine))
+    return tuple(table)
 
 
-def route_engine(model_id: str, mode: str, settings: Settings) -> str:
-    """Pure: (model, key mode, settings) -> engine name."""
-    if mode == "test":
-        return "sandbox"
-    if model_id == "ideogram-character":
-        return live_engine(settings)
+def live_engine(spec: ModelSpec, settings: Settings) -> str:
+    """Pure: the engine that serves ``spec`` for live keys under ``settings``."""
+    for pattern, engine in parse_routes(settings.routes):
+        if fnmatch.fnmatchcase(spec.id, pattern):
+            return engine
+    if spec.upstream and ENGINES[spec.upstream].missing(settings) is None:
+        return spec.upstream
+    if settings.diffusers_model and ENGINES["diffusers"].serves(spec):
+        return "diffusers"
     return "sandbox"
 
 
-def check_params(engine: str, params: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
-    """What the engine cannot honour, as (field, message naming the engine), checked at
-    submission so users get a 400 instead of a failed job or a silently ignored parameter.
-    The sandbox honours every parameter; a plug-in receives them all in its EngineRequest."""
-    if engine == "ideogram":
-        from castframe.engines.ideogram import check_params as ideogram_check
+def route_engine(spec: ModelSpec, mode: str, settings: Settings) -> str:
+    """Pure: (model, key mode, settings) -> engine name."""
+    return "sandbox" if mode == "test" else live_engine(spec, settings)
 
-        return ideogram_check(params)
-    if engine == "diffusers":
-        from castframe.engines.open_weights.families import check_params as diffusers_check
 
-        family = served_family(settings.diffusers_model)
-        few_step = bool(settings.diffusers_lora) and family.few_step_steps is not None
-        return diffusers_check(params, family, few_step)
-    return []
+def check_params(
+    engine: str, spec: ModelSpec, params: Mapping[str, Any], settings: Settings
+) -> Refusals:
+    """What ``engine`` cannot honour in a job of ``spec``, as (params field path, message),
+    checked at submission so users get a 400 instead of a failed job or a silently ignored
+    parameter. A plug-in receives every parameter."""
+    entry = ENGINES.get(engine)
+    if entry is None:
+        return []
+    return [
+        (f"{spec.params_key}.{name}", message)
+        for name, message in entry.refusals(spec, params, settings)
+    ]
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,29 +158,40 @@ class Routing:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def engine_for(self, model_id: str, mode: str) -> str:
-        return route_engine(model_id, mode, self.settings)
+    def engine_for(self, spec: ModelSpec, mode: str) -> str:
+        return route_engine(spec, mode, self.settings)
 
-    def refusals(self, engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
-        return check_params(engine, params, self.settings)
+    def refusals(self, engine: str, spec: ModelSpec, params: Mapping[str, Any]) -> Refusals:
+        return check_params(engine, spec, params, self.settings)
+
+    def served(self) -> dict[str, str]:
+        """Every model this server can run for live keys, with the engine that runs it."""
+        return {model_id: live_engine(spec, self.settings) for model_id, spec in MODELS.items()}
 
 
 def validate_engine_settings(settings: Settings) -> None:
-    """Fail at start-up, not on the first job, when the engine setting is wrong."""
-    engine = live_engine(settings)
-    if ":" in engine:
-        load_plugin(engine)
-        return
-    if engine not in KNOWN_ENGINES:
-        raise ValueError(
-            f"CASTFRAME_ENGINE_IDEOGRAM_CHARACTER={engine!r}: choose one of "
-            f"{', '.join(KNOWN_ENGINES)}"
-        )
-    if engine == "ideogram" and not settings.ideogram_api_key:
-        raise ValueError("the ideogram engine needs CASTFRAME_IDEOGRAM_API_KEY")
-    if engine == "diffusers":
-        if not settings.diffusers_model:
-            raise ValueError("the diffusers engine needs CASTFRAME_DIFFUSERS_MODEL")
+    """Fail at start-up, not on the first job, when the route table or an engine's settings
+    are wrong: every engine that some model routes to must be buildable and serve it."""
+    parse_routes(settings.routes)
+    for spec in MODELS.values():
+        engine = live_engine(spec, settings)
+        if ":" in engine:
+            load_plugin(engine)
+            continue
+        entry = ENGINES.get(engine)
+        if entry is None:
+            raise ValueError(
+                f"CASTFRAME_ROUTES routes {spec.id} to {engine!r}: choose one of "
+                f"{', '.join(KNOWN_ENGINES)} or a plug-in package.module:Factory"
+            )
+        if not entry.serves(spec):
+            raise ValueError(
+                f"CASTFRAME_ROUTES routes {spec.id} to {engine}, which cannot serve it"
+            )
+        missing = entry.missing(settings)
+        if missing:
+            raise ValueError(missing)
+    if settings.diffusers_model:
         from castframe.engines.open_weights.families import detect_family
 
         detect_family(settings.diffusers_model)  # unsupported pipelines fail here, at start
@@ -147,7 +243,7 @@ class EngineRegistry:
             return IdeogramEngine(
                 api_key=settings.ideogram_api_key,
                 base_url=settings.ideogram_base_url,
-                download=self._downloader(),
+                download=self._downloader("Ideogram"),
                 timeout=settings.ideogram_timeout,
                 max_retries=settings.ideogram_max_retries,
                 retry_base=settings.ideogram_retry_base,
@@ -179,8 +275,9 @@ class EngineRegistry:
             return engine
         raise LookupError(f"engine {name!r} is not available in this build")
 
-    def _downloader(self) -> Any:
-        """Result downloads go through the safe fetcher like every other outbound URL."""
+    def _downloader(self, provider: str) -> Callable[[str], bytes]:
+        """Upstream results are downloaded through the safe fetcher like every other
+        outbound URL."""
         from castframe.media.fetch import FetchError, FetchPolicy, fetch
 
         settings = self.settings
@@ -191,12 +288,12 @@ class EngineRegistry:
                 response = fetch(url, policy)
             except FetchError as exc:
                 raise JobFailure(
-                    "upstream_unavailable", f"downloading an Ideogram image failed: {exc.message}"
+                    "upstream_unavailable", f"downloading a {provider} image failed: {exc.message}"
                 ) from exc
             if response.status_code != 200:
                 raise JobFailure(
                     "upstream_unavailable",
-                    f"downloading an Ideogram image failed: HTTP {response.status_code}",
+                    f"downloading a {provider} image failed: HTTP {response.status_code}",
                 )
             return response.body
 

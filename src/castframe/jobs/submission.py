@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from castframe.catalog.base import SAVED_CHARACTER_PARAM
 from castframe.config import Settings
 from castframe.errors import ApiError, field_error
 from castframe.jobs import admission, ledger
@@ -143,16 +144,17 @@ def check_references(
     known_uploads: set[tuple[Owner, str]],
 ) -> None:
     """The saved character and the uploads a submission names must be the caller's (400s)."""
-    character_id = submission.params.get("character_id")
-    if character_id:
+    spec = submission.spec
+    character_id = submission.params.get(SAVED_CHARACTER_PARAM)
+    if character_id and spec.saved_character_field:
         character = get_character(conn, principal.owner, character_id)
         if character is None:
             raise field_error(
                 "character_not_found",
-                f"{submission.spec.params_key}.character_id",
+                f"{spec.params_key}.{SAVED_CHARACTER_PARAM}",
                 f"no character {character_id!r} in this account (deleted?)",
             )
-        submission.params["character_reference_image"] = UPLOAD_SCHEME + character["upload_id"]
+        submission.params[spec.saved_character_field] = UPLOAD_SCHEME + character["upload_id"]
     for path, upload_id in submission.upload_refs:
         if (principal.owner, upload_id) not in known_uploads:
             raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")

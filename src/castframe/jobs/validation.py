@@ -12,8 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from castframe.catalog import MODELS, ModelSpec
-from castframe.catalog.ideogram_character import MAX_SEED
+from castframe.catalog import MAX_SEED, MODELS, ModelSpec, models_for
 from castframe.config import Settings
 from castframe.errors import ApiError, details_of, field_error
 from castframe.jobs.accounts import Principal
@@ -26,9 +25,11 @@ class EngineRules(Protocol):
     """Which engine runs a job, and what it cannot honour (engines/router.py's ``Routing``),
     handed in so that validation does not depend on the engines."""
 
-    def engine_for(self, model_id: str, mode: str) -> str: ...
+    def engine_for(self, spec: ModelSpec, mode: str) -> str: ...
 
-    def refusals(self, engine: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    def refusals(
+        self, engine: str, spec: ModelSpec, params: dict[str, Any]
+    ) -> list[tuple[str, str]]:
         """(field path, message naming the engine) for each parameter it cannot honour."""
 
 
@@ -73,19 +74,27 @@ def source_error(error: SourceError, field_path: str) -> ApiError:
     return field_error(error.code, field_path, error.message)
 
 
-def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
+def validate_request(body: Any, operation: str = "generate") -> tuple[ModelSpec, BaseModel]:
+    """The model a body names (one of ``operation``'s) and the body validated by its schema."""
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "the body must be a JSON object")
     model_id = body.get("model")
     if model_id is None:
         raise field_error("validation_error", "model", "model is required")
-    if not isinstance(model_id, str) or model_id not in MODELS:
+    served = models_for(operation)
+    if not isinstance(model_id, str) or model_id not in served:
+        elsewhere = (
+            f" ({model_id} is served by POST /v2/images/{MODELS[model_id].operation})"
+            if isinstance(model_id, str) and model_id in MODELS
+            else ""
+        )
         raise field_error(
             "unknown_model",
             "model",
-            f"unknown model {model_id!r}; known: {', '.join(sorted(MODELS))}",
+            f"unknown model {model_id!r} for this endpoint{elsewhere}; known: "
+            f"{', '.join(sorted(served))}",
         )
-    spec = MODELS[model_id]
+    spec = served[model_id]
     try:
         return spec, spec.request_model.model_validate(body)
     except ValidationError as exc:
@@ -93,10 +102,15 @@ def validate_request(body: Any) -> tuple[ModelSpec, BaseModel]:
 
 
 def prepare(
-    body: Any, principal: Principal, settings: Settings, engines: EngineRules
+    body: Any,
+    principal: Principal,
+    settings: Settings,
+    engines: EngineRules,
+    operation: str = "generate",
 ) -> Submission:
-    """Validate a generate request and resolve what can be resolved before the transaction."""
-    spec, request = validate_request(body)
+    """Validate a request to ``POST /v2/images/<operation>`` and resolve what can be resolved
+    before the transaction."""
+    spec, request = validate_request(body, operation)
     params = spec.normalise(request)
     echo = request.model_dump(mode="json", exclude_none=True)
     submission = Submission(
@@ -104,12 +118,13 @@ def prepare(
         params=params,
         input_echo=echo,
         price=0,
-        engine=engines.engine_for(spec.id, principal.mode),
+        engine=engines.engine_for(spec, principal.mode),
         webhook_url=echo.get("webhookUrl"),
         webhook_events=echo.get("webhookEvents"),
     )
     reader = ImageReader.from_settings(settings)
-    for name in spec.image_fields:
+    for image_field in spec.image_fields:
+        name = image_field.name
         source = params.get(name)
         if source is None:
             continue
@@ -137,13 +152,13 @@ def prepare(
             )
         except FetchError as exc:
             raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
-    problems = engines.refusals(submission.engine, params)
+    problems = engines.refusals(submission.engine, spec, params)
     if problems:
         raise ApiError("unsupported_parameter", problems[0][1], details=details_of(problems))
     if params.get("seed") is None:
         params["seed"] = secrets.randbelow(MAX_SEED + 1)
     if principal.mode == "live":
-        submission.price = spec.price(params, settings)
+        submission.price = spec.price(params, settings.prices)
     return submission
 
 

@@ -142,14 +142,20 @@ class DiffusersEngine:
         import torch
         from PIL import Image
 
-        editing = request.edit_image is not None and request.edit_mask is not None
-        reference = Image.fromarray(request.reference)
+        inputs = request.inputs
+        editing = inputs.editing
+        if inputs.character is None:
+            raise JobFailure("engine_error", f"{self.family.name} needs a character reference")
+        reference = Image.fromarray(inputs.character.pixels)
         base = self.family.call_kwargs(
-            request.rendering_speed, request.negative_prompt, few_step=self.few_step
+            str(request.param("rendering_speed", "default")),
+            request.negative_prompt,
+            few_step=self.few_step,
         )
         steps = int(base["num_inference_steps"])
         seeds = [(request.seed + index) % 2_147_483_648 for index in range(request.num_images)]
-        prompts = [expand_prompt(request.prompt, request.magic_prompt_option, s) for s in seeds]
+        magic = str(request.param("magic_prompt_option", "Auto"))
+        prompts = [expand_prompt(request.prompt, magic, s) for s in seeds]
         # One pipeline call per image (per-image progress), or, when they share one prompt
         # (magic prompt gives each image its own), one call for all of them, each image still
         # from its own seeded generator.
@@ -164,19 +170,23 @@ class DiffusersEngine:
         pixels: list[np.ndarray] = []
         with self._lock:
             for number, group in enumerate(groups):
-                hooks.check_canceled()
+                hooks.check_cancelled()
                 done_before = number * steps
 
                 def on_step(
                     _pipe: Any, step: int, _t: Any, kwargs: dict[str, Any], done: int = done_before
                 ) -> dict[str, Any]:
                     hooks.progress(5 + int(90 * (done + step + 1) / calls_total))
-                    hooks.check_canceled()
+                    hooks.check_cancelled()
                     return kwargs
 
                 generators = [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in group]
                 styled = [
-                    styled_prompt(prompts[i], request.style_type, request.style_preset)
+                    styled_prompt(
+                        prompts[i],
+                        str(request.param("style_type", "AUTO")),
+                        request.param("style_preset"),
+                    )
                     for i in group
                 ]
                 call: dict[str, Any] = {
@@ -226,11 +236,12 @@ class DiffusersEngine:
     def _edit(self, request: EngineRequest, reference: Any, call: dict[str, Any]) -> np.ndarray:
         from PIL import Image
 
-        assert request.edit_image is not None and request.edit_mask is not None
-        image = Image.fromarray(request.edit_image)
+        edit, edit_mask = request.inputs.image, request.inputs.mask
+        assert edit is not None and edit_mask is not None
+        image = Image.fromarray(edit.pixels)
         # diffusers' masks are white = repaint; Castframe's (and Ideogram's) black = repaint.
-        mask = Image.fromarray(np.where(request.edit_mask, 255, 0).astype(np.uint8))
-        height, width = request.edit_image.shape[:2]
+        mask = Image.fromarray(np.where(edit_mask, 255, 0).astype(np.uint8))
+        height, width = edit.pixels.shape[:2]
         if self.family.edit_with_references:
             # Qwen-Image-Edit-Plus edits with several images: the scene first, then the
             # character it must place; the mask is applied below, when composing the result.
@@ -253,8 +264,17 @@ class DiffusersEngine:
                 Image.fromarray(result).resize((width, height), Image.Resampling.LANCZOS)
             )
         # Keep the unmasked pixels exactly as given, like the other engines.
-        kept: np.ndarray = np.where(request.edit_mask[..., None], result, request.edit_image)
+        kept: np.ndarray = np.where(edit_mask[..., None], result, edit.pixels)
         return kept.astype(np.uint8)
+
+
+SERVED_MODELS = frozenset({"ideogram-character"})
+"""The catalog models this engine serves: character-consistent generation and mask edits from
+one reference, on the open-weights families of families.py."""
+
+
+def serves(model_id: str) -> bool:
+    return model_id in SERVED_MODELS
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

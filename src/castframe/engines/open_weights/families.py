@@ -8,6 +8,7 @@ else. No weights are downloaded at run time.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def styled_prompt(prompt: str, style_type: str, style_preset: str | None = None)
 
 
 def check_params(
-    params: dict[str, Any], family: Family, few_step: bool = False
+    params: Mapping[str, Any], family: Family, few_step: bool = False
 ) -> list[tuple[str, str]]:
     """Submission-time refusals for jobs routed to the diffusers engine running ``family``
     (``few_step``: a step-distilled LoRA is fused, which has no true CFG either)."""
@@ -133,7 +134,7 @@ def check_params(
     if params.get("style_reference_images"):
         problems.append(
             (
-                "ideogramParams.style_reference_images",
+                "style_reference_images",
                 "the diffusers engine cannot use style_reference_images; describe the look "
                 "in the prompt or use style_preset",
             )
@@ -142,7 +143,7 @@ def check_params(
         reason = "a step-distilled LoRA" if family.true_cfg else family.name
         problems.append(
             (
-                "ideogramParams.negative_prompt",
+                "negative_prompt",
                 f"the diffusers engine cannot honour negative_prompt with {reason} "
                 "(no true classifier-free guidance); leave it out",
             )

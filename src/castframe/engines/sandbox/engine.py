@@ -15,7 +15,7 @@ import numpy as np
 from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, RunHooks
 from castframe.engines.prompt import expand_prompt
 from castframe.engines.sandbox.compose import composite, plan_placement
-from castframe.engines.sandbox.edit import place_in_mask
+from castframe.engines.sandbox.edit import paint_in_mask, place_in_mask
 from castframe.engines.sandbox.palette import match_palette
 from castframe.engines.sandbox.scene import LIGHTING, parse_scene, render_scene
 from castframe.engines.sandbox.style import background_pass, final_pass, resolve_style
@@ -49,51 +49,78 @@ class SandboxEngine:
         self._cutouts = CutoutCache()
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
-        profile = SPEEDS[request.rendering_speed]
+        profile = SPEEDS.get(str(request.param("rendering_speed", "default")), SPEEDS["default"])
         hooks.progress(5)
-        cutout = self._cutouts.get(
-            request.reference, profile.grabcut_iterations, profile.grabcut_side
+        character = request.inputs.character
+        cutout = (
+            self._cutouts.get(character.pixels, profile.grabcut_iterations, profile.grabcut_side)
+            if character is not None
+            else None
         )
-        hooks.check_canceled()
+        hooks.check_cancelled()
+        styles = tuple(item.pixels for item in request.inputs.style_references)
         images: list[GeneratedImage] = []
         for index in range(request.num_images):
             seed = (request.seed + index) % (MAX_SEED + 1)
-            prompt = expand_prompt(request.prompt, request.magic_prompt_option, seed)
+            prompt = expand_prompt(
+                request.prompt, str(request.param("magic_prompt_option", "Auto")), seed
+            )
             rng = np.random.default_rng(seed)
-            if request.edit_image is not None and request.edit_mask is not None:
-                pixels = place_in_mask(request.edit_image, request.edit_mask, cutout, rng)
-                meta: dict[str, object] = {"mode": "edit"}
+            edit = request.inputs
+            if edit.image is not None and edit.mask is not None:
+                pixels, meta = self._edit(
+                    request, edit.image.pixels, edit.mask, prompt, seed, cutout, profile, rng
+                )
             else:
                 pixels, meta = self._scene_image(request, prompt, seed, cutout, profile, rng)
-            if request.style_references:
-                pixels = match_palette(pixels, request.style_references)
-                meta["styleReferences"] = len(request.style_references)
+            if styles:
+                pixels = match_palette(pixels, styles)
+                meta["styleReferences"] = len(styles)
             images.append(GeneratedImage(pixels=pixels, seed=seed, prompt=prompt, metadata=meta))
             hooks.progress(10 + int(85 * (index + 1) / request.num_images))
-            hooks.check_canceled()
-        return EngineResult(
-            images=images,
-            metadata={
-                "engine": self.name,
-                "subject": {"method": cutout.method, "faceFound": cutout.face is not None},
-            },
-        )
+            hooks.check_cancelled()
+        metadata: dict[str, object] = {"engine": self.name, "model": request.model}
+        if cutout is not None:
+            metadata["subject"] = {"method": cutout.method, "faceFound": cutout.face is not None}
+        return EngineResult(images=images, metadata=metadata)
+
+    def _edit(
+        self,
+        request: EngineRequest,
+        image: np.ndarray,
+        mask: np.ndarray,
+        prompt: str,
+        seed: int,
+        cutout: Cutout | None,
+        profile: SpeedProfile,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, dict[str, object]]:
+        """With a character: the character placed in the mask. Without: the prompt's scene
+        painted into the mask, blended at its edge; outside the mask the image is kept."""
+        if cutout is not None:
+            return place_in_mask(image, mask, cutout, rng), {"mode": "edit"}
+        height, width = image.shape[:2]
+        spec = parse_scene(prompt, request.negative_prompt, seed)
+        scene = render_scene(spec, width, height, seed, profile.detail)
+        painting = (np.clip(scene, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return paint_in_mask(image, mask, painting), {"mode": "edit", "scene": spec.describe()}
 
     def _scene_image(
         self,
         request: EngineRequest,
         prompt: str,
         seed: int,
-        cutout: Cutout,
+        cutout: Cutout | None,
         profile: SpeedProfile,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, dict[str, object]]:
         spec = parse_scene(prompt, request.negative_prompt, seed)
-        style = resolve_style(request.style_type, request.prompt, request.style_preset)
+        preset = request.param("style_preset")
+        style = resolve_style(str(request.param("style_type", "AUTO")), request.prompt, preset)
         canvas = render_scene(
             spec,
-            int(request.width * profile.scene_scale),
-            int(request.height * profile.scene_scale),
+            max(int(request.width * profile.scene_scale), 1),
+            max(int(request.height * profile.scene_scale), 1),
             seed,
             profile.detail,
         )
@@ -102,12 +129,15 @@ class SandboxEngine:
                 canvas, (request.width, request.height), interpolation=cv2.INTER_LINEAR
             )
         canvas = background_pass(style, canvas, profile.detail)
-        light = np.asarray(LIGHTING[spec.time][3], np.float32)
-        placement = plan_placement(cutout, request.width, request.height, spec.horizon, rng)
-        composite(canvas, cutout, placement, light, shadow=not cutout.touches_bottom)
-        final = final_pass(style, canvas, placement.face, rng, profile.detail)
+        face = None
+        if cutout is not None:
+            light = np.asarray(LIGHTING[spec.time][3], np.float32)
+            placement = plan_placement(cutout, request.width, request.height, spec.horizon, rng)
+            composite(canvas, cutout, placement, light, shadow=not cutout.touches_bottom)
+            face = placement.face
+        final = final_pass(style, canvas, face, rng, profile.detail)
         pixels = (final * 255.0 + 0.5).astype(np.uint8)
         meta: dict[str, object] = {"mode": "generate", "style": style, "scene": spec.describe()}
-        if request.style_preset:
-            meta["stylePreset"] = request.style_preset
+        if preset:
+            meta["stylePreset"] = preset
         return pixels, meta
