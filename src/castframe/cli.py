@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from castframe import logs
-from castframe.cli_client import generate, jobs_app
 from castframe.catalog import FLAGSHIP
+from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger

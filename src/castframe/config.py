@@ -231,6 +231,26 @@ class Settings(BaseSettings):
         description="Run a job's images in one batched pipeline call (faster on a GPU; "
         "progress then counts steps of the whole batch).",
     )
+    tool_max_output_pixels: int = Field(
+        default=64_000_000,
+        gt=0,
+        description="Largest output of an image tool (upscale, background removal), in pixels: "
+        "a request whose output would be larger is a 400 at submission.",
+    )
+    bg_remove_851_weights: Path | None = Field(
+        default=None,
+        description="transparent-background's InSPyReNet checkpoint (`ckpt_base.pth` or "
+        "`ckpt_fast.pth`) for 851 Labs' remover; unset: the bundled U2-Net-P runs.",
+    )
+    bg_remove_bria_weights: Path | None = Field(
+        default=None, description="RMBG-2.0 as an ONNX file, for Bria's remover."
+    )
+    bg_remove_bria_enabled: bool = Field(
+        default=False,
+        description="Serve Bria's remover from the RMBG-2.0 weights above: RMBG-2.0 is "
+        "licensed CC BY-NC 4.0 (non-commercial without Bria's agreement), so it is off unless "
+        "the operator turns it on.",
+    )
     ideogram_api_key: str = Field(default="", description="Ideogram API key (enables `ideogram`).")
     ideogram_base_url: str = Field(
         default="https://api.ideogram.ai", description="Ideogram API base URL."

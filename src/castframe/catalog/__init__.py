@@ -11,8 +11,15 @@ from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
 from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
 from castframe.catalog.ideogram_v4 import IDEOGRAM_V4
+from castframe.catalog.image_tools import IMAGE_TOOLS
 
-_ALL: tuple[ModelSpec, ...] = (IDEOGRAM_CHARACTER, *IDEOGRAM_V3, *IDEOGRAM_V4, *IDEOGRAM_V2)
+_ALL: tuple[ModelSpec, ...] = (
+    IDEOGRAM_CHARACTER,
+    *IDEOGRAM_V3,
+    *IDEOGRAM_V4,
+    *IDEOGRAM_V2,
+    *IMAGE_TOOLS,
+)
 
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _ALL}
 FLAGSHIP = IDEOGRAM_CHARACTER

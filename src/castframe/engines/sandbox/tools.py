@@ -10,7 +10,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, RunHooks
 from castframe.engines.sandbox.subject import _grabcut_matte, detect_face
+from castframe.engines.tools.backgrounds import flatten, render
+from castframe.engines.tools.engine import check_input, superres_factor
+from castframe.errors import JobFailure
+
+BG_REMOVE = ("bria-bg-remove", "851-bg-remove")
+UPSCALE = ("topaz-image-upscale", "clarity-upscale")
+TOOL_MODELS = BG_REMOVE + UPSCALE
 
 WORK_SIDE = 320
 ITERATIONS = 4
@@ -55,3 +63,42 @@ def lanczos_upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
         return rgb.copy()
     height, width = rgb.shape[:2]
     return cv2.resize(rgb, (width * factor, height * factor), interpolation=cv2.INTER_LANCZOS4)
+
+
+def run_tool(request: EngineRequest, hooks: RunHooks) -> EngineResult:
+    """A background-remove or upscale job on the sandbox: the same fields honoured as on the
+    tools engine, with the classical methods; deterministic (same input, same bytes)."""
+    image = request.inputs.image
+    if image is None:
+        raise JobFailure("engine_error", f"{request.model} needs an input image")
+    check_input(image.raw)
+    hooks.progress(10)
+    if request.model in BG_REMOVE:
+        pixels = render(
+            image.pixels,
+            grabcut_matte(image.pixels),
+            request.param("background_type", "rgba"),
+            request.param("threshold"),
+            bool(request.param("reverse", False)),
+        )
+        if request.param("output_format", "png") == "jpeg":
+            pixels = flatten(pixels)
+        metadata: dict[str, object] = {
+            "engine": "sandbox",
+            "model": "GrabCut cut-out (classical, sandbox)",
+            "operation": "background-remove",
+        }
+    else:
+        factor = superres_factor(request)
+        pixels = lanczos_upscale(image.pixels, factor)
+        metadata = {
+            "engine": "sandbox",
+            "model": "Lanczos interpolation (classical, sandbox)",
+            "operation": "upscale",
+            "factor": factor,
+        }
+    hooks.progress(95)
+    return EngineResult(
+        images=[GeneratedImage(pixels=pixels, seed=request.seed, prompt="", metadata={})],
+        metadata=metadata,
+    )

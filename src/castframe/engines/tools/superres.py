@@ -15,6 +15,7 @@ the CPU (``gpuid=-1``). The network upscales by 4 only, so:
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -54,6 +55,7 @@ def lanczos(rgb: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(rgb, output_size(width, height, factor), interpolation=cv2.INTER_LANCZOS4)
 
 
+@functools.lru_cache(maxsize=1)
 def available() -> str | None:
     """None when the ncnn module imports (the wheel and Debian's libraries are there), else
     why not."""
