@@ -185,7 +185,9 @@ def encode_png(pixels: np.ndarray) -> bytes:
     import cv2
 
     # RGBA (a background removal's cut-out) keeps its alpha channel.
-    conversion = cv2.COLOR_RGBA2BGRA if pixels.ndim == 3 and pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    conversion = (
+        cv2.COLOR_RGBA2BGRA if pixels.ndim == 3 and pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    )
     bgr = cv2.cvtColor(np.ascontiguousarray(pixels, dtype=np.uint8), conversion)
     params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL, cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY_RLE]
     ok, encoded = cv2.imencode(".png", bgr, params)
