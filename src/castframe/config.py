@@ -206,7 +206,7 @@ class Settings(BaseSettings):
         default="",
         description="Which engine serves each model for live keys: comma-separated "
         "`pattern=engine`, first match wins (`ideogram-*=ideogram,flux-*=sandbox`); "
-        "engines: sandbox, ideogram, diffusers, or a plug-in `package.module:Factory`. Unmatched "
+        "engines: sandbox, ideogram, diffusers, tools, or a plug-in `package.module:Factory`. Unmatched "
         "models go to their provider's engine when its key is set, else the sandbox. Test keys "
         "always use the sandbox.",
     )
