@@ -139,3 +139,25 @@ def test_real_esrgan_beats_bicubic_on_a_photo_downscaled_by_4(name: str, box) ->
     bicubic = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     assert gradient_distance(original, model) < 0.75 * gradient_distance(original, bicubic)
     assert psnr(original, model) > 22 and ssim(original, model) > 0.5
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def progress(self, percent: int) -> None:
+        self.seen.append(percent)
+
+    def check_cancelled(self) -> None:
+        return None
+
+
+def test_a_large_upscale_runs_in_strips_without_seams() -> None:
+    """Strips with a margin of context give the whole image's result (within rounding)."""
+    small = cv2.resize(np.asarray(photo("coffee")), (40, 36), interpolation=cv2.INTER_AREA)
+    whole = real_esrgan().upscale(small, 4)
+    hooks = Recorder()
+    strips = real_esrgan().upscale(small, 4, hooks, strip=12)
+    assert strips.shape == whole.shape
+    assert np.abs(strips.astype(int) - whole.astype(int)).mean() < 1.0
+    assert hooks.seen == sorted(hooks.seen) and len(hooks.seen) == 3 and hooks.seen[-1] == 90

@@ -70,7 +70,7 @@ class ToolsEngine:
             pixels, model = self._remove_background(request, image.pixels)
             metadata = {"engine": self.name, "model": model, "operation": "background-remove"}
         elif request.model in UPSCALE_MODELS:
-            pixels, model = self._upscale(request, image.pixels)
+            pixels, model = self._upscale(request, image.pixels, hooks)
             metadata = {
                 "engine": self.name,
                 "model": model,
@@ -129,12 +129,14 @@ class ToolsEngine:
             pixels = flatten(pixels)
         return pixels, matting.name
 
-    def _upscale(self, request: EngineRequest, rgb: np.ndarray) -> tuple[np.ndarray, str]:
+    def _upscale(
+        self, request: EngineRequest, rgb: np.ndarray, hooks: RunHooks
+    ) -> tuple[np.ndarray, str]:
         weights = TOPAZ_TYPES.get(request.param("model_type", "standard-v2"), "x4plus")
         if weights not in self._upscalers:
             self._upscalers[weights] = superres.RealEsrganCpu(weights)
         upscaler = self._upscalers[weights]
-        pixels = upscaler.upscale(rgb, superres_factor(request))
+        pixels = upscaler.upscale(rgb, superres_factor(request), hooks)
         sharpen = request.param("sharpen")
         if sharpen:
             pixels = unsharp(pixels, float(sharpen))

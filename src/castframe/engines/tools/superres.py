@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from castframe.engines.base import RunHooks
 from castframe.errors import JobFailure
 
 WEIGHTS = {"x4plus": 4, "x4plus-anime": 3}
@@ -31,6 +32,11 @@ NATIVE_SCALE = 4
 FACTORS = (1, 2, 4, 6, 8)
 TILE = 128
 """ncnn's tile side: bounds the working memory whatever the input's size."""
+STRIP = 256
+"""Input rows per strip of a large upscale (progress and cancellation between strips)."""
+MARGIN = 16
+"""Rows of context above and below each strip (more than the network's effective reach), so
+the strips join without seams."""
 
 
 def output_size(width: int, height: int, factor: int) -> tuple[int, int]:
@@ -108,6 +114,24 @@ class RealEsrganCpu:
             bgr = self._net.process_cv2(np.ascontiguousarray(rgb[..., ::-1]))
         return np.ascontiguousarray(bgr[..., ::-1])
 
-    def upscale(self, rgb: np.ndarray, factor: int) -> np.ndarray:
+    def upscale(
+        self, rgb: np.ndarray, factor: int, hooks: RunHooks | None = None, strip: int = STRIP
+    ) -> np.ndarray:
+        """``rgb`` upscaled by ``factor``. A large input runs in horizontal strips (each with
+        a margin of context, cropped away after): on a CPU a big upscale takes minutes, and
+        between strips the job reports progress and can be cancelled."""
         height, width = rgb.shape[:2]
-        return finish(self.x4(rgb), width, height, factor)
+        if height <= strip:
+            x4 = self.x4(rgb)
+        else:
+            pieces = []
+            for top in range(0, height, strip):
+                bottom = min(height, top + strip)
+                start, stop = max(0, top - MARGIN), min(height, bottom + MARGIN)
+                done = self.x4(np.ascontiguousarray(rgb[start:stop]))
+                pieces.append(done[(top - start) * NATIVE_SCALE : (bottom - start) * NATIVE_SCALE])
+                if hooks is not None:
+                    hooks.progress(5 + int(85 * bottom / height))
+                    hooks.check_cancelled()
+            x4 = np.concatenate(pieces, axis=0)
+        return finish(x4, width, height, factor)
