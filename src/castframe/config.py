@@ -237,6 +237,15 @@ class Settings(BaseSettings):
         description="Largest output of an image tool (upscale, background removal), in pixels: "
         "a request whose output would be larger is a 400 at submission.",
     )
+    upscale_weights: Path | None = Field(
+        default=None,
+        description="A Real-ESRGAN x4plus PyTorch checkpoint (`RealESRGAN_x4plus.pth`) for the "
+        "upscale models, run on `CASTFRAME_UPSCALE_DEVICE` (needs torch); unset: the bundled "
+        "ncnn model on the CPU.",
+    )
+    upscale_device: str = Field(
+        default="auto", description="cuda, cuda:N, cpu or auto, for `CASTFRAME_UPSCALE_WEIGHTS`."
+    )
     bg_remove_851_weights: Path | None = Field(
         default=None,
         description="transparent-background's InSPyReNet checkpoint (`ckpt_base.pth` or "

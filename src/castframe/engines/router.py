@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import importlib.util
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,16 +101,16 @@ def _tools_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settin
     return refusals
 
 
-def tools_ready(spec: ModelSpec) -> bool:
+def tools_ready(spec: ModelSpec, settings: Settings) -> bool:
     """Whether this installation can run ``spec`` on the tools engine: the upscaler needs the
     ncnn wheel and Debian's libraries, background removal ONNX Runtime and a model (the
     bundled one, or the operator's, checked at start-up)."""
+    if spec.operation == "upscale" and settings.upscale_weights:
+        return importlib.util.find_spec("torch") is not None
     if spec.operation == "upscale":
         from castframe.engines.tools.superres import available
 
         return available() is None
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 
@@ -158,7 +159,7 @@ def live_engine(spec: ModelSpec, settings: Settings) -> str:
         return spec.upstream
     if settings.diffusers_model and ENGINES["diffusers"].serves(spec):
         return "diffusers"
-    if ENGINES["tools"].serves(spec) and tools_ready(spec):
+    if ENGINES["tools"].serves(spec) and tools_ready(spec, settings):
         return "tools"
     return "sandbox"
 
@@ -233,6 +234,7 @@ def validate_engine_settings(settings: Settings) -> None:
             raise ValueError(missing)
     for path, what in (
         (settings.bg_remove_851_weights, "CASTFRAME_BG_REMOVE_851_WEIGHTS"),
+        (settings.upscale_weights, "CASTFRAME_UPSCALE_WEIGHTS"),
         (
             settings.bg_remove_bria_weights if settings.bg_remove_bria_enabled else None,
             "CASTFRAME_BG_REMOVE_BRIA_WEIGHTS",
@@ -308,6 +310,8 @@ class EngineRegistry:
                     inspyrenet_checkpoint=settings.bg_remove_851_weights,
                     bria_onnx=settings.bg_remove_bria_weights,
                     bria_enabled=settings.bg_remove_bria_enabled,
+                    upscale_weights=settings.upscale_weights,
+                    upscale_device=settings.upscale_device,
                 )
             )
         if name == "diffusers":

