@@ -14,8 +14,14 @@ from jsonschema import Draft202012Validator
 from PIL import Image
 
 from tests.conftest import Api
-from tests.support.apiframe_schemas import FORMAT_CHECKER, JOB, JOB_ACCEPTED, VALIDATION_ERROR
-from tests.support.http import LoopbackServer
+from tests.support.apiframe_schemas import (
+    FORMAT_CHECKER,
+    JOB,
+    JOB_ACCEPTED,
+    VALIDATION_ERROR,
+    WEBHOOK_PAYLOAD,
+)
+from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut, data_uri, png_bytes
 from tests.support.jobs import images_of
 
@@ -247,3 +253,18 @@ def test_models_are_on_their_own_endpoint_and_idempotent(api_no_worker: Api) -> 
     listed = {entry["id"]: entry for entry in models["models"]}
     assert listed["topaz-image-upscale"]["operation"] == "/v2/images/upscale"
     assert listed["851-bg-remove"]["operation"] == "/v2/images/background-remove"
+
+
+def test_a_tool_job_sends_apiframes_webhook(api_sqlite: Api, http_server: LoopbackServer) -> None:
+    http_server.routes["/hook"] = lambda _request: Reply(200, b"ok")
+    key = api_sqlite.key(mode="test")
+    source = data_uri(png_bytes(small_astronaut(32)))
+    body = {**topaz_body(source, upscale_factor=4), "webhookUrl": http_server.url("/hook")}
+    response = post(api_sqlite, "upscale", key, body)
+    assert response.status_code == 202, response.text
+    [delivery] = http_server.wait_for("/hook", 1)
+    payload = delivery.json()
+    conforms(WEBHOOK_PAYLOAD, payload)
+    assert payload["jobId"] == response.json()["jobId"] and payload["status"] == "COMPLETED"
+    assert payload["model"] == "topaz-image-upscale"
+    assert images_of(payload)[0]["width"] == 128
