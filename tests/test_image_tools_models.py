@@ -7,6 +7,7 @@ benchmarks/image_tools.py.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -161,3 +162,20 @@ def test_a_large_upscale_runs_in_strips_without_seams() -> None:
     assert strips.shape == whole.shape
     assert np.abs(strips.astype(int) - whole.astype(int)).mean() < 1.0
     assert hooks.seen == sorted(hooks.seen) and len(hooks.seen) == 3 and hooks.seen[-1] == 90
+
+
+def test_the_upscaler_runs_in_its_own_process_and_comes_back_after_it_dies() -> None:
+    """ncnn holds the GIL for a whole run, so it runs in a child process (the worker's other
+    threads keep running); a dead child is replaced on the next upscale."""
+    small = np.ascontiguousarray(photo("coffee")[::25, ::25])
+    upscaler = superres.RealEsrganCpu()
+    try:
+        first = upscaler.x4(small)
+        assert upscaler._child is not None
+        process = upscaler._child[0]
+        assert process.pid != os.getpid()
+        process.kill()
+        process.join()
+        assert np.array_equal(upscaler.x4(small), first)
+    finally:
+        upscaler.close()

@@ -14,11 +14,10 @@ from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, 
 from castframe.engines.sandbox.subject import _grabcut_matte, detect_face
 from castframe.engines.tools.backgrounds import flatten, render
 from castframe.engines.tools.engine import check_input, superres_factor
+from castframe.engines.tools.rules import BG_REMOVE_MODELS, UPSCALE_MODELS
 from castframe.errors import JobFailure
 
-BG_REMOVE = ("bria-bg-remove", "851-bg-remove")
-UPSCALE = ("topaz-image-upscale", "clarity-upscale")
-TOOL_MODELS = BG_REMOVE + UPSCALE
+TOOL_MODELS = BG_REMOVE_MODELS + UPSCALE_MODELS
 
 WORK_SIDE = 320
 ITERATIONS = 4
@@ -73,7 +72,7 @@ def run_tool(request: EngineRequest, hooks: RunHooks) -> EngineResult:
         raise JobFailure("engine_error", f"{request.model} needs an input image")
     check_input(image.raw)
     hooks.progress(10)
-    if request.model in BG_REMOVE:
+    if request.model in BG_REMOVE_MODELS:
         pixels = render(
             image.pixels,
             grabcut_matte(image.pixels),

