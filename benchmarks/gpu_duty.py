@@ -175,6 +175,8 @@ class Deployment:
                 "CASTFRAME_DATABASE_URL": database_url,
                 "CASTFRAME_DATA_DIR": str(data_dir),
                 "CASTFRAME_ROUTES": "ideogram-character=" + ENGINE,
+                # The same engine for a baseline from before the route table existed.
+                "CASTFRAME_ENGINE_IDEOGRAM_CHARACTER": ENGINE,
                 "CASTFRAME_GPU_STANDIN_MS": str(case.ms),
                 "CASTFRAME_GPU_STANDIN_DEVICES": str(case.devices),
                 "CASTFRAME_FACES_ENABLED": "true" if case.faces else "false",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from castframe.app import create_app
-from castframe.config import Settings
+from castframe.config import COMPONENTS, Settings, component_of
 from castframe.errors import ERROR_CODES, JOB_ERROR_CODES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -175,13 +175,22 @@ def errors_markdown() -> str:
 
 
 def config_table() -> str:
-    """The README's configuration table, from the Settings fields and their descriptions."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    """The README's configuration tables, one per component (config.py: COMPONENTS), from
+    the Settings fields and their descriptions."""
+    groups: dict[str, list[str]] = {component: [] for component, _names in COMPONENTS}
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "" if default in ("", None) else f"`{default}`"
-        lines.append(f"| `CASTFRAME_{name.upper()}` | {shown} | {field.description or ''} |")
-    return "\n".join(lines)
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        shown = "" if default in ("", None, {}, []) else f"`{default}`"
+        row = f"| `CASTFRAME_{name.upper()}` | {shown} | {field.description or ''} |"
+        groups[component_of(name) or COMPONENTS[0][0]].append(row)
+    sections = []
+    for component, rows in groups.items():
+        if rows:
+            header = ["| variable | default | meaning |", "|---|---|---|"]
+            sections.append("\n".join([f"**{component}**", "", *header, *rows]))
+    return "\n\n".join(sections)
 
 
 def readme_with_config(readme: str) -> str:

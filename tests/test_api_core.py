@@ -190,7 +190,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], int, str, str]] = [
         {"aspect_ratio": "1:1", "ideogramParams.aspect_ratio": "3:4"},
         400,
         "validation_error",
-        "body",
+        "aspect_ratio",  # a whole-body check, under the field its message is about
     ),
     ("num_images 0", {"num_images": 0}, 400, "validation_error", "num_images"),
     ("num_images 5", {"num_images": 5}, 400, "validation_error", "num_images"),
@@ -354,10 +354,12 @@ def test_upload_then_reference(api: Api) -> None:
         assert job["status"] == "COMPLETED"
         assert job["input"]["ideogramParams"]["character_reference_image"] == source
     other = api.key(account="other")
-    for source in (upload["url"], upload["reference"]):
-        response = api.generate(other, body_for(source))
-        assert response.status_code == 400
-        assert response.json()["code"] == "upload_not_found"
+    # The URL is a public URL, as Apiframe's upload URLs are: another account may use it
+    # (read from storage, never fetched); the upload:// reference stays the owner's.
+    shared = api.submit_and_wait(other, body_for(upload["url"]))
+    assert shared["status"] == "COMPLETED", shared
+    response = api.generate(other, body_for(upload["reference"]))
+    assert (response.status_code, response.json()["code"]) == (400, "upload_not_found")
 
 
 @pytest.mark.parametrize(

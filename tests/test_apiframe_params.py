@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from castframe.catalog import MODELS
 from castframe.catalog.ideogram_params import ASPECT_SIZES, RESOLUTIONS, STYLE_PRESETS
 from castframe.engines.open_weights import families
 from castframe.engines.router import check_params
@@ -142,30 +143,32 @@ def test_style_references_give_the_sandbox_output_their_palette(api_sqlite: Api,
 
 def test_engines_name_themselves_when_they_refuse_a_parameter(tmp_path: Path) -> None:
     params = {
+        "character_reference_image": "upload://y",
         "style_type": "AUTO",
         "style_preset": "WATERCOLOR",
         "style_reference_images": ["upload://x"],
         "negative_prompt": "blurry",
     }
     settings = make_settings(tmp_path, "sqlite://")
-    ideogram = dict(check_params("ideogram", params, settings))
+    character = MODELS["ideogram-character"]
+    ideogram = dict(check_params("ideogram", character, params, settings))
     assert set(ideogram) == {
         "ideogramParams.style_preset",
         "ideogramParams.style_reference_images",
     }
     assert all("ideogram engine" in message for message in ideogram.values())
-    assert check_params("sandbox", params, settings) == []
+    assert check_params("sandbox", character, params, settings) == []
     # diffusers: no style images on any family; a negative prompt needs true CFG.
     klein = dict(families.check_params(params, families.FLUX2_KLEIN))
     assert set(klein) == {
-        "ideogramParams.style_reference_images",
-        "ideogramParams.negative_prompt",
+        "style_reference_images",
+        "negative_prompt",
     }
     assert all("diffusers engine" in message for message in klein.values())
     qwen = dict(families.check_params(params, families.QWEN_IMAGE_EDIT))
-    assert list(qwen) == ["ideogramParams.style_reference_images"]
+    assert list(qwen) == ["style_reference_images"]
     lightning = families.check_params(params, families.QWEN_IMAGE_EDIT, few_step=True)
-    assert "step-distilled" in dict(lightning)["ideogramParams.negative_prompt"]
+    assert "step-distilled" in dict(lightning)["negative_prompt"]
 
 
 def test_upload_url_works_on_a_locked_down_server_at_a_private_address(
@@ -250,7 +253,7 @@ def test_me_and_models_in_apiframes_shape(api_no_worker: Api) -> None:
     assert me["team"]["credits"] == 100_000 and me["team"]["customerId"] is None
     assert key.startswith(me["apiKey"]["prefix"])
     catalog = api_no_worker.client.get("/v2/models", params={"modality": "image"}).json()
-    [entry] = catalog["models"]
+    [entry] = [model for model in catalog["models"] if model["id"] == "ideogram-character"]
     assert (entry["label"], entry["modality"], entry["pricingMode"]) == (
         "Ideogram Character",
         "image",

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from castframe.config import Settings
 from castframe.catalog import MODELS
+from castframe.config import Settings
 from castframe.engines.router import route_engine
 from tests.conftest import Api, body_for, make_api, open_api
 from tests.support.fake_ideogram import FakeIdeogram
@@ -137,7 +137,7 @@ def test_resolution_is_sent_instead_of_an_aspect_ratio(
     assert "aspect_ratio" not in call.fields
 
 
-def test_edit_uses_the_edit_endpoint_with_image_mask_and_reference(
+def test_edit_uses_the_inpaint_route_with_image_mask_and_reference(
     ideogram_api: Api, fake: FakeIdeogram, http_server: LoopbackServer, ref: str
 ) -> None:
     scene, mask = edit_pair()
@@ -145,19 +145,44 @@ def test_edit_uses_the_edit_endpoint_with_image_mask_and_reference(
     mask_url = http_server.serve_bytes("/mask.png", png_bytes(mask))
     key = ideogram_api.key()
     job = ideogram_api.submit_and_wait(
-        key,
-        body_for(
-            ref, "put her at the window", image=image_url, mask=mask_url, negative_prompt="text"
-        ),
+        key, body_for(ref, "put her at the window", image=image_url, mask=mask_url, seed=5)
     )
     assert job["status"] == "COMPLETED", job
     [call] = fake.calls
-    assert call.path == "/v1/ideogram-v3/edit"
-    assert "aspect_ratio" not in call.fields and "negative_prompt" not in call.fields
+    # Ideogram 3.0's inpaint route, never its legacy /v1/ideogram-v3/edit.
+    assert call.path == "/v1/ideogram-v3/inpaint"
+    assert call.fields == {
+        "prompt": "put her at the window",
+        "rendering_speed": "TURBO",
+        "style_type": "AUTO",
+        "seed": "5",
+        "num_images": "1",
+    }
+    assert sorted(call.files) == ["character_reference_images", "image", "mask"]
+    assert call.files["character_reference_images"] == [astronaut_png()]
+    sent_image = np.asarray(Image.open(io.BytesIO(call.files["image"][0])).convert("RGB"))
+    assert np.array_equal(sent_image, scene)
     sent_mask = np.asarray(Image.open(io.BytesIO(call.files["mask"][0])).convert("L"))
     assert sent_mask.shape == (480, 640)
     assert np.array_equal(sent_mask < 128, mask[..., 0] < 128)  # black = edit, as sent
     assert (images_of(job)[0]["width"], images_of(job)[0]["height"]) == (640, 480)
+
+
+def test_what_an_edit_cannot_take_is_a_400_naming_the_engine(
+    ideogram_api: Api, fake: FakeIdeogram, http_server: LoopbackServer, ref: str
+) -> None:
+    """Ideogram's inpaint route has no negative prompt: refused, not silently dropped."""
+    scene, mask = edit_pair(64, 48)
+    image_url = http_server.serve_bytes("/scene.png", png_bytes(scene))
+    mask_url = http_server.serve_bytes("/mask.png", png_bytes(mask))
+    body = body_for(ref, image=image_url, mask=mask_url, negative_prompt="text")
+    response = ideogram_api.generate(ideogram_api.key(), body)
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "unsupported_parameter"
+    assert "ideogram engine" in payload["error"]
+    assert list(payload["details"]) == ["ideogramParams.negative_prompt"]
+    assert fake.calls == []
 
 
 @pytest.mark.parametrize(
@@ -260,7 +285,7 @@ def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
 
     url = fake.base_url + "/v1/ideogram-v3/generate"
     files = {"character_reference_images": ("r.png", astronaut_png(), "image/png")}
-    ok = {"prompt": "p", "rendering_speed": "TURBO"}
+    ok = {"prompt": "p", "rendering_speed": "TURBO", "style_type": "AUTO"}
     assert httpx.post(url, data=ok, files=files).status_code == 401  # no Api-Key
     assert (
         httpx.post(
@@ -270,11 +295,12 @@ def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
     )
     headers = {"Api-Key": fake.api_key}
     for bad in (
-        {"prompt": "p", "rendering_speed": "turbo"},
-        {"prompt": "p", "aspect_ratio": "1:1"},
-        {"prompt": "p", "magic_prompt_option": "ON"},
+        {"prompt": "p", "rendering_speed": "turbo", "style_type": "AUTO"},
+        {"prompt": "p", "aspect_ratio": "1:1", "style_type": "AUTO"},
+        {"prompt": "p", "magic_prompt_option": "ON", "style_type": "AUTO"},
         {"prompt": "p", "style_type": "DESIGN"},
-        {"rendering_speed": "TURBO"},
+        {"prompt": "p"},  # GENERAL, the default style, is refused with a character
+        {"rendering_speed": "TURBO", "style_type": "AUTO"},
     ):
         assert httpx.post(url, data=bad, files=files, headers=headers).status_code == 400, bad
     good = httpx.post(url, data=ok, files=files, headers=headers)
@@ -282,3 +308,23 @@ def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
     item = good.json()["data"][0]
     assert set(item) == {"url", "prompt", "resolution", "is_image_safe", "seed", "style_type"}
     assert httpx.get(item["url"]).status_code == 200
+    # The legacy 3.0 edit route is to be removed: the fake does not serve it.
+    legacy = httpx.post(
+        fake.base_url + "/v1/ideogram-v3/edit", data=ok, files=files, headers=headers
+    )
+    assert legacy.status_code == 404
+
+
+def test_an_upstream_trickling_its_headers_is_cut_at_the_call_deadline(
+    ideogram_api: Api, fake: FakeIdeogram, ref: str
+) -> None:
+    """Ideogram answering 200 and then one header byte every 0.25 s never trips httpx's
+    per-read timeout: the call's one deadline (ideogram_timeout, 3 s here) cuts it, and it
+    counts as a timeout (retried once, as the upstream may have billed)."""
+    fake.script.extend(["trickle:40", "trickle:40", "ok"])
+    key = ideogram_api.key()
+    job_id = ideogram_api.generate(key, body_for(ref)).json()["jobId"]
+    job = ideogram_api.wait(key, job_id, timeout=30)
+    assert (job["status"], job["errorCode"]) == ("FAILED", "upstream_unavailable")
+    assert "timed out twice" in job["error"]
+    assert len(fake.calls) == 2

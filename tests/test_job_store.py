@@ -15,7 +15,7 @@ from castframe.jobs.record import Job
 from castframe.store import states
 from castframe.store.db import Database
 from castframe.store.notify import JOBS_CHANNEL, WEBHOOKS_CHANNEL, publish
-from castframe.store.tables import guard, jobs, uploads, webhook_attempts
+from castframe.store.tables import guard, jobs, uploads, webhook_attempts, webhook_deliveries
 from tests.conftest import Api, body_for
 from tests.support.images import astronaut_png, data_uri
 
@@ -131,10 +131,13 @@ def test_a_failed_transaction_takes_its_inline_images_with_it(
     assert (len(files), rows) == (1, 1)
 
 
-def test_an_attempt_is_recorded_only_under_the_lease_that_made_it(api_no_worker: Api) -> None:
-    """A sender whose lease ran out (another took the delivery over) or whose record already
+def test_an_attempt_moves_the_delivery_only_under_the_lease_that_made_it(
+    api_no_worker: Api,
+) -> None:
+    """A sender whose lease ran out (another took the delivery over) logs its attempt but
+    leaves the delivery's state and the other sender's lease alone; a record that already
     committed (a retry after a lost acknowledgement) writes nothing: one attempt row per
-    attempt, and the other sender's lease is left alone."""
+    attempt made."""
     api = api_no_worker
     if api.services.sender is not None:  # this test plays both senders itself
         api.services.sender.stop()
@@ -153,10 +156,34 @@ def test_an_attempt_is_recorded_only_under_the_lease_that_made_it(api_no_worker:
             conn, now=time.time() + job_store.DELIVERY_LEASE + 1
         )
     assert stalled is not None and taken_over is not None
+    late = {**attempt, "attempted_at": 2.0}
     with api.services.db.write() as conn:
         assert not job_store.record_attempt(conn, stalled, attempt, "failing", 5.0)
-        assert job_store.record_attempt(conn, taken_over, attempt, "failing", 5.0)
-    with api.services.db.write() as conn:  # the same record again: already there
-        assert not job_store.record_attempt(conn, taken_over, attempt, "failing", 5.0)
+        assert job_store.record_attempt(conn, taken_over, late, "failing", 5.0)
+    with api.services.db.write() as conn:  # the same records again: already there
+        assert not job_store.record_attempt(conn, taken_over, late, "failing", 5.0)
+        assert not job_store.record_attempt(conn, stalled, attempt, "failing", 5.0)
         rows = conn.execute(sa.select(sa.func.count()).select_from(webhook_attempts)).scalar_one()
-    assert rows == 1
+        attempts = conn.execute(sa.select(webhook_deliveries.c.attempts)).scalar_one()
+    assert (rows, attempts) == (2, 1)
+
+
+def test_upstream_records_are_kept_for_later_attempts_by_the_lease_holder(
+    api_no_worker: Api,
+) -> None:
+    key = api_no_worker.key(credits=100)
+    job_id = api_no_worker.generate(key, body_for("https://example.com/a.png")).json()["jobId"]
+    db = api_no_worker.services.db
+    with db.write() as conn:
+        claimed = job_store.claim(conn, "w", lease_seconds=30)
+    assert claimed is not None and claimed.id == job_id
+    with db.read() as conn:
+        assert job_store.upstream_state(conn, job_id) is None
+    with db.write() as conn:
+        assert job_store.record_upstream(conn, claimed, "w", "bfl", {"phase": "submitting"})
+        assert job_store.record_upstream(
+            conn, claimed, "w", "bfl", {"phase": "submitted", "id": "t1"}
+        )
+        assert not job_store.record_upstream(conn, claimed, "other", "bfl", {"id": "t2"})
+    with db.read() as conn:
+        assert job_store.upstream_state(conn, job_id) == {"phase": "submitted", "id": "t1"}

@@ -340,7 +340,7 @@ def test_outputs_on_s3_are_deleted_and_answer_410(
         assert expired["expired"] is True
         # Not the bucket's presigned URL (its 404 says nothing): the API's own, a 410.
         [url] = expired["result"]["images"]
-        assert url.startswith("http://testserver/v2/files/outputs/")
+        assert url.startswith("http://testserver/v2/files/expired/outputs/")
         answer = api.client.get(url, follow_redirects=False)
         assert (answer.status_code, answer.json()["code"]) == (410, "output_expired")
         # The younger job keeps its presigned URL and its object.

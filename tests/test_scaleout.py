@@ -95,6 +95,15 @@ def metric(text: str, sample: str) -> float:
     return 0.0
 
 
+def scrape(api: Api) -> str:
+    """/metrics as a remote scraper with the operator's token reads it (TestClient's client
+    address is not loopback: tests/test_first_hour.py covers the refusals)."""
+    api.services.settings.metrics_token = "scrape-token"
+    response = api.client.get("/metrics", headers={"Authorization": "Bearer scrape-token"})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 def test_metrics_endpoint(api_sqlite: Api) -> None:
     submitted = (
         'castframe_jobs_submitted_total{engine="sandbox",mode="live",model="ideogram-character"}'
@@ -104,10 +113,10 @@ def test_metrics_endpoint(api_sqlite: Api) -> None:
         'status="COMPLETED"}'
     )
     posted = 'castframe_http_requests_total{method="POST",route="/v2/images/generate",status="202"}'
-    before = api_sqlite.client.get("/metrics").text
+    before = scrape(api_sqlite)
     key = api_sqlite.key()
     api_sqlite.submit_and_wait(key, body_for(data_uri(astronaut_png())))
-    after = api_sqlite.client.get("/metrics").text
+    after = scrape(api_sqlite)
     assert metric(after, submitted) == metric(before, submitted) + 1
     assert metric(after, finished) == metric(before, finished) + 1
     assert metric(after, posted) == metric(before, posted) + 1
@@ -122,7 +131,7 @@ def test_queue_gauges_report_waiting_jobs(api_no_worker: Api) -> None:
     for _ in range(3):
         api_no_worker.generate(key, body_for("https://example.com/a.png"))
     time.sleep(1.1)
-    text = api_no_worker.client.get("/metrics").text
+    text = scrape(api_no_worker)
     assert metric(text, 'castframe_queue_depth{status="QUEUED"}') == 3.0
     age = metric(text, "castframe_queue_oldest_age_seconds")
     assert age >= 1.0

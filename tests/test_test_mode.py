@@ -83,10 +83,12 @@ def test_uploads_belong_to_their_mode(api: Api) -> None:
     live, test = api.key("acme", "live"), api.key("acme", "test")
     for owner, other in ((live, test), (test, live)):
         answer = upload(api, owner)
+        refused = api.generate(other, body_for(answer["reference"]))
+        assert (refused.status_code, refused.json()["code"]) == (400, "upload_not_found")
         for source in (answer["url"], answer["reference"]):
-            refused = api.generate(other, body_for(source))
-            assert (refused.status_code, refused.json()["code"]) == (400, "upload_not_found")
             assert api.generate(owner, body_for(source)).status_code == 202
+        # The signed URL is a public URL: any key may use it, its reference stays bound.
+        assert api.generate(other, body_for(answer["url"])).status_code == 202
 
 
 def test_characters_belong_to_their_mode(api_sqlite: Api) -> None:

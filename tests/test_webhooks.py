@@ -276,6 +276,14 @@ def test_private_webhook_url_is_refused_without_the_dev_setting(api_no_worker: A
     )
     assert (response.status_code, response.json()["code"]) == (400, "url_not_allowed")
     assert "webhookUrl" in response.json()["details"]
+    # The refusal names the setting that lifts it, for someone testing webhooks locally.
+    (message,) = response.json()["details"]["webhookUrl"]
+    assert "CASTFRAME_ALLOW_PRIVATE_URLS=1" in message
+    assert "CASTFRAME_TRUSTED_HOSTS" in message
+    localhost = api_no_worker.generate(
+        key, body_for("https://example.com/a.png", top={"webhookUrl": "http://localhost:9/h"})
+    )
+    assert "CASTFRAME_ALLOW_PRIVATE_URLS=1" in localhost.json()["details"]["webhookUrl"][0]
 
 
 def test_pending_deliveries_survive_a_restart(

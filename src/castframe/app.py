@@ -6,20 +6,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from castframe import __version__
-from castframe.api import account, catalog, characters, files, generate, health, jobs, uploads
+from castframe.api import (
+    account,
+    catalog,
+    characters,
+    files,
+    generate,
+    health,
+    jobs,
+    metrics_endpoint,
+    uploads,
+)
+from castframe.api.docs_ui import install_docs
 from castframe.api.errors import install_error_handlers
 from castframe.api.middleware import RequestContextMiddleware
 from castframe.api.openapi import use_apiframe_errors
-from castframe.api.queue_metrics import QueueCollector
 from castframe.api.ratelimit import RateLimiter
 from castframe.config import Settings
-from castframe.metrics import REGISTRY
 from castframe.services import Services
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -54,23 +63,43 @@ def create_app(
             built.stop(grace=10.0)
 
     app = FastAPI(
-        title="Castframe", version=__version__, description=DESCRIPTION, lifespan=lifespan
+        title="Castframe",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from local files below: the CDN's are unreachable offline
+        redoc_url=None,
     )
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     install_error_handlers(app)
     use_apiframe_errors(app)
     for module in (generate, jobs, catalog, uploads, characters, account, files, health):
         app.include_router(module.router)
+    app.include_router(metrics_endpoint.router)
+    install_docs(app, "Castframe")
 
     app.add_middleware(RequestContextMiddleware)
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
-        services: Services = request.app.state.services
-        queue = CollectorRegistry()
-        queue.register(QueueCollector(services.db))
-        return Response(
-            generate_latest(REGISTRY) + generate_latest(queue), media_type=CONTENT_TYPE_LATEST
+    if settings.cors_origin_list:
+        # Off by default: API keys do not belong in public pages (docs/operations.md#cors).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "X-API-Key",
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Prefer",
+            ],
+            expose_headers=[
+                "Idempotent-Replayed",
+                "Retry-After",
+                "X-Request-Id",
+                "Location",
+                "Preference-Applied",
+            ],
+            max_age=600,
         )
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
@@ -81,3 +110,12 @@ def create_app(
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server got SIGTERM: answer the requests that wait on live status now (a
+    ``Prefer: wait`` submission gets 202 with its job, an event stream ends) rather than
+    being cut when the graceful-shutdown timeout runs out. Called on the event loop."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.watcher.drain()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import json
 import signal
+import socket
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
 from castframe import logs
-from castframe.catalog import FLAGSHIP
 from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
@@ -20,7 +24,12 @@ from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 
 app = typer.Typer(
-    help="Castframe: a self-hosted, Apiframe-v2-compatible image API.", no_args_is_help=True
+    help="Castframe: a self-hosted, Apiframe-v2-compatible image API.\n\n"
+    "Server commands (serve, worker, migrate, accounts, keys) read CASTFRAME_* settings "
+    "(README: Configuration). Client commands (generate, jobs) take --api-key and --base-url "
+    "or read CASTFRAME_API_KEY and CASTFRAME_BASE_URL. Tab completion: "
+    "`castframe --install-completion` (bash, zsh, fish, PowerShell).",
+    no_args_is_help=True,
 )
 accounts_app = typer.Typer(help="Accounts and credits.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -49,7 +58,7 @@ def serve(
     """Run the HTTP API (with an in-process worker unless --no-worker)."""
     import uvicorn
 
-    from castframe.app import create_app
+    from castframe.app import begin_shutdown, create_app
 
     _setup_logging()
     overrides: dict[str, object] = {}
@@ -60,13 +69,66 @@ def serve(
     if no_worker:
         overrides["worker_enabled"] = False
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    uvicorn.run(
-        create_app(settings),
+    problem = public_bind_problem(settings)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    application = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server that, on SIGTERM/SIGINT, first wakes the requests waiting on
+        live status (app.begin_shutdown), then shuts down gracefully as usual."""
+
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # A signal handler: nothing here may take a lock the interrupted code holds, so
+            # the work is handed to the event loop.
+            if self.loop is not None and not self.should_exit:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(begin_shutdown, application)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        application,
         host=settings.host,
         port=settings.port,
         log_level="info",
         log_config=None,
         timeout_graceful_shutdown=15,
+    )
+    DrainingServer(config).run()
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def public_bind_problem(settings: Settings) -> str | None:
+    """Why ``serve`` refuses to start, or None.
+
+    A server bound beyond loopback serves other machines, and the links it hands them (signed
+    output and upload URLs) are built from ``CASTFRAME_PUBLIC_URL``; without it they would read
+    ``http://0.0.0.0:8000/...``, which no client can open. Refusing beats a server that looks
+    fine and hands out dead links."""
+    if settings.public_url or is_loopback_host(settings.host):
+        return None
+    return (
+        f"--host {settings.host} serves other machines, but CASTFRAME_PUBLIC_URL is not set, so "
+        f"image and upload URLs would read http://{settings.host}:{settings.port}/... and open "
+        "for no one. Set CASTFRAME_PUBLIC_URL to the address clients use (for example "
+        f"https://images.example.com or http://<this machine's name>:{settings.port}), or bind "
+        "127.0.0.1."
     )
 
 
@@ -84,6 +146,13 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Address of --metrics-port: loopback by default (metrics are for operators); "
+            "0.0.0.0 or a private address for a scraper on another machine."
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run a worker (and webhook sender) without the API; SIGTERM drains it."""
     from castframe.services import Services
@@ -96,7 +165,7 @@ def worker(
 
         from castframe.metrics import REGISTRY
 
-        start_http_server(metrics_port, registry=REGISTRY)
+        start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
     device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
@@ -298,24 +367,17 @@ def dev_key() -> None:
             raw, _ = accounts_mod.create_key(conn, account["id"], "live", "make run")
             key_file.write_text(raw + "\n")
             key_file.chmod(0o600)
+        dev = accounts_mod.get_account_by_name(conn, "dev")
+        available = ledger.account_balance(conn, dev["id"]).available if dev else 0
     base = settings.resolved_public_url
-    model, block = FLAGSHIP.id, FLAGSHIP.params_key
-    image = FLAGSHIP.saved_character_field
     typer.echo(f"""
 Castframe is starting at {base}  (playground: {base}/ , API docs: {base}/docs)
-Development API key (account 'dev', {settings.dev_credits} credits, sandbox engine):
+Development API key (account 'dev', {available:,} credits available, sandbox engine):
 
   export CASTFRAME_API_KEY={raw}
 
-Try it (upload a reference photo, then generate with it):
-
-  REF=$(curl -s -H "X-API-Key: $CASTFRAME_API_KEY" -F file=@me.jpg {base}/v2/uploads \\
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-  curl -s -X POST {base}/v2/images/generate -H "X-API-Key: $CASTFRAME_API_KEY" \\
-       -H "Content-Type: application/json" \\
-       -d '{{"prompt": "a detective in a rainy city street at night", "model": "{model}",
-            "{block}": {{"{image}": "'$REF'", "style_type": "REALISTIC"}}}}'
-  curl -s -H "X-API-Key: $CASTFRAME_API_KEY" {base}/v2/jobs/<jobId>
+The `castframe` command is in .venv/bin (source .venv/bin/activate, or run .venv/bin/castframe).
+Try the README's quick start in another terminal, from this folder.
 """)
 
 

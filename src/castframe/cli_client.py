@@ -1,7 +1,8 @@
 """Client commands of ``castframe``: ``generate`` and ``jobs`` (they talk HTTP via the SDK).
 
-They use ``CASTFRAME_API_KEY`` and ``CASTFRAME_BASE_URL`` (default http://127.0.0.1:8000).
-Errors print the server's code and message and exit with status 1.
+Each takes ``--api-key`` and ``--base-url``, or reads ``CASTFRAME_API_KEY`` and
+``CASTFRAME_BASE_URL`` (default http://127.0.0.1:8000). Errors print the server's code and
+message and exit with status 1; a server that cannot be reached is said at once, by its URL.
 """
 
 from __future__ import annotations
@@ -17,11 +18,36 @@ from castframe.client import Castframe, CastframeError, Job
 
 jobs_app = typer.Typer(help="Inspect and cancel jobs on a server.", no_args_is_help=True)
 
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="CASTFRAME_API_KEY",
+        show_envvar=True,
+        help="API key (afk_live_... or afk_test_...; `make run` prints one).",
+    ),
+]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        envvar="CASTFRAME_BASE_URL",
+        show_envvar=True,
+        help="The Castframe server (default http://127.0.0.1:8000).",
+    ),
+]
 
-def _client() -> Castframe:
+
+def _client(api_key: str | None, base_url: str | None) -> Castframe:
+    """The SDK client; a refused connection fails at once (no retries) with the URL."""
     try:
-        return Castframe()
+        return Castframe(api_key=api_key, base_url=base_url, connect_retries=0)
     except CastframeError as error:
+        if error.code == "missing_api_key":
+            error = CastframeError(
+                "missing_api_key",
+                "pass --api-key or set CASTFRAME_API_KEY (`make run` prints a development key)",
+            )
         _fail(error)
 
 
@@ -30,6 +56,12 @@ def _fail(error: CastframeError) -> NoReturn:
     for path, messages in error.details.items():
         for message in messages:
             typer.echo(f"  {path}: {message}", err=True)
+    if error.code == "network_error":
+        typer.echo(
+            "  is the server running there? Start it with `make run` (or `castframe serve`), "
+            "or point --base-url / CASTFRAME_BASE_URL at it.",
+            err=True,
+        )
     raise typer.Exit(1)
 
 
@@ -79,6 +111,8 @@ def generate(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600.0,
+    api_key: ApiKey = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Generate images of a character and save them (live progress bar)."""
     if (ref is None) == (character is None):
@@ -97,7 +131,7 @@ def generate(
         "image": edit,
         "mask": mask,
     }
-    with _client() as client:
+    with _client(api_key, base_url) as client:
         try:
             job_id = client.submit(prompt, ref, **params)
             if no_wait:
@@ -145,9 +179,11 @@ def jobs_list(
     status: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option()] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    api_key: ApiKey = None,
+    base_url: BaseUrl = None,
 ) -> None:
     """Your recent jobs, newest first."""
-    with _client() as client:
+    with _client(api_key, base_url) as client:
         try:
             found = client.list_jobs(status=status, limit=limit).jobs
         except CastframeError as error:
@@ -160,9 +196,9 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str) -> None:
+def jobs_show(job_id: str, api_key: ApiKey = None, base_url: BaseUrl = None) -> None:
     """One job as JSON."""
-    with _client() as client:
+    with _client(api_key, base_url) as client:
         try:
             job = client.get_job(job_id)
         except CastframeError as error:
@@ -171,9 +207,9 @@ def jobs_show(job_id: str) -> None:
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: str) -> None:
+def jobs_cancel(job_id: str, api_key: ApiKey = None, base_url: BaseUrl = None) -> None:
     """Cancel a job."""
-    with _client() as client:
+    with _client(api_key, base_url) as client:
         try:
             job = client.cancel(job_id)
         except CastframeError as error:

@@ -73,7 +73,23 @@ class Settings(BaseSettings):
     trusted_hosts: str = Field(
         default="", description="Comma-separated host names exempt from the private-IP rule."
     )
-    fetch_timeout: float = Field(default=20.0, gt=0, description="Read timeout of image fetches.")
+    fetch_timeout: float = Field(
+        default=20.0, gt=0, description="Read timeout of image fetches (each socket read)."
+    )
+    fetch_deadline: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall-clock limit of one image fetch (references, style images, saved "
+        "characters, engine downloads): connect, status line, headers and body, redirects "
+        "included, enforced outside the socket's read timeout.",
+    )
+    character_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Saved-character creations (fetch, decode, face check) one API process "
+        "runs at once, outside the request thread pool; as many again may wait for a slot, "
+        "beyond that 503 `characters_busy`.",
+    )
     max_image_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest input image, in bytes."
     )
@@ -187,13 +203,30 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )
 
-    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per delivery attempt.")
+    webhook_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Wall-clock limit of one delivery attempt, connect to status line (the "
+        "receiver's body is not read); enforced outside the socket's read timeout.",
+    )
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,50400,72000,86400",
         description="Comma-separated seconds between delivery attempts (Standard Webhooks).",
     )
     webhook_concurrency: int = Field(
         default=8, ge=1, description="Deliveries in flight per process."
+    )
+    webhook_account_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Deliveries of one account in flight at once (all senders together): "
+        "one account's backlog or slow receiver never holds the other slots.",
+    )
+    redeliver_per_minute: float = Field(
+        default=10.0,
+        gt=0,
+        description="Webhook redeliveries (`POST /v2/jobs/{id}/webhooks/redeliver`) per "
+        "minute per API key (token refill); the bucket holds as many.",
     )
 
     prices: dict[str, int | dict[str, int]] = Field(
@@ -206,7 +239,7 @@ class Settings(BaseSettings):
         default="",
         description="Which engine serves each model for live keys: comma-separated "
         "`pattern=engine`, first match wins (`ideogram-*=ideogram,flux-*=sandbox`); "
-        "engines: sandbox, ideogram, diffusers, tools, or a plug-in `package.module:Factory`. Unmatched "
+        "engines: sandbox, ideogram, bfl, diffusers, tools, or a plug-in `package.module:Factory`. Unmatched "
         "models go to their provider's engine when its key is set, else the sandbox. Test keys "
         "always use the sandbox.",
     )
@@ -268,13 +301,41 @@ class Settings(BaseSettings):
         default=8, ge=1, description="Upstream Ideogram calls in flight per process."
     )
     ideogram_timeout: float = Field(
-        default=120.0, gt=0, description="Seconds to wait for one Ideogram response."
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of one Ideogram call (connect, upload, response), "
+        "enforced outside the socket's read timeout.",
     )
     ideogram_max_retries: int = Field(
         default=3, ge=0, description="Retries of 429/5xx/connection errors before failing."
     )
     ideogram_retry_base: float = Field(
         default=2.0, ge=0, description="First Ideogram retry backoff in seconds (doubles)."
+    )
+    bfl_api_key: str = Field(
+        default="", description="Black Forest Labs API key (enables `bfl`: the FLUX models)."
+    )
+    bfl_base_url: str = Field(
+        default="https://api.bfl.ai",
+        description="BFL API base URL (or https://api.eu.bfl.ai, https://api.us.bfl.ai).",
+    )
+    bfl_concurrency: int = Field(
+        default=24, ge=1, description="BFL tasks in flight per process (BFL allows 24 active)."
+    )
+    bfl_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for one BFL answer."
+    )
+    bfl_max_retries: int = Field(
+        default=3, ge=0, description="Retries of BFL 429/5xx/connection errors before failing."
+    )
+    bfl_retry_base: float = Field(
+        default=2.0, ge=0, description="First BFL retry backoff in seconds (doubles)."
+    )
+    bfl_poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between polls of a BFL task."
+    )
+    bfl_poll_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds a BFL task may take before the attempt gives up."
     )
     log_format: str = Field(
         default="auto", description="Logs: json, text, or auto (JSON unless on a terminal)."
@@ -292,6 +353,24 @@ class Settings(BaseSettings):
     dev_credits: int = Field(
         default=100_000, ge=0, description="Credits of the `make run` development account."
     )
+    # -- exposure to browsers and networks (issue 29) -----------------------------------------
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated browser origins (`https://app.example.com`, or `*`) "
+        "allowed to call the API from their pages (CORS); empty = none. API keys do not belong "
+        "in public web pages: allow an origin only for your own tools or a page whose users "
+        "bring their own key.",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="Bearer token that `GET /metrics` requires; empty = /metrics answers "
+        "loopback clients only (403 metrics_forbidden to others).",
+    )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` as a list (empty: CORS is off)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def worker_device_list(self) -> list[str]:
@@ -341,3 +420,43 @@ class Settings(BaseSettings):
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "files"
+
+
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # (component, the setting names or name prefixes that belong to it), in the order the
+    # README's configuration table shows them. Every setting belongs to exactly one
+    # (tests/unit/test_config.py).
+    ("Server", ("data_dir", "database_url", "public_url", "host", "port", "secret_key",
+                "log_format", "dev_credits", "cors_", "metrics_")),
+    ("Storage", ("storage_url", "s3_")),
+    ("Limits and fair use", ("max_", "body_read_timeout", "rate_limit_", "key_cache_seconds",
+                             "submit_batch_max", "idempotency_", "live_", "upload_", "character_",
+                             "storage_quota", "redeliver_")),
+    ("Fetching images", ("allow_private_urls", "trusted_hosts", "fetch_", "outbound_")),
+    ("Retention", ("output_url_ttl", "upload_retention_hours", "output_retention_",
+                   "job_retention_days", "webhook_attempt_retention_days", "retention_")),
+    ("Worker", ("worker_", "postprocess_queue", "completion_linger_ms", "lease_seconds",
+                "poll_interval", "max_attempts", "retry_base_seconds")),
+    ("Webhooks", ("webhook_",)),
+    ("Models: routes and prices", ("routes", "prices")),
+    ("Engine: ideogram", ("ideogram_",)),
+    ("Engine: bfl", ("bfl_",)),
+    ("Engine: diffusers", ("diffusers_",)),
+    ("Engine: image tools", ("tool_max_output_pixels", "tools_", "bg_", "upscale_", "rembg_",
+                             "realesrgan_")),
+    ("Faces", ("faces_", "face_")),
+)  # fmt: skip
+"""Settings grouped by the component they configure."""
+
+
+def component_of(name: str) -> str | None:
+    """The component a setting belongs to: its exact name first, else its longest prefix."""
+    best: tuple[int, str] | None = None
+    for component, names in COMPONENTS:
+        for entry in names:
+            if name == entry:
+                return component
+            longer = best is None or len(entry) > best[0]
+            if entry.endswith("_") and name.startswith(entry) and longer:
+                best = (len(entry), component)
+    return best[1] if best else None

@@ -58,6 +58,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "insufficient_credits": (402, "The account's available credits are below the job's price."),
     "api_key_inactive": (403, "The API key is deactivated."),
     "invalid_signature": (403, "A signed file URL's signature does not match."),
+    "metrics_forbidden": (
+        403,
+        "GET /metrics answers loopback clients only, unless CASTFRAME_METRICS_TOKEN is set; "
+        "then any client sending `Authorization: Bearer <token>`.",
+    ),
     "not_found": (404, "No such resource for this API key (other accounts' objects included)."),
     "method_not_allowed": (405, "The path does not accept this HTTP method."),
     "job_not_cancelable": (409, "The job already finished."),
@@ -71,7 +76,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The job's output files were deleted after CASTFRAME_OUTPUT_RETENTION_HOURS (the job "
         "reads `expired: true`); generate again.",
     ),
-    "rate_limited": (429, "Too many submissions for this key; see Retry-After."),
+    "rate_limited": (
+        429,
+        "Too many submissions (or webhook redeliveries) for this key; see Retry-After.",
+    ),
     "too_many_active_jobs": (429, "The account has too many unfinished jobs."),
     "too_many_listeners": (
         429,
@@ -89,6 +97,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         507,
         "The server's file storage or database is out of space; nothing was stored or "
         "charged. Retry once the operator has freed some.",
+    ),
+    "characters_busy": (
+        503,
+        "The API process is saving CASTFRAME_CHARACTER_CONCURRENCY characters (fetch, decode, "
+        "face check) and as many wait for a slot; retry after Retry-After.",
     ),
     "listeners_exhausted": (
         503,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,11 @@ from castframe.engines.router import (
 )
 from castframe.jobs.keycache import KeyCache
 from castframe.jobs.record import Job
+from castframe.jobs.retention import Policy as RetentionPolicy
 from castframe.jobs.submitter import Submitter
 from castframe.jobs.views import job_view
 from castframe.jobs.watch import JobWatcher
-from castframe.media.signing import signed_url
+from castframe.media.signing import EXPIRED_PREFIX, signed_url
 from castframe.media.storage import Storage, make_storage
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
@@ -126,14 +128,18 @@ class Services:
         """The job as clients see it, its links signed now: the one place that picks the
         links (storage's own, or, once retention expired the job, this server's 410 ones),
         for the API, the live streams and webhooks alike."""
-        return job_view(job, self.url_for, self.expired_url_for)
+        expired = RetentionPolicy.from_settings(self.settings).outputs_expired(job, time.time())
+        return job_view(job, self.url_for, self.expired_url_for, expired)
 
     def expired_url_for(self, key: str) -> str:
         """This server's own signed link to a file retention deleted, whatever the storage:
         ``/v2/files`` answers it ``410 output_expired`` (jobs/views.py: ``job_view``)."""
         settings = self.settings
         return signed_url(
-            settings.resolved_public_url, settings.signing_key, key, settings.output_url_ttl
+            settings.resolved_public_url,
+            settings.signing_key,
+            EXPIRED_PREFIX + key,
+            settings.output_url_ttl,
         )
 
     def start_worker(

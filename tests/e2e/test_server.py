@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import textwrap
 import time
@@ -297,3 +298,38 @@ def test_cli_per_key_rate_limit_and_usage(castframe_sqlite: Castframe) -> None:
     assert statuses == [202, 202, 429]
     usage = deployment.cli("accounts", "usage", "slow")
     assert usage.splitlines()[0].split() == ["day", "jobs", "images", "credits"]
+
+
+def test_sigterm_answers_an_in_flight_prefer_wait_with_its_job(
+    castframe_sqlite: Castframe,
+) -> None:
+    """A `Prefer: wait` submission in flight when the server gets SIGTERM is answered 202
+    with its job at once, not cut by a connection reset when the graceful-shutdown timeout
+    (15 s) runs out."""
+    server, base = castframe_sqlite.server("--no-worker")  # the job stays queued
+    key = castframe_sqlite.key()
+    body = {
+        "prompt": "a portrait",
+        "model": "ideogram-character",
+        "ideogramParams": {"character_reference_image": "https://example.com/a.png"},
+    }
+    headers = {"X-API-Key": key, "Prefer": "wait=60"}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            httpx.post, f"{base}/v2/images/generate", json=body, headers=headers, timeout=90
+        )
+
+        def listed() -> bool:
+            jobs = httpx.get(f"{base}/v2/jobs", headers={"X-API-Key": key}, timeout=5).json()
+            return bool(jobs["jobs"])
+
+        wait_until(listed, timeout=30)
+        time.sleep(0.5)  # the submission now waits on its job's live status
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        response = waiting.result(timeout=60)
+    assert response.status_code == 202, response.text
+    answered = response.json()
+    assert answered.get("jobId") or answered.get("id")
+    assert answered["status"] == "QUEUED"
+    server.proc.wait(30)

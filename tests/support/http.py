@@ -30,6 +30,34 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    trickle_headers: float = 0.0
+    """Hostile: after the status line, one header byte every this many seconds, for up to
+    ``trickle_for`` seconds (each byte arrives well within any read timeout)."""
+    trickle_body: float = 0.0
+    """Hostile: status line and headers at once, then one body byte every this many seconds."""
+    trickle_for: float = 120.0
+
+
+def trickle(
+    write: Callable[[bytes], Any],
+    data: bytes,
+    interval: float,
+    limit: float,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Write ``data`` a byte at a time, ``interval`` apart, for at most ``limit`` seconds or
+    until ``stop`` is set; False once the client has hung up (the write fails)."""
+    deadline = time.monotonic() + limit
+    stop = stop or threading.Event()
+    for index in range(len(data)):
+        if time.monotonic() > deadline or stop.is_set():
+            return True
+        try:
+            write(data[index : index + 1])
+        except OSError:
+            return False
+        stop.wait(interval)
+    return True
 
 
 Route = Callable[[Recorded], Reply]
@@ -49,6 +77,10 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[Recorded] = []
+        self.hangups: list[Recorded] = []
+        self.stopping = threading.Event()
+        """Set by ``close``: hostile answers end, so their clients are let go."""
+        """Requests whose client hung up while a hostile answer was still trickling."""
         self._lock = threading.Lock()
         server = self
 
@@ -75,6 +107,9 @@ class LoopbackServer:
                 reply = route(record) if route else Reply(404, b"not found")
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.trickle_headers or reply.trickle_body:
+                    self._trickle(reply, record)
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -84,6 +119,40 @@ class LoopbackServer:
                     self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _trickle(self, reply: Reply, record: Recorded) -> None:
+                """A hostile answer; the client hanging up is recorded in ``hangups``."""
+                self.close_connection = True
+                head = f"HTTP/1.1 {reply.status} OK\r\n".encode()
+                try:
+                    self.wfile.write(head)
+                except OSError:
+                    return
+                if reply.trickle_headers:
+                    padding = b"X-Padding: " + b"a" * 8000 + b"\r\n\r\n"
+                    finished = trickle(
+                        self.wfile.write,
+                        padding,
+                        reply.trickle_headers,
+                        reply.trickle_for,
+                        server.stopping,
+                    )
+                else:
+                    body = reply.body or b"x" * 4000
+                    try:
+                        self.wfile.write(f"Content-Length: {len(body)}\r\n\r\n".encode())
+                    except OSError:
+                        return
+                    finished = trickle(
+                        self.wfile.write,
+                        body,
+                        reply.trickle_body,
+                        reply.trickle_for,
+                        server.stopping,
+                    )
+                if not finished:
+                    with server._lock:
+                        server.hangups.append(record)
 
             do_GET = do_POST = do_PUT = _handle
 
@@ -114,5 +183,6 @@ class LoopbackServer:
         raise AssertionError(f"expected {count} requests to {path}, got {len(self.received(path))}")
 
     def close(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_json_body
@@ -41,7 +42,29 @@ def load_image(services: Services, principal: Principal, source: str) -> Decoded
         raise source_error(exc, "image") from exc
 
 
-@router.post("/v2/characters", status_code=201, summary="Save a character (one clear face)")
+BUSY_RETRY_AFTER = 5
+"""Retry-After of ``characters_busy``."""
+
+
+def character_slots(app: FastAPI, concurrency: int) -> anyio.CapacityLimiter:
+    """The process's slots for saving characters (made on the event loop, on first use).
+
+    A save fetches a URL (up to CASTFRAME_FETCH_DEADLINE), decodes and looks for a face: in
+    the request thread pool, 45 saves of images on a host that trickles its headers held
+    every thread, and /healthz and every other route waited. Saves run on threads of their
+    own, at most ``concurrency`` at once; the requests waiting for one hold no thread."""
+    slots: anyio.CapacityLimiter | None = getattr(app.state, "character_slots", None)
+    if slots is None:
+        slots = app.state.character_slots = anyio.CapacityLimiter(concurrency)
+    return slots
+
+
+@router.post(
+    "/v2/characters",
+    status_code=201,
+    summary="Save a character (one clear face)",
+    responses={503: {"description": "`characters_busy`: every save slot is taken, Retry-After"}},
+)
 async def create_character(
     request: Request, principal: Principal = Depends(authenticate)
 ) -> dict[str, Any]:
@@ -65,7 +88,15 @@ async def create_character(
                 conn, principal.owner, payload.name, upload["id"], check
             )
 
-    return characters.character_view(await run_in_threadpool(save))
+    slots = character_slots(request.app, settings.character_concurrency)
+    if slots.available_tokens < 1 and slots.statistics().tasks_waiting >= slots.total_tokens:
+        raise ApiError(
+            "characters_busy",
+            f"this server is saving {int(slots.total_tokens)} characters and as many wait; "
+            f"retry in {BUSY_RETRY_AFTER}s",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+    return characters.character_view(await anyio.to_thread.run_sync(save, limiter=slots))
 
 
 @router.get("/v2/characters", summary="List saved characters")

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from castframe.api.deps import get_services
 from castframe.errors import ApiError
-from castframe.media.signing import check_signature
+from castframe.media.signing import EXPIRED_PREFIX, check_signature
 from castframe.media.storage import LocalStorage
 
 router = APIRouter(tags=["files"])
@@ -39,6 +39,8 @@ def get_file(
         raise ApiError("invalid_signature")
     if verdict == "expired":
         raise ApiError("url_expired", "this link has expired; GET the job again for a fresh one")
+    if key.startswith(EXPIRED_PREFIX):  # an expired job's link: gone, whether swept yet or not
+        raise ApiError("output_expired")
     storage = services.storage
     if not isinstance(storage, LocalStorage):
         if not storage.exists(key):

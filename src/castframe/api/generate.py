@@ -22,6 +22,7 @@ from castframe.jobs.accounts import Principal
 from castframe.jobs.queries import get_job
 from castframe.jobs.submitter import accepted_body
 from castframe.jobs.validation import prepare
+from castframe.jobs.watch import Watch
 from castframe.metrics import JOBS_SUBMITTED
 from castframe.services import Services
 from castframe.store import states
@@ -162,11 +163,17 @@ def parse_prefer_wait(header: str | None) -> float | None:
 
 
 async def wait_for_terminal(
-    services: Services, principal: Principal, job_id: str, seconds: float
+    services: Services,
+    principal: Principal,
+    job_id: str,
+    seconds: float,
+    request: Request | None = None,
 ) -> dict[str, Any] | None:
-    """The job view once it has finished, or as it is after ``seconds``; None when no
-    live-status listener is free (``too_many_listeners``, ``listeners_exhausted``): the job
-    exists by now, so the caller answers as if ``Prefer: wait`` had not been sent.
+    """The job view once it has finished, or as it is after ``seconds`` (or at once when the
+    server begins to shut down); None when no live-status listener is free
+    (``too_many_listeners``, ``listeners_exhausted``): the job exists by now, so the caller
+    answers as if ``Prefer: wait`` had not been sent. None too when the client of
+    ``request`` hangs up: its listener is freed then, not after ``seconds``.
 
     Waits on the process's shared reader (jobs/watch.py), which reads the job when a commit
     says it changed, instead of reading it every 0.1 s in the thread pool."""
@@ -174,16 +181,42 @@ async def wait_for_terminal(
         watch = services.watcher.watch(job_id, principal.key_id)
     except ApiError:
         return None
-    latest: dict[str, Any] | None = None
     with watch:
-        deadline = time.monotonic() + seconds
-        while (view := await watch.next(deadline - time.monotonic())) is not None:
-            if view["status"] in states.TERMINAL:
-                return view
-            latest = view
-    if latest is not None and not watch.gone:
-        return latest
+        waiting = asyncio.ensure_future(_watch_until_terminal(watch, seconds))
+        if request is None:
+            latest = await waiting
+        else:
+            leaving = asyncio.ensure_future(client_gone(request))
+            try:
+                await asyncio.wait((waiting, leaving), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                leaving.cancel()
+                if not waiting.done():
+                    waiting.cancel()
+            if waiting.cancelled() or not waiting.done():
+                return None  # the client hung up: nobody reads the answer
+            latest = waiting.result()
+        if latest is not None and (latest["status"] in states.TERMINAL or not watch.gone):
+            return latest
     return await run_in_threadpool(read_job_view, services, principal, job_id)
+
+
+async def _watch_until_terminal(watch: Watch, seconds: float) -> dict[str, Any] | None:
+    """The last view ``watch`` was handed within ``seconds`` (a terminal one ends it)."""
+    latest: dict[str, Any] | None = None
+    deadline = time.monotonic() + seconds
+    while (view := await watch.next(deadline - time.monotonic())) is not None:
+        latest = view
+        if view["status"] in states.TERMINAL:
+            break
+    return latest
+
+
+async def client_gone(request: Request) -> None:
+    """Returns once the client has hung up. Call only after the body has been read: the
+    next ASGI message is then ``http.disconnect``, sent when the connection closes."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def read_job_view(services: Services, principal: Principal, job_id: str) -> dict[str, Any]:
@@ -267,7 +300,7 @@ async def generate(request: Request, principal: Principal = Depends(authenticate
     if wait is None:
         return Response(response_body, status_code=202, media_type="application/json")
     job_id = json.loads(response_body)["jobId"]
-    job = await wait_for_terminal(services, principal, job_id, wait)
+    job = await wait_for_terminal(services, principal, job_id, wait, request)
     if job is None:  # no listener free: the job is queued all the same
         return Response(response_body, status_code=202, media_type="application/json")
     finished = job["status"] in states.TERMINAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -14,6 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from castframe.api.deps import authenticate, get_services
 from castframe.api.generate import read_job_view
+from castframe.api.ratelimit import RateLimiter
+from castframe.errors import ApiError
 from castframe.jobs import queries
 from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
@@ -22,6 +25,7 @@ from castframe.jobs.watch import Watch
 from castframe.store import states
 
 router = APIRouter(tags=["jobs"])
+_LIMITER_LOCK = threading.Lock()
 
 Status = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 
@@ -73,6 +77,8 @@ async def job_event_stream(first: dict[str, Any], watch: Watch | None) -> AsyncI
             elif watch.gone:  # deleted while watched: nothing more will happen to it
                 yield END_EVENT
                 return
+            elif watch.draining:  # the server is shutting down: end cleanly (no `end`:
+                return  # the client reconnects, to another process, with Last-Event-ID)
             elif time.monotonic() - quiet_since >= SSE_HEARTBEAT_SECONDS:
                 quiet_since = time.monotonic()
                 yield KEEP_ALIVE
@@ -213,15 +219,38 @@ def list_webhooks(
     }
 
 
+def take_redelivery_token(request: Request, principal: Principal, per_minute: float) -> None:
+    """One token of the key's redelivery bucket (its own, beside the submission bucket), or
+    429 rate_limited: 500 redeliveries in a few seconds from one key would fill the outbox."""
+    with _LIMITER_LOCK:  # made on first use, by one of the threads that got here at once
+        limiter: RateLimiter | None = getattr(request.app.state, "redeliver_limiter", None)
+        if limiter is None:
+            burst = max(1, int(per_minute))
+            limiter = RateLimiter(per_minute / 60.0, burst)
+            request.app.state.redeliver_limiter = limiter
+    decision = limiter.check(principal.key_id, take=True)
+    if not decision.allowed:
+        raise ApiError(
+            "rate_limited",
+            f"too many webhook redeliveries; retry in {decision.retry_after}s",
+            headers={"Retry-After": str(decision.retry_after), **decision.headers()},
+        )
+
+
 @router.post(
     "/v2/jobs/{job_id}/webhooks/redeliver",
     status_code=202,
     summary="Send the job's final webhook again",
+    responses={429: {"description": "`rate_limited`: the key's redelivery bucket, Retry-After"}},
 )
 def redeliver(
     job_id: str, request: Request, principal: Principal = Depends(authenticate)
 ) -> dict[str, Any]:
+    """A new delivery of the job's final event. Each takes a token of the key's redelivery
+    bucket (`CASTFRAME_REDELIVER_PER_MINUTE`): beyond it, 429 `rate_limited` with
+    Retry-After; the outbox also caps what one account has in flight."""
     services = get_services(request)
+    take_redelivery_token(request, principal, services.settings.redeliver_per_minute)
     with services.db.write() as conn:
         message_id, event = job_store.redeliver(conn, queries.get_job(conn, principal, job_id))
     return {"deliveryId": message_id, "event": event, "status": "pending"}

@@ -7,6 +7,8 @@ Adding a model is a module here (its ``ModelSpec``: schema, params, images, pric
 from __future__ import annotations
 
 from castframe.catalog.base import MAX_SEED, ImageField, ModelSpec
+from castframe.catalog.flux_fill import FLUX_FILL_PRO
+from castframe.catalog.flux_models import FLUX_MODELS
 from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
 from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
@@ -18,6 +20,8 @@ _ALL: tuple[ModelSpec, ...] = (
     *IDEOGRAM_V3,
     *IDEOGRAM_V4,
     *IDEOGRAM_V2,
+    *FLUX_MODELS,
+    FLUX_FILL_PRO,
     *IMAGE_TOOLS,
 )
 

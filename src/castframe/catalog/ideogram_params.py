@@ -217,6 +217,90 @@ V4_RESOLUTIONS: dict[str, str] = {
     "5:12": "1280x3072",
     "12:5": "3072x1280",
 }
+V2_RESOLUTIONS: tuple[str, ...] = tuple(
+    # The legacy API's RESOLUTION_WxH values: not Ideogram 3.0's list (no 800x1280, but
+    # 1280x720, 1024x768 and others).
+    [
+        "512x1536",
+        "576x1408",
+        "576x1472",
+        "576x1536",
+        "640x1024",
+        "640x1344",
+        "640x1408",
+        "640x1472",
+        "640x1536",
+        "704x1152",
+        "704x1216",
+        "704x1280",
+        "704x1344",
+        "704x1408",
+        "704x1472",
+        "720x1280",
+        "736x1312",
+        "768x1024",
+        "768x1088",
+        "768x1152",
+        "768x1216",
+        "768x1232",
+        "768x1280",
+        "768x1344",
+        "832x960",
+        "832x1024",
+        "832x1088",
+        "832x1152",
+        "832x1216",
+        "832x1248",
+        "864x1152",
+        "896x960",
+        "896x1024",
+        "896x1088",
+        "896x1120",
+        "896x1152",
+        "960x832",
+        "960x896",
+        "960x1024",
+        "960x1088",
+        "1024x640",
+        "1024x768",
+        "1024x832",
+        "1024x896",
+        "1024x960",
+        "1024x1024",
+        "1088x768",
+        "1088x832",
+        "1088x896",
+        "1088x960",
+        "1120x896",
+        "1152x704",
+        "1152x768",
+        "1152x832",
+        "1152x864",
+        "1152x896",
+        "1216x704",
+        "1216x768",
+        "1216x832",
+        "1232x768",
+        "1248x832",
+        "1280x704",
+        "1280x720",
+        "1280x768",
+        "1280x800",
+        "1312x736",
+        "1344x640",
+        "1344x704",
+        "1344x768",
+        "1408x576",
+        "1408x640",
+        "1408x704",
+        "1472x576",
+        "1472x640",
+        "1472x704",
+        "1536x512",
+        "1536x576",
+        "1536x640",
+    ]
+)
 V2_ASPECT_RATIOS = (
     "1:1",
     "10:16",
@@ -238,22 +322,25 @@ MAGIC_PROMPT = ("Auto", "On", "Off")
 SPEEDS = ("turbo", "default", "quality")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 NOT_SET = "none"
+NONE_MEANS_UNSET = (
+    "style_type",
+    "resolution",
+    "style_preset",
+    "aspect_ratio",
+    "magic_prompt_option",
+)
 
 
 def _canonical(
     choices: tuple[str, ...], aliases: Mapping[str, str] | None = None
 ) -> BeforeValidator:
-    """Map any letter case (and any alias) of an enum value to its documented spelling, and
-    Replicate's ``"None"`` to not given."""
+    """Map any letter case (and any alias) of an enum value to its documented spelling."""
     lookup = {choice.lower(): choice for choice in choices}
     lookup.update({alias.lower(): choice for alias, choice in (aliases or {}).items()})
 
     def convert(value: Any) -> Any:
         if isinstance(value, str):
-            key = value.strip().lower()
-            if key == NOT_SET:
-                return None
-            return lookup.get(key, value)
+            return lookup.get(value.strip().lower(), value)
         return value
 
     return BeforeValidator(convert)
@@ -360,6 +447,22 @@ class IdeogramParams(BaseModel):
         default=None, description="Edit mask, same size as image: black = repaint, white = keep."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_set(cls, data: Any) -> Any:
+        """Replicate's ``"None"`` (which Apiframe copies) for an enum field means not given."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: value
+            for name, value in data.items()
+            if not (
+                name in NONE_MEANS_UNSET
+                and isinstance(value, str)
+                and value.strip().lower() == NOT_SET
+            )
+        }
+
     @model_validator(mode="after")
     def _exclusive_fields(self) -> IdeogramParams:
         if self.character_reference_image is not None and self.character_id is not None:
@@ -402,6 +505,9 @@ class V2Params(IdeogramParams):
     """Ideogram 2.0 (legacy API): its ratios and style types (RENDER_3D, ANIME)."""
 
     ratios: ClassVar[tuple[str, ...]] = V2_ASPECT_RATIOS
+    resolution: _resolution(V2_RESOLUTIONS) | None = Field(  # type: ignore[valid-type]
+        default=None, description="One of Ideogram 2.0's fixed sizes, e.g. 1024x1024."
+    )
     style_type: V2StyleType | None = None
     aspect_ratio: _ratio(V2_ASPECT_RATIOS) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 2.0's ratios, as 16:9 (default 1:1)."

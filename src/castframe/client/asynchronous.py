@@ -32,10 +32,11 @@ class AsyncCastframe:
         base_url: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 4,
+        connect_retries: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         key, self.base_url = settings_from_env(api_key, base_url)
-        self._flows = Flows(max_retries)
+        self._flows = Flows(max_retries, connect_retries)
         api, files = client_options(key, self.base_url, timeout, transport)
         self._http = httpx.AsyncClient(**api)
         self._files = httpx.AsyncClient(**files)

@@ -73,6 +73,16 @@ def settings_from_env(api_key: str | None, base_url: str | None) -> tuple[str, s
     return key, (base_url or os.environ.get("CASTFRAME_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
+def network_message(error: Any) -> str:
+    """What a failed request says: the server it could not reach, then why."""
+    reason = str(error) or type(error).__name__
+    try:
+        url = error.request.url
+    except (AttributeError, RuntimeError):  # an httpx error raised before it had a request
+        return reason
+    return f"cannot reach {url.scheme}://{url.netloc.decode()} ({reason})"
+
+
 def client_options(
     key: str, base_url: str, timeout: float, transport: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -252,8 +262,11 @@ class Poller:
 class Flows:
     """Every SDK operation as a flow. Both clients run these and nothing else."""
 
-    def __init__(self, max_retries: int) -> None:
+    def __init__(self, max_retries: int, connect_retries: int | None = None) -> None:
         self.max_retries = max_retries
+        # A server that refuses connections is usually not running: a command line wants to
+        # say so at once rather than after the whole retry schedule.
+        self.connect_retries = max_retries if connect_retries is None else connect_retries
 
     # -- transport -------------------------------------------------------------------------
     def call(
@@ -270,13 +283,14 @@ class Flows:
             response = outcome if isinstance(outcome, httpx.Response) else None
             if response is not None and response.status_code < 400:
                 return response
-            if attempt >= self.max_retries or (
-                response is not None and response.status_code not in RETRY_STATUSES
+            unreachable = isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout)
+            if (
+                attempt >= self.max_retries
+                or (unreachable and attempt >= self.connect_retries)
+                or (response is not None and response.status_code not in RETRY_STATUSES)
             ):
                 if response is None:
-                    raise CastframeError(
-                        "network_error", str(outcome) or type(outcome).__name__
-                    ) from outcome
+                    raise CastframeError("network_error", network_message(outcome)) from outcome
                 raise error_from(response, None if api else "download_failed")
             yield Sleep(retry_delay(attempt, response))
             attempt += 1

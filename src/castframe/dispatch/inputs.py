@@ -96,7 +96,10 @@ class InputLoader:
             )
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
-        cache_key = f"{owner[0]}:{owner[1]}:{found.value}" if found.kind == "upload" else None
+        cache_key = {
+            "upload": f"{owner[0]}:{owner[1]}:{found.value}",
+            "signed": f"signed:{found.value}",
+        }.get(found.kind)
         if cache_key:
             with self._lock:
                 if cache_key in self._cache:
@@ -110,10 +113,11 @@ class InputLoader:
             return data
 
         try:
-            image = self._reader.read(found, upload_bytes)
+            image = self._reader.read(found, upload_bytes, self._stored)
         except SourceError as exc:
             raise SourceError(exc.code, f"{what}: {exc.message}") from exc
-        loaded = Loaded(image, keys[0] if keys else None)
+        stored_key = found.value if found.kind == "signed" else None
+        loaded = Loaded(image, keys[0] if keys else stored_key)
         if cache_key:
             with self._lock:
                 self._cache[cache_key] = loaded
@@ -149,6 +153,16 @@ class InputLoader:
         except SourceError as exc:
             code = "invalid_image" if exc.code == "image_too_large" else exc.code
             raise JobFailure(code, exc.message) from exc
+
+    def _stored(self, key: str) -> bytes:
+        """The file behind one of this server's signed upload URLs (a public URL: whoever
+        holds it may use it, as with Apiframe's)."""
+        try:
+            return self.storage.get(key)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise SourceError("upload_not_found", "the file of this upload URL is gone") from exc
 
     def _upload(self, owner: Owner, upload_id: str) -> tuple[bytes, str]:
         with self.db.read() as conn:

@@ -41,6 +41,7 @@ from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import InputLoader, Loaded
 from castframe.dispatch.pipeline import Failed, Lane, PostPool
 from castframe.dispatch.postprocess import PostProcessor, Prepared, output_key, stored_keys
+from castframe.dispatch.upstream import JobUpstream
 from castframe.engines.base import EngineInputs, EngineRequest, EngineResult, JobCancelled
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
@@ -125,6 +126,8 @@ class JobHooks:
     _last_check: float = 0.0
     _cancelled: bool = False
     _last_percent: int = field(default=-1)
+    upstream: JobUpstream | None = None
+    """Where an upstream engine records the job's provider task (dispatch/upstream.py)."""
 
     def progress(self, percent: int) -> None:
         percent = max(0, min(100, int(percent)))
@@ -342,7 +345,11 @@ class Worker:
         try:
             # The claim has just read cancel_requested: the first database check can wait.
             hooks = JobHooks(
-                self, job, _last_check=time.monotonic(), _cancelled=job.cancel_requested
+                self,
+                job,
+                _last_check=time.monotonic(),
+                _cancelled=job.cancel_requested,
+                upstream=JobUpstream(self.db, job, self.worker_id, job.engine),
             )
             hooks.check_cancelled()
             request, reference = self._retrying(

@@ -16,8 +16,9 @@ Error policy (the operator pays Ideogram per image, so retries are careful):
   ``content_filtered``; unsafe images among safe ones are dropped (only delivered ones are paid);
 - 401/403 -> ``engine_misconfigured`` and an ERROR log line for the operator;
 - 429, 5xx and connection errors (the request never ran) -> retried with exponential backoff,
-  honouring ``Retry-After``; a read timeout (the upstream may have generated and billed) is
-  retried at most once and logged; then ``upstream_unavailable``.
+  honouring ``Retry-After``; a timeout (a read timeout, or the call's one wall-clock deadline,
+  ``timeout`` seconds for connect, upload and the whole answer: the upstream may have
+  generated and billed) is retried at most once and logged; then ``upstream_unavailable``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from castframe.engines.base import (
 )
 from castframe.engines.prompt import expand_prompt
 from castframe.errors import JobFailure
+from castframe.media.deadline import Deadline
 from castframe.media.images import ImageRejected, decode_image, encode_png
 
 log = logging.getLogger("castframe.engines.ideogram")
@@ -140,6 +142,8 @@ def check_params(model_id: str, params: Mapping[str, Any]) -> list[tuple[str, st
                      "style_preset"):  # fmt: skip
             if _given(params, name):
                 problems.append(_refuse(name, why))
+        if route.legacy_model in ("V_2A", "V_2A_TURBO") and _given(params, "negative_prompt"):
+            problems.append(_refuse("negative_prompt", "with Ideogram 2a (V_2 and V_2_TURBO only)"))
     elif character:
         style = params.get("style_type")
         if style is not None and style not in CHARACTER_STYLES:
@@ -373,28 +377,43 @@ class IdeogramEngine:
             started = time.monotonic()
             wait: float | None = None
             reason = ""
+            # One wall-clock limit on the whole call (media/deadline.py): httpx's read timeout
+            # is per recv(), so an upstream trickling its headers would never trip it.
+            deadline = Deadline(self.timeout)
+            timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
             try:
-                with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=10.0)) as client:
+                with deadline, httpx.Client(timeout=timeout) as client:
                     headers = {"Api-Key": self.api_key}
                     if call.json is not None:
-                        response = client.post(url, json=call.json, headers=headers)
-                    else:
                         response = client.post(
-                            url, data=call.fields, files=call.files, headers=headers
+                            url, json=call.json, headers=headers, extensions=deadline.extensions
                         )
-            except httpx.ReadTimeout:
-                read_timeouts += 1
-                log.warning(
-                    "Ideogram read timeout after %.0fs on %s: it may have generated and billed; %s",
-                    self.timeout,
-                    path,
-                    "retrying once" if read_timeouts == 1 else "giving up",
-                )
-                if read_timeouts > 1:
-                    raise JobFailure("upstream_unavailable", "Ideogram timed out twice") from None
-                reason = "read timeout"
+                    else:
+                        # Always multipart, as Ideogram documents, even with no file part
+                        # (httpx would send a form without files URL-encoded).
+                        parts: list[tuple[str, tuple[str | None, str | bytes, str | None]]]
+                        parts = [(k, (None, v, None)) for k, v in call.fields.items()]
+                        parts += call.files
+                        response = client.post(
+                            url, files=parts, headers=headers, extensions=deadline.extensions
+                        )
             except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__}"
+                if not (isinstance(exc, httpx.ReadTimeout) or deadline.expired):
+                    reason = f"{type(exc).__name__}"
+                else:
+                    read_timeouts += 1
+                    log.warning(
+                        "Ideogram did not answer within %.0fs on %s: it may have generated "
+                        "and billed; %s",
+                        self.timeout,
+                        path,
+                        "retrying once" if read_timeouts == 1 else "giving up",
+                    )
+                    if read_timeouts > 1:
+                        raise JobFailure(
+                            "upstream_unavailable", "Ideogram timed out twice"
+                        ) from None
+                    reason = "timeout"
             else:
                 latency = (time.monotonic() - started) * 1000
                 status = response.status_code

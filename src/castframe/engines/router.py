@@ -57,6 +57,22 @@ def _ideogram_missing(settings: Settings) -> str | None:
     )
 
 
+def _bfl_serves(spec: ModelSpec) -> bool:
+    from castframe.engines.bfl import serves
+
+    return serves(spec.id)
+
+
+def _bfl_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    from castframe.engines.bfl import check_params
+
+    return check_params(spec.id, params)
+
+
+def _bfl_missing(settings: Settings) -> str | None:
+    return None if settings.bfl_api_key else "the bfl engine needs CASTFRAME_BFL_API_KEY"
+
+
 def _diffusers_serves(spec: ModelSpec) -> bool:
     from castframe.engines.open_weights.engine import serves
 
@@ -127,6 +143,7 @@ class EngineEntry:
 ENGINES: dict[str, EngineEntry] = {
     "sandbox": EngineEntry(serves=lambda spec: True, refusals=_sandbox_refusals),
     "ideogram": EngineEntry(_ideogram_serves, _ideogram_refusals, _ideogram_missing),
+    "bfl": EngineEntry(_bfl_serves, _bfl_refusals, _bfl_missing),
     "diffusers": EngineEntry(_diffusers_serves, _diffusers_refusals, _diffusers_missing),
     "tools": EngineEntry(_tools_serves, _tools_refusals),
 }
@@ -299,6 +316,24 @@ class EngineRegistry:
                 max_retries=settings.ideogram_max_retries,
                 retry_base=settings.ideogram_retry_base,
                 concurrency=settings.ideogram_concurrency,
+                max_image_bytes=settings.max_image_bytes * 2,
+                max_image_pixels=settings.max_image_pixels,
+            )
+        if name == "bfl":
+            if not settings.bfl_api_key:
+                raise LookupError("the bfl engine has no CASTFRAME_BFL_API_KEY")
+            from castframe.engines.bfl import BflEngine
+
+            return BflEngine(
+                api_key=settings.bfl_api_key,
+                base_url=settings.bfl_base_url,
+                download=self._downloader("BFL"),
+                timeout=settings.bfl_timeout,
+                max_retries=settings.bfl_max_retries,
+                retry_base=settings.bfl_retry_base,
+                concurrency=settings.bfl_concurrency,
+                poll_interval=settings.bfl_poll_interval,
+                poll_timeout=settings.bfl_poll_timeout,
                 max_image_bytes=settings.max_image_bytes * 2,
                 max_image_pixels=settings.max_image_pixels,
             )

@@ -90,6 +90,14 @@ class Policy:
             delete_output_files=settings.output_retention_delete_files,
         )
 
+    def outputs_expired(self, job: Job, now: float) -> bool:
+        """Whether a job's outputs are past retention at ``now``: as soon as the period has
+        passed, whether or not a sweep has deleted them yet (``job.expired``)."""
+        if job.expired:
+            return True
+        before = self.cutoffs(now).outputs_before
+        return job.completed_at is not None and before is not None and job.completed_at < before
+
     def cutoffs(self, now: float) -> Cutoffs:
         """The pass's cut-offs. A job row is deleted only once expired, so with job retention
         set, outputs expire no later than their row goes (even with output retention 0):

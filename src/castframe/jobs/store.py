@@ -57,6 +57,7 @@ from castframe.store.notify import (
 )
 from castframe.store.tables import (
     guard,
+    job_upstream,
     jobs,
     status_is,
     webhook_attempts,
@@ -717,15 +718,32 @@ def list_deliveries(
 
 
 DELIVERY_LEASE = 120.0
+"""A claim's lease: long enough to render the delivery; the sender renews it to cover the
+attempt's whole deadline (``renew_delivery_lease``) before it connects."""
+DELIVERY_LEASE_MARGIN = 60.0
+"""What a renewed lease outlives the attempt's hard deadline by: time to record the attempt
+(across a database blink) and the resolver's own timeouts, which the deadline does not cover."""
 
 
-def claim_due_delivery(conn: sa.Connection, now: float) -> dict[str, Any] | None:
-    """The next due delivery, leased to the caller for ``DELIVERY_LEASE`` seconds."""
+def claim_due_delivery(
+    conn: sa.Connection, now: float, account_cap: int | None = None
+) -> dict[str, Any] | None:
+    """The next due delivery, leased to the caller for ``DELIVERY_LEASE`` seconds.
+
+    ``account_cap``: skip the deliveries of accounts that already have that many in flight
+    (leased by any sender), so one account's backlog (500 redeliveries) or slow receiver
+    takes at most that many of the senders' slots and another account's webhook is claimed
+    next. Oldest due first otherwise. Concurrent claimers on PostgreSQL can each see the same
+    count, so an account can briefly hold a slot or two more than the cap.
+    """
+    due = (
+        webhook_deliveries.c.status.in_(RETRYABLE_DELIVERIES),
+        webhook_deliveries.c.next_attempt_at <= now,
+    )
     pick = (
         sa.select(webhook_deliveries.c.id)
         .where(
-            webhook_deliveries.c.status.in_(RETRYABLE_DELIVERIES),
-            webhook_deliveries.c.next_attempt_at <= now,
+            *due,
             sa.or_(
                 webhook_deliveries.c.lease_expires_at.is_(None),
                 webhook_deliveries.c.lease_expires_at < now,
@@ -734,6 +752,16 @@ def claim_due_delivery(conn: sa.Connection, now: float) -> dict[str, Any] | None
         .order_by(webhook_deliveries.c.next_attempt_at)
         .limit(1)
     )
+    if account_cap is not None:
+        # In flight: leased and unexpired. Such a row was due when it was claimed and keeps
+        # its next_attempt_at until recorded, so ix_webhook_due finds it among the due rows.
+        busy = (
+            sa.select(webhook_deliveries.c.account_id)
+            .where(*due, webhook_deliveries.c.lease_expires_at >= now)
+            .group_by(webhook_deliveries.c.account_id)
+            .having(sa.func.count() >= account_cap)
+        )
+        pick = pick.where(webhook_deliveries.c.account_id.not_in(busy))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     row = (
@@ -749,6 +777,26 @@ def claim_due_delivery(conn: sa.Connection, now: float) -> dict[str, Any] | None
     return dict(row) if row else None
 
 
+def renew_delivery_lease(
+    conn: sa.Connection, delivery: Mapping[str, Any], until: float
+) -> dict[str, Any] | None:
+    """Extend the caller's lease to ``until`` (the attempt's hard deadline plus a margin),
+    so no other sender claims the delivery while this attempt may still be in flight: the
+    delivery as now leased, or None if the lease has moved on (another sender took it over,
+    or it was recorded). A sender sends only under a renewed lease."""
+    moved = conn.execute(
+        webhook_deliveries.update()
+        .where(
+            webhook_deliveries.c.id == delivery["id"],
+            webhook_deliveries.c.attempts == int(delivery["attempts"]),
+            webhook_deliveries.c.lease_expires_at == delivery["lease_expires_at"],
+            webhook_deliveries.c.status.in_(RETRYABLE_DELIVERIES),
+        )
+        .values(lease_expires_at=until)
+    ).rowcount
+    return {**delivery, "lease_expires_at": until} if moved == 1 else None
+
+
 def record_attempt(
     conn: sa.Connection,
     delivery: Mapping[str, Any],
@@ -759,9 +807,12 @@ def record_attempt(
     """The attempt (``status_code``, ``error``, ``latency_ms``, ``attempted_at``) in the log,
     the delivery's new state, and (final events) the job's ``webhookStatus``.
 
-    Only under the caller's lease (the delivery as ``claim_due_delivery`` returned it): False,
-    and nothing written, if it was recorded already (a retry after a lost acknowledgement) or
-    the lease ran out and another sender took the delivery over, whose record then stands.
+    The delivery's state moves only under the caller's lease (the delivery as
+    ``claim_due_delivery`` or ``renew_delivery_lease`` returned it): False, and the state left
+    alone, if it was recorded already (a retry after a lost acknowledgement) or the lease ran
+    out and another sender took the delivery over, whose record then stands. The attempt
+    itself is logged either way, once (an attempt is known by its delivery and
+    ``attempted_at``): every request a receiver got is in the log.
     """
     moved = conn.execute(
         webhook_deliveries.update()
@@ -777,9 +828,10 @@ def record_attempt(
             lease_expires_at=None,
         )
     ).rowcount
+    if moved == 1 or _attempt_unlogged(conn, delivery["id"], attempt["attempted_at"]):
+        conn.execute(webhook_attempts.insert().values(delivery_id=delivery["id"], **attempt))
     if moved != 1:
         return False
-    conn.execute(webhook_attempts.insert().values(delivery_id=delivery["id"], **attempt))
     if delivery["final"]:
         conn.execute(
             jobs.update()
@@ -787,6 +839,20 @@ def record_attempt(
             .values(webhook_status=JOB_WEBHOOK_STATUS[status])
         )
     return True
+
+
+def _attempt_unlogged(conn: sa.Connection, delivery_id: str, attempted_at: float) -> bool:
+    """Whether the delivery still exists and has no attempt logged at ``attempted_at``."""
+    exists = conn.execute(
+        sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.id == delivery_id)
+    ).first()
+    logged = conn.execute(
+        sa.select(webhook_attempts.c.id).where(
+            webhook_attempts.c.delivery_id == delivery_id,
+            webhook_attempts.c.attempted_at == attempted_at,
+        )
+    ).first()
+    return exists is not None and logged is None
 
 
 def _hold_row(conn: sa.Connection, job_id: str) -> bool:
@@ -926,3 +992,37 @@ def delete_deliveries(conn: sa.Connection, delivery_ids: Sequence[str]) -> int:
         )
     ).rowcount
     return int(deleted or 0)
+
+
+# -- upstream task records (engines that run jobs at a provider: engines/bfl.py) ----------------
+
+
+def upstream_state(conn: sa.Connection, job_id: str) -> dict[str, Any] | None:
+    """What an upstream engine recorded for the job's provider task (any attempt), or None."""
+    row = conn.execute(
+        sa.select(job_upstream.c.state).where(job_upstream.c.job_id == job_id)
+    ).first()
+    return dict(row.state) if row is not None and isinstance(row.state, dict) else None
+
+
+def record_upstream(
+    conn: sa.Connection, job: Job, worker_id: str, engine: str, state: Mapping[str, Any]
+) -> bool:
+    """Record the job's provider task for its later attempts; False (nothing written) when
+    this worker no longer holds the job's lease."""
+    held = conn.execute(
+        sa.select(jobs.c.id).where(
+            jobs.c.id == job.id,
+            jobs.c.lease_owner == worker_id,
+            status_is(jobs.c.status, states.PROCESSING),
+        )
+    ).first()
+    if held is None:
+        return False
+    values = {"engine": engine, "state": dict(state), "updated_at": time.time()}
+    updated = conn.execute(
+        job_upstream.update().where(job_upstream.c.job_id == job.id).values(**values)
+    )
+    if not updated.rowcount:
+        conn.execute(job_upstream.insert().values(job_id=job.id, **values))
+    return True

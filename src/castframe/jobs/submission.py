@@ -162,8 +162,12 @@ def check_references(
             )
         submission.params[spec.saved_character_field] = UPLOAD_SCHEME + character["upload_id"]
     for path, upload_id in submission.upload_refs:
-        if (principal.owner, upload_id) not in known_uploads:
-            raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
+        if (principal.owner, upload_id) in known_uploads:
+            continue
+        if path in submission.signed_refs:  # a signed URL is a public URL: used as one
+            submission.set_source(path, submission.signed_refs[path])
+            continue
+        raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
     if submission.size_limit is not None and not submission.params.get("width"):
         _size_from_upload(conn, principal, submission, submission.size_limit)
 

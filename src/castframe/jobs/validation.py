@@ -7,6 +7,7 @@ their files only for jobs that are admitted, so a refused request leaves nothing
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +21,15 @@ from castframe.jobs.accounts import Principal
 from castframe.jobs.uploads import PlannedUpload, plan_upload
 from castframe.media.fetch import FetchError, check_url_syntax
 from castframe.media.images import DecodedImage
-from castframe.media.sources import UPLOAD_SCHEME, ImageReader, SourceError, classify
+from castframe.media.sources import (
+    UPLOAD_SCHEME,
+    ImageReader,
+    Source,
+    SourceError,
+    account_of,
+    classify,
+    upload_id_of,
+)
 
 
 class EngineRules(Protocol):
@@ -54,24 +63,50 @@ class Submission:
     """For a tool whose input is an upload: the output pixel limit, applied (with the size
     and the price) inside the transaction, where the upload's row is read."""
     price_overrides: dict[str, Any] | None = None
+    signed_refs: dict[str, str] = field(default_factory=dict)
+    """Field path -> the signed URL the client sent, for the ``upload_refs`` that came as one
+    of the caller's account's upload URLs: if the upload is not the caller's own (another
+    mode's), the field keeps the URL, a public URL, instead of being refused."""
+
+    def set_source(self, path: str, source: str) -> None:
+        """Put ``source`` in the params field at ``path`` (``<params key>.<field>[.<index>]``)."""
+        parts = path.split(".")[1:]
+        if len(parts) == 2:
+            self.params[parts[0]][int(parts[1])] = source
+        else:
+            self.params[parts[0]] = source
 
 
-def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
-    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``)."""
+def pydantic_problems(error: ValidationError, fields: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(JSON path, message) of each failure; a list index is a path part (``a.b.0``).
+
+    A check of the whole body (a model validator) has no path, and pydantic prefixes its
+    message with "Value error, ": the message is given as the validator wrote it, under the
+    field it starts with when that is one of ``fields`` ("prompt must not be blank" is about
+    ``prompt``), so that a form can show it beside that field; else under ``body``."""
+    known = set(fields)
     problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"] if part not in ("body",))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append((path or "body", message))
+        elif item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            message = str(item["ctx"]["error"])
+        if not path:
+            first = message.split(" ", 1)[0]
+            path = first if first in known else "body"
+        problems.append((path, message))
     return problems
 
 
-def invalid(error: ValidationError, what: str = "request") -> ApiError:
+def invalid(error: ValidationError, what: str = "request", fields: Iterable[str] = ()) -> ApiError:
     """A 400 validation_error whose message names the first few fields."""
-    problems = pydantic_problems(error)
-    summary = "; ".join(f"{path}: {message}" for path, message in problems[:3])
+    problems = pydantic_problems(error, fields)
+    summary = "; ".join(
+        message if message.startswith(path + " ") else f"{path}: {message}"
+        for path, message in problems[:3]
+    )
     return ApiError("validation_error", f"invalid {what} ({summary})", details_of(problems))
 
 
@@ -104,7 +139,7 @@ def validate_request(body: Any, operation: str = "generate") -> tuple[ModelSpec,
     try:
         return spec, spec.request_model.model_validate(body)
     except ValidationError as exc:
-        raise invalid(exc) from exc
+        raise invalid(exc, fields=spec.request_model.model_fields) from exc
 
 
 def prepare(
@@ -234,10 +269,15 @@ def _resolve(
             return UPLOAD_SCHEME + planned.row["id"]
     except SourceError as exc:
         raise source_error(exc, path) from exc
+    if found.kind == "signed" and account_of(found.value) == principal.account_id:
+        # Probably the caller's own upload: kept as such (so its job outlives the URL), if
+        # the transaction finds it is (submission.check_references).
+        submission.signed_refs[path] = source
+        found = Source("upload", upload_id_of(found.value))
     if found.kind == "upload":
         submission.upload_refs.append((path, found.value))
         return UPLOAD_SCHEME + found.value
-    return source
+    return source  # an outside URL, or another account's upload URL: a public URL
 
 
 def _no_uploads(upload_id: str) -> bytes:

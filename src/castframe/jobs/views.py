@@ -57,15 +57,18 @@ def job_view(
     job: Job,
     url_for: Callable[[str], str],
     expired_url_for: Callable[[str], str] | None = None,
+    expired: bool | None = None,
 ) -> dict[str, Any]:
     """Apiframe's job object, plus Castframe's extensions after its own fields.
 
     An expired job (its files deleted by retention) keeps its ``result.images`` list, so that
     clients reading URL strings do not break, with links from ``expired_url_for``: this
     server's own signed ``/v2/files`` links, which answer ``410 output_expired`` (a presigned
-    S3 URL would answer the bucket's 404 or 403).
+    S3 URL would answer the bucket's 404 or 403). ``expired``: whether retention's period has
+    passed (the caller's clock), which may be before a sweep marks the row.
     """
-    links = expired_url_for if job.expired and expired_url_for is not None else url_for
+    expired = job.expired if expired is None else expired
+    links = expired_url_for if expired and expired_url_for is not None else url_for
     return {
         "id": job.id,
         "status": job.status,
@@ -77,7 +80,7 @@ def job_view(
         "webhookStatus": job.webhook_status,
         "createdAt": iso(job.created_at),
         "completedAt": iso(job.completed_at),
-        "expired": job.expired,
+        "expired": expired,
         "input": job.input,
         # Castframe's extensions.
         "errorCode": job.error_code,

@@ -70,11 +70,13 @@ class Watch:
         self._event = asyncio.Event()
         self._latest: View | None = None
         self._closed = False
+        self.draining = False
+        """The server is shutting down (``JobWatcher.drain``): stop waiting and answer now."""
 
     async def next(self, timeout: float) -> View | None:
         """The job's newest view since the last call, or None after ``timeout`` seconds
-        without one (or once the job is ``gone``)."""
-        if self._latest is None and not self.gone:
+        without one (or once the job is ``gone``, or the server is ``draining``)."""
+        if self._latest is None and not self.gone and not self.draining:
             try:
                 await asyncio.wait_for(self._event.wait(), max(0.0, timeout))
             except TimeoutError:
@@ -93,6 +95,11 @@ class Watch:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def _drain(self) -> None:
+        """On the listener's loop: the server is shutting down; wake the waiter."""
+        self.draining = True
+        self._event.set()
 
     def _deliver(self, view: View | None) -> None:
         """On the listener's loop: keep the newest view (None: the job is gone)."""
@@ -135,6 +142,8 @@ class JobWatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self.draining = False
+        """Set by ``drain``: no new listeners; the current ones have been woken."""
         self.reads = 0
         """Read transactions made (for tests and benchmarks)."""
         self.rereads = 0
@@ -157,6 +166,13 @@ class JobWatcher:
         """
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         with self._lock:
+            if self.draining:
+                raise ApiError(
+                    "listeners_exhausted",
+                    "this server is shutting down; poll GET /v2/jobs/{id} or retry in "
+                    f"{RETRY_AFTER_SECONDS}s",
+                    headers=retry,
+                )
             if self._per_key.get(key_id, 0) >= self.per_key:
                 raise ApiError(
                     "too_many_listeners",
@@ -200,6 +216,21 @@ class JobWatcher:
             else:
                 del self._per_key[watch.key_id]
             self._count -= 1
+
+    def drain(self) -> None:
+        """The server is shutting down (SIGTERM): every listener stops waiting at once, so a
+        ``Prefer: wait`` submission is answered 202 with its job, and an event stream ends,
+        before the server's graceful-shutdown timeout cuts their connections; new listeners
+        are refused. From any thread."""
+        with self._lock:
+            self.draining = True
+            watches = [watch for group in self._watches.values() for watch in group]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Watch]] = {}
+        for watch in watches:
+            by_loop.setdefault(watch._loop, []).append(watch)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: its listeners are gone
+                loop.call_soon_threadsafe(_drain_all, group)
 
     # -- wake-ups ----------------------------------------------------------------------------
     def notice(self, job_ids: Iterable[str]) -> None:
@@ -307,3 +338,8 @@ class JobWatcher:
 def _deliver_all(items: list[tuple[Watch, View | None]]) -> None:
     for watch, view in items:
         watch._deliver(view)
+
+
+def _drain_all(watches: list[Watch]) -> None:
+    for watch in watches:
+        watch._drain()

@@ -9,13 +9,18 @@ Rules, checked on the first URL and again on every redirect:
   IPv4, IPv6 or IPv4-mapped IPv6), and the connection is pinned to that checked address
   (the URL is rewritten to the IP; ``Host`` and TLS SNI keep the name), so a DNS answer that
   changes between check and connect (rebinding) cannot reach a private address;
-- at most ``max_redirects`` redirects, connect/read timeouts, an overall deadline and a byte cap.
+- at most ``max_redirects`` redirects, connect/read timeouts and a byte cap;
+- one wall-clock deadline (``total_timeout``) over the whole exchange, redirects included:
+  connect, status line, headers and body. httpx's read timeout applies per ``recv()``, so a
+  host trickling one header byte a second would never trip it; the deadline is enforced from
+  outside the socket (media/deadline.py: a watchdog shuts the connection down).
 
 ``allow_private`` lifts only the address rule, for local development and tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
@@ -26,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+
+from castframe.media.deadline import Deadline
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,6 +47,12 @@ _EXTRA_BLOCKED = [
 
 if TYPE_CHECKING:
     from castframe.config import Settings
+
+# Said with every private-address refusal: the operator's way out, for local development.
+PRIVATE_HINT = (
+    " (private addresses are refused; for local development set "
+    "CASTFRAME_ALLOW_PRIVATE_URLS=1, or name the host in CASTFRAME_TRUSTED_HOSTS)"
+)
 
 
 class FetchError(Exception):
@@ -64,7 +77,11 @@ class FetchPolicy:
     """Host names (as written in URLs) the operator trusts even on private addresses."""
     truncate_body: bool = False
     """Keep only the first ``max_bytes`` of the answer and stop reading, instead of failing
-    with too_large: for webhooks, whose receiver's status is all that counts."""
+    with too_large."""
+    read_body: bool = True
+    """False: the answer ends with its status line and headers (the body is left unread and
+    the connection closed): for webhooks, whose receiver's status is all that counts, so a
+    2xx is a delivery whatever its body does."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> FetchPolicy:
@@ -73,7 +90,7 @@ class FetchPolicy:
         values: dict[str, Any] = {
             "allow_private": settings.allow_private_urls,
             "read_timeout": settings.fetch_timeout,
-            "total_timeout": settings.fetch_timeout * 3,
+            "total_timeout": settings.fetch_deadline,
             "max_bytes": settings.max_image_bytes,
             "exempt_hosts": settings.trusted_host_set,
         }
@@ -161,13 +178,26 @@ def check_url_syntax(
     check_host(parts.netloc, host)
     if parts.port == 0:
         raise FetchError("url_not_allowed", "the URL's port must be 1-65535")
-    if allow_private or host in exempt_hosts:
+    canonical = canonical_host(host)
+    if allow_private or host in exempt_hosts or canonical in exempt_hosts:
         return
-    if host == "localhost" or host.endswith(".localhost"):
-        raise FetchError("url_not_allowed", "localhost is not allowed")
-    literal = parse_host_literal(host)
+    if canonical == "localhost" or canonical.endswith(".localhost"):
+        raise FetchError("url_not_allowed", "localhost is not allowed" + PRIVATE_HINT)
+    literal = parse_host_literal(canonical)
     if literal is not None and (reason := address_block_reason(literal)):
-        raise FetchError("url_not_allowed", f"the address {literal} is {reason}")
+        raise FetchError("url_not_allowed", f"the address {literal} is {reason}{PRIVATE_HINT}")
+
+
+def canonical_host(host: str) -> str:
+    """The host as a resolver will see it: IDNA (NFKC and case folding, and the ideographic
+    and fullwidth full stops as dots), lower case, without the root's trailing dot. Circled
+    letters spelling localhost, fullwidth digits spelling 127.0.0.1, ``127\u30020\u30020\u30021``
+    and ``localhost.`` are localhost and 127.0.0.1 here, so the submission checks refuse them as
+    they refuse the plain spellings. (``check_host`` has already checked that it encodes.)"""
+    if not host.startswith("["):
+        with contextlib.suppress(UnicodeError):
+            host = ascii_host(host)
+    return host.lower().rstrip(".")
 
 
 def check_url_form(url: str) -> None:
@@ -247,7 +277,8 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
         for address in addresses:
             if reason := address_block_reason(address):
                 raise FetchError(
-                    "url_not_allowed", f"{host} resolves to {address}, which is {reason}"
+                    "url_not_allowed",
+                    f"{host} resolves to {address}, which is {reason}{PRIVATE_HINT}",
                 )
     return addresses[0]
 
@@ -260,12 +291,25 @@ def fetch(
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
 ) -> FetchResponse:
-    """Perform one request under ``policy``; raises ``FetchError``, never leaks httpx errors."""
+    """Perform one request under ``policy``, within its one deadline (``total_timeout``);
+    raises ``FetchError``, never leaks httpx errors."""
+    with Deadline(policy.total_timeout) as deadline:
+        return _follow(url, policy, method, headers or {}, content, deadline)
+
+
+def _follow(
+    url: str,
+    policy: FetchPolicy,
+    method: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    deadline: Deadline,
+) -> FetchResponse:
     started = time.monotonic()
     history: list[str] = []
     current = url
     for _hop in range(policy.max_redirects + 1):
-        response = _one_request(current, policy, method, headers or {}, content, started)
+        response = _one_request(current, policy, method, headers, content, deadline)
         response.history = history
         if not (policy.follow_redirects and response.status_code in (301, 302, 303, 307, 308)):
             response.elapsed_ms = (time.monotonic() - started) * 1000
@@ -289,7 +333,7 @@ def _one_request(
     method: str,
     headers: dict[str, str],
     content: bytes | None,
-    started: float,
+    deadline: Deadline,
 ) -> FetchResponse:
     check_url_form(url)  # before urlsplit, which raises ValueError for some malformed URLs
     parts = urlsplit(url)
@@ -304,8 +348,14 @@ def _one_request(
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if parts.port is None else f"{shown}:{parts.port}"
     request_headers = {"User-Agent": "castframe/0.1", **headers, "Host": host_header}
-    timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    if deadline.remaining() <= 0:
+        raise _deadline_passed(host, policy)
+    timeout = httpx.Timeout(
+        deadline.clamp(policy.read_timeout), connect=deadline.clamp(policy.connect_timeout)
+    )
+    extensions: dict[str, Any] = dict(deadline.extensions)
+    if parts.scheme == "https":
+        extensions["sni_hostname"] = host
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             request = client.build_request(
@@ -313,19 +363,28 @@ def _one_request(
             )
             response = client.send(request, stream=True)
             try:
-                body = _read_capped(response, policy, started)
+                body = _read_capped(response, policy, deadline) if policy.read_body else b""
             finally:
                 response.close()
             return FetchResponse(response.status_code, response.headers, body, url)
     except FetchError:
         raise
-    except httpx.TimeoutException as exc:
-        raise FetchError("fetch_failed", f"timed out talking to {host}") from exc
     except httpx.HTTPError as exc:
+        if deadline.expired or deadline.remaining() <= 0:
+            raise _deadline_passed(host, policy) from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise FetchError("fetch_failed", f"timed out talking to {host}") from exc
         raise FetchError("fetch_failed", f"request to {host} failed: {type(exc).__name__}") from exc
 
 
-def _read_capped(response: httpx.Response, policy: FetchPolicy, started: float) -> bytes:
+def _deadline_passed(host: str, policy: FetchPolicy) -> FetchError:
+    return FetchError(
+        "fetch_failed",
+        f"timed out talking to {host}: no full answer within {policy.total_timeout:g} seconds",
+    )
+
+
+def _read_capped(response: httpx.Response, policy: FetchPolicy, deadline: Deadline) -> bytes:
     """At most ``max_bytes`` of the body: more is too_large, or cut off there (and the rest
     left unread: the connection is closed) with ``truncate_body``."""
     declared = response.headers.get("content-length")
@@ -341,7 +400,9 @@ def _read_capped(response: httpx.Response, policy: FetchPolicy, started: float) 
         size += len(chunk)
         if size > policy.max_bytes:
             raise FetchError("too_large", f"the response exceeds {policy.max_bytes} bytes")
-        if time.monotonic() - started > policy.total_timeout:
-            raise FetchError("fetch_failed", "the transfer took too long")
+        if deadline.remaining() <= 0:
+            raise FetchError(
+                "fetch_failed", f"the transfer took over {policy.total_timeout:g} seconds"
+            )
         chunks.append(chunk)
     return b"".join(chunks)

@@ -83,7 +83,11 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             f"the image is too large to decode safely ({exc})", code="image_too_large"
         ) from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageRejected(f"the image could not be decoded ({type(exc).__name__})") from exc
+        # The library's exception names say nothing to a client; the log has the traceback.
+        raise ImageRejected(
+            "the file is not a PNG, JPEG or WebP image that can be read (is it an image, and "
+            "complete?)"
+        ) from exc
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), ALLOWED_FORMATS[fmt], data)
 
 

@@ -63,3 +63,8 @@ def own_file(url: str, secret: bytes, now: float | None = None) -> OwnFile | Non
     key = unquote(parts.path[len(FILES_PATH) :])
     verdict = check_signature(secret, key, int(expires), sig, now)
     return None if verdict == "invalid" else OwnFile(key, verdict)
+
+
+EXPIRED_PREFIX = "expired/"
+"""Signed links of an expired job's outputs name their key under this prefix: the files route
+answers them 410 output_expired, whether retention has deleted the file yet or not."""

@@ -39,7 +39,8 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class Source:
     kind: str
-    """``data``, ``upload`` (value: the upload id) or ``url``."""
+    """``data``, ``upload`` (value: the upload id, account-bound), ``signed`` (value: the
+    storage key of a file behind one of this server's signed URLs) or ``url``."""
     value: str
 
 
@@ -47,8 +48,10 @@ def classify(
     source: str, signing_key: bytes, allow_private: bool, exempt_hosts: frozenset[str]
 ) -> Source:
     """What a client's image source is. This server's upload URLs are recognised by their
-    signature (never fetched); an expired one, or an outside URL that may not be fetched, is
-    refused here, before any work is done."""
+    signature and read from storage, never fetched; like Apiframe's upload URLs they are
+    public URLs, usable by whoever holds one (``upload://id`` stays bound to its account). An
+    expired one, or an outside URL that may not be fetched, is refused here, before any work
+    is done."""
     if source.startswith("data:"):
         return Source("data", source)
     if source.startswith(UPLOAD_SCHEME):
@@ -59,7 +62,7 @@ def classify(
             raise SourceError(
                 "upload_expired", "this upload URL has expired; upload the file again"
             )
-        return Source("upload", found.key.rsplit("/", 1)[-1].split(".", 1)[0])
+        return Source("signed", found.key)
     try:
         check_url_syntax(source, allow_private=allow_private, exempt_hosts=exempt_hosts)
     except FetchError as exc:
@@ -89,9 +92,14 @@ class ImageReader:
             code = "image_too_large" if exc.code == "image_too_large" else "invalid_image"
             raise SourceError(code, str(exc)) from exc
 
-    def read(self, source: Source, uploads: Callable[[str], bytes]) -> DecodedImage:
-        """The decoded image; ``uploads(id)`` returns an upload's bytes (or raises
-        SourceError ``upload_not_found``)."""
+    def read(
+        self,
+        source: Source,
+        uploads: Callable[[str], bytes],
+        stored: Callable[[str], bytes] | None = None,
+    ) -> DecodedImage:
+        """The decoded image; ``uploads(id)`` returns an upload's bytes and ``stored(key)`` a
+        signed URL's file (either raises SourceError ``upload_not_found``)."""
         if source.kind == "data":
             try:
                 return self.decode(parse_data_uri(source.value))
@@ -99,6 +107,10 @@ class ImageReader:
                 raise SourceError("invalid_image", str(exc)) from exc
         if source.kind == "upload":
             return self.decode(uploads(source.value))
+        if source.kind == "signed":
+            if stored is None:
+                raise SourceError("upload_not_found", "this upload URL cannot be read here")
+            return self.decode(stored(source.value))
         return self.decode(self._fetch(source.value))
 
     def _fetch(self, url: str) -> bytes:
@@ -114,3 +126,14 @@ class ImageReader:
                 "reference_fetch_failed", f"the URL answered HTTP {response.status_code}"
             )
         return response.body
+
+
+def upload_id_of(key: str) -> str:
+    """The upload id in an upload's storage key (``uploads/<account>/<id>.<ext>``)."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def account_of(key: str) -> str | None:
+    """The account in an upload's storage key, or None for another kind of key."""
+    parts = key.split("/")
+    return parts[1] if len(parts) == 3 and key.startswith(UPLOADS_PREFIX) else None

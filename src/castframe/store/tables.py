@@ -247,3 +247,15 @@ file_deletions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_file_deletions_due", "due_at"),
 )
+
+job_upstream = sa.Table(
+    "job_upstream",
+    metadata,
+    # What an upstream engine recorded about a job's provider task (the ``bfl`` engine: BFL's
+    # task id and polling URL, written before it polls), so that a later attempt of the job
+    # resumes that task instead of paying for a second generation. One row per job.
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("engine", sa.String(64), nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -1,7 +1,18 @@
 """Delivers due webhook rows: claim with a lease, POST through the safe fetcher, record, retry.
 
 A dispatcher thread claims due deliveries and hands each to a small thread pool, so one slow
-or dead receiver (15 s timeout) never delays other receivers, and never touches job workers.
+or dead receiver never delays other receivers, and never touches job workers. The bounds:
+
+- an attempt has one wall-clock deadline, ``CASTFRAME_WEBHOOK_TIMEOUT`` (15 s), from connect
+  to the status line and headers (media/deadline.py cuts a receiver that trickles them); the
+  body is never read: a 2xx status line is a delivery, whatever the body then does;
+- at most one attempt per delivery is in flight: before it connects, the sender renews the
+  delivery's lease to outlive that deadline (``DELIVERY_LEASE_MARGIN`` more), and sends
+  nothing if the lease has moved on; every attempt made is logged;
+- one account has at most ``CASTFRAME_WEBHOOK_ACCOUNT_CONCURRENCY`` deliveries in flight, so
+  its backlog or slow receivers leave the other slots to other accounts;
+- an address that is not allowed (``url_not_allowed``: a private address, resolved at
+  delivery) is final: it is not retried for a day.
 """
 
 from __future__ import annotations
@@ -28,10 +39,6 @@ from castframe.webhooks.payloads import event_payload
 from castframe.webhooks.signing import signature_headers
 
 log = logging.getLogger("castframe.webhooks")
-
-ANSWER_BYTES = 4096
-"""The most of a receiver's answer that is read: its status is the outcome, so a 2xx is a
-delivery whatever its body, and a large body is cut off here instead of failing it."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,9 @@ class WebhookSender:
         claimed = 0
         while not self._stopping.is_set() and self._slots.acquire(timeout=0.5):
             with self.db.write() as conn:
-                delivery = job_store.claim_due_delivery(conn, time.time())
+                delivery = job_store.claim_due_delivery(
+                    conn, time.time(), self.settings.webhook_account_concurrency
+                )
             if delivery is None:
                 self._slots.release()
                 break
@@ -129,6 +138,9 @@ class WebhookSender:
             log.exception("webhook %s: delivery crashed", delivery["id"])
         finally:
             self._slots.release()
+            # A slot is free, and its account may be under its cap again: claim at once
+            # rather than at the next poll.
+            self.notifier.notify()
 
     def render(self, delivery: dict[str, Any]) -> tuple[bytes, dict[str, str]] | None:
         with self.db.read() as conn:
@@ -157,27 +169,40 @@ class WebhookSender:
             self._record(delivery, outcome, give_up=True)
             return outcome
         body, headers = rendered
+        deadline = self.settings.webhook_timeout
+        leased = self.db.retry_write(
+            lambda conn: job_store.renew_delivery_lease(
+                conn, delivery, time.time() + deadline + job_store.DELIVERY_LEASE_MARGIN
+            ),
+            f"leasing webhook {delivery['id']}",
+            self._stopping,
+        )
+        if leased is None:  # taken over while it was rendered: the other sender sends it
+            log.info("webhook %s: lease moved on before sending; not sent", delivery["id"])
+            return Outcome(None, "lease moved on", 0.0, None)
         policy = FetchPolicy.from_settings(
             self.settings,
-            read_timeout=self.settings.webhook_timeout,
-            connect_timeout=min(5.0, self.settings.webhook_timeout),
-            total_timeout=self.settings.webhook_timeout * 2,
-            max_bytes=ANSWER_BYTES,
-            truncate_body=True,
+            read_timeout=deadline,
+            connect_timeout=min(5.0, deadline),
+            total_timeout=deadline,
+            read_body=False,
             follow_redirects=False,
         )
         started = time.monotonic()
+        give_up = False
         try:
-            response = fetch(delivery["url"], policy, method="POST", headers=headers, content=body)
+            response = fetch(leased["url"], policy, method="POST", headers=headers, content=body)
             outcome = Outcome(
                 response.status_code,
                 None,
                 (time.monotonic() - started) * 1000,
                 parse_retry_after(response.headers.get("retry-after")),
             )
+            give_up = response.status_code == 410
         except FetchError as exc:
             outcome = Outcome(None, exc.message, (time.monotonic() - started) * 1000, None)
-        self._record(delivery, outcome, give_up=outcome.status_code == 410)
+            give_up = exc.code == "url_not_allowed"
+        self._record(leased, outcome, give_up=give_up)
         return outcome
 
     def _record(self, delivery: dict[str, Any], outcome: Outcome, give_up: bool) -> None:

@@ -16,6 +16,7 @@ from castframe.engines.base import EngineRequest, EngineResult, GeneratedImage, 
 from castframe.engines.prompt import expand_prompt
 from castframe.engines.sandbox.compose import composite, plan_placement
 from castframe.engines.sandbox.edit import paint_in_mask, place_in_mask
+from castframe.engines.sandbox.flux import adapt
 from castframe.engines.sandbox.palette import match_palette
 from castframe.engines.sandbox.scene import LIGHTING, parse_scene, render_scene
 from castframe.engines.sandbox.style import background_pass, final_pass, resolve_style
@@ -52,6 +53,7 @@ class SandboxEngine:
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         if request.model in TOOL_MODELS:
             return run_tool(request, hooks)
+        request = adapt(request)  # FLUX's fill masks, outpaint canvases, matched sizes
         profile = SPEEDS.get(str(request.param("rendering_speed", "default")), SPEEDS["default"])
         hooks.progress(5)
         character = request.inputs.character
