@@ -145,7 +145,11 @@ def huge_png() -> bytes:
 BAD_INPUTS = {
     "1x1": (data_uri(png_bytes(np.zeros((1, 1, 3), np.uint8))), "invalid_image", "16x16"),
     "huge": (data_uri(huge_png()), "image_too_large", "64,000,000 pixels"),
-    "not an image": (data_uri(b"hello, not a picture", "image/png"), "invalid_image", "decoded"),
+    "not an image": (
+        data_uri(b"hello, not a picture", "image/png"),
+        "invalid_image",
+        "PNG, JPEG or WebP",
+    ),
     "animated": (data_uri(animated_png()), "invalid_image", "animated"),
     "alpha": (data_uri(rgba_png()), "invalid_image", "alpha channel"),
 }
