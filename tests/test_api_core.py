@@ -588,7 +588,14 @@ def test_cancel_queued_job_releases_hold(api_no_worker: Api) -> None:
 def test_models_catalog(api_no_worker: Api) -> None:
     models = api_no_worker.client.get("/v2/models").json()["models"]
     assert [m["id"] for m in models] == list(MODELS)
-    assert {m["engine"] for m in models} == {"sandbox"}  # zero setup: every model, no key
+    # Zero setup: every model with no key; the image tools on their real CPU models.
+    tools = {
+        m["id"]
+        for m in models
+        if m["operation"] in ("/v2/images/background-remove", "/v2/images/upscale")
+    }
+    assert {m["engine"] for m in models if m["id"] not in tools} == {"sandbox"}
+    assert {m["engine"] for m in models if m["id"] in tools} == {"tools"}
     model = api_no_worker.client.get("/v2/models/ideogram-character").json()
     assert model["pricing"]["tiers"] == {"turbo": 10, "default": 15, "quality": 20}
     assert (model["costMin"], model["costMax"]) == (10, 80)

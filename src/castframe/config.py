@@ -341,7 +341,7 @@ class Settings(BaseSettings):
         default="",
         description="Which engine serves each model for live keys: comma-separated "
         "`pattern=engine`, first match wins (`ideogram-*=ideogram,flux-*=sandbox`); "
-        "engines: sandbox, ideogram, bfl, diffusers, or a plug-in `package.module:Factory`. Unmatched "
+        "engines: sandbox, ideogram, bfl, diffusers, tools, or a plug-in `package.module:Factory`. Unmatched "
         "models go to their provider's engine when its key is set, else the sandbox. Test keys "
         "always use the sandbox.",
     )
@@ -365,6 +365,35 @@ class Settings(BaseSettings):
         default=False,
         description="Run a job's images in one batched pipeline call (faster on a GPU; "
         "progress then counts steps of the whole batch).",
+    )
+    tool_max_output_pixels: int = Field(
+        default=64_000_000,
+        gt=0,
+        description="Largest output of an image tool (upscale, background removal), in pixels: "
+        "a request whose output would be larger is a 400 at submission.",
+    )
+    upscale_weights: Path | None = Field(
+        default=None,
+        description="A Real-ESRGAN x4plus PyTorch checkpoint (`RealESRGAN_x4plus.pth`) for the "
+        "upscale models, run on `CASTFRAME_UPSCALE_DEVICE` (needs torch); unset: the bundled "
+        "ncnn model on the CPU.",
+    )
+    upscale_device: str = Field(
+        default="auto", description="cuda, cuda:N, cpu or auto, for `CASTFRAME_UPSCALE_WEIGHTS`."
+    )
+    bg_remove_851_weights: Path | None = Field(
+        default=None,
+        description="transparent-background's InSPyReNet checkpoint (`ckpt_base.pth` or "
+        "`ckpt_fast.pth`) for 851 Labs' remover; unset: the bundled U2-Net-P runs.",
+    )
+    bg_remove_bria_weights: Path | None = Field(
+        default=None, description="RMBG-2.0 as an ONNX file, for Bria's remover."
+    )
+    bg_remove_bria_enabled: bool = Field(
+        default=False,
+        description="Serve Bria's remover from the RMBG-2.0 weights above: RMBG-2.0 is "
+        "licensed CC BY-NC 4.0 (non-commercial without Bria's agreement), so it is off unless "
+        "the operator turns it on.",
     )
     ideogram_api_key: str = Field(default="", description="Ideogram API key (enables `ideogram`).")
     ideogram_base_url: str = Field(
@@ -516,7 +545,8 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Engine: ideogram", ("ideogram_",)),
     ("Engine: bfl", ("bfl_",)),
     ("Engine: diffusers", ("diffusers_",)),
-    ("Engine: image tools", ("tools_", "bg_", "upscale_", "rembg_", "realesrgan_")),
+    ("Engine: image tools", ("tool_max_output_pixels", "tools_", "bg_", "upscale_", "rembg_",
+                             "realesrgan_")),
     ("Faces", ("faces_", "face_")),
 )  # fmt: skip
 """Settings grouped by the component they configure."""

@@ -13,6 +13,7 @@ from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
 from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
 from castframe.catalog.ideogram_v4 import IDEOGRAM_V4
+from castframe.catalog.image_tools import IMAGE_TOOLS
 
 _ALL: tuple[ModelSpec, ...] = (
     IDEOGRAM_CHARACTER,
@@ -21,6 +22,7 @@ _ALL: tuple[ModelSpec, ...] = (
     *IDEOGRAM_V2,
     *FLUX_MODELS,
     FLUX_FILL_PRO,
+    *IMAGE_TOOLS,
 )
 
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _ALL}

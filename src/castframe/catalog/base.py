@@ -89,6 +89,10 @@ class ModelSpec:
     """The image field that a saved character (``character_id``) fills, if the model has one."""
     example: Mapping[str, Any] = field(default_factory=dict)
     """A request body for the OpenAPI document and the docs."""
+    sized_by: Callable[[Mapping[str, Any], int, int], tuple[int, int]] | None = None
+    """For a model whose output follows its input image (the image tools): (params, input
+    width, input height) -> the output's (width, height). The input is then read at submission,
+    so that the job's size, price and the output pixel limit are known before it is queued."""
 
     def field_for(self, role: Role) -> ImageField | None:
         return next((item for item in self.image_fields if item.role == role), None)

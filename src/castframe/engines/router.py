@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import importlib.util
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,43 @@ def _diffusers_missing(settings: Settings) -> str | None:
     return None
 
 
+def _tools_serves(spec: ModelSpec) -> bool:
+    from castframe.engines.tools.rules import serves
+
+    return serves(spec.id)
+
+
+def _tools_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    from castframe.engines.tools.rules import check_params as tools_check
+
+    refusals = tools_check(spec.id, params)
+    if spec.id == "bria-bg-remove" and not (
+        settings.bg_remove_bria_enabled and settings.bg_remove_bria_weights
+    ):
+        refusals.append(
+            (
+                "image",
+                "the tools engine serves bria-bg-remove only where the operator has turned it on "
+                "(RMBG-2.0's licence is non-commercial): use 851-bg-remove, or ask the operator "
+                "to set CASTFRAME_BG_REMOVE_BRIA_WEIGHTS and CASTFRAME_BG_REMOVE_BRIA_ENABLED",
+            )
+        )
+    return refusals
+
+
+def tools_ready(spec: ModelSpec, settings: Settings) -> bool:
+    """Whether this installation can run ``spec`` on the tools engine: the upscaler needs the
+    ncnn wheel and Debian's libraries, background removal ONNX Runtime and a model (the
+    bundled one, or the operator's, checked at start-up)."""
+    if spec.operation == "upscale" and settings.upscale_weights:
+        return importlib.util.find_spec("torch") is not None
+    if spec.operation == "upscale":
+        from castframe.engines.tools.superres import available
+
+        return available() is None
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 @dataclass(frozen=True)
 class EngineEntry:
     """What the router knows of a built-in engine, without importing it until it is used."""
@@ -107,6 +145,7 @@ ENGINES: dict[str, EngineEntry] = {
     "ideogram": EngineEntry(_ideogram_serves, _ideogram_refusals, _ideogram_missing),
     "bfl": EngineEntry(_bfl_serves, _bfl_refusals, _bfl_missing),
     "diffusers": EngineEntry(_diffusers_serves, _diffusers_refusals, _diffusers_missing),
+    "tools": EngineEntry(_tools_serves, _tools_refusals),
 }
 """Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
 operator (or a benchmark) ships, built by calling ``Factory(settings)``; it is routed only
@@ -137,6 +176,8 @@ def live_engine(spec: ModelSpec, settings: Settings) -> str:
         return spec.upstream
     if settings.diffusers_model and ENGINES["diffusers"].serves(spec):
         return "diffusers"
+    if ENGINES["tools"].serves(spec) and tools_ready(spec, settings):
+        return "tools"
     return "sandbox"
 
 
@@ -208,6 +249,16 @@ def validate_engine_settings(settings: Settings) -> None:
         missing = entry.missing(settings)
         if missing:
             raise ValueError(missing)
+    for path, what in (
+        (settings.bg_remove_851_weights, "CASTFRAME_BG_REMOVE_851_WEIGHTS"),
+        (settings.upscale_weights, "CASTFRAME_UPSCALE_WEIGHTS"),
+        (
+            settings.bg_remove_bria_weights if settings.bg_remove_bria_enabled else None,
+            "CASTFRAME_BG_REMOVE_BRIA_WEIGHTS",
+        ),
+    ):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{what}: {path} is not a file")
     if settings.diffusers_model:
         from castframe.engines.open_weights.families import detect_family
 
@@ -285,6 +336,18 @@ class EngineRegistry:
                 poll_timeout=settings.bfl_poll_timeout,
                 max_image_bytes=settings.max_image_bytes * 2,
                 max_image_pixels=settings.max_image_pixels,
+            )
+        if name == "tools":
+            from castframe.engines.tools.engine import ToolsConfig, ToolsEngine
+
+            return ToolsEngine(
+                ToolsConfig(
+                    inspyrenet_checkpoint=settings.bg_remove_851_weights,
+                    bria_onnx=settings.bg_remove_bria_weights,
+                    bria_enabled=settings.bg_remove_bria_enabled,
+                    upscale_weights=settings.upscale_weights,
+                    upscale_device=settings.upscale_device,
+                )
             )
         if name == "diffusers":
             from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps

@@ -23,12 +23,18 @@ import sqlalchemy as sa
 from castframe.catalog.base import SAVED_CHARACTER_PARAM
 from castframe.config import Settings
 from castframe.errors import ApiError, field_error
-from castframe.jobs import admission, ledger
+from castframe.jobs import admission, ledger, sizing
 from castframe.jobs import store as job_store
 from castframe.jobs.accounts import Principal
 from castframe.jobs.characters import get_character
 from castframe.jobs.record import Job
-from castframe.jobs.uploads import Owner, existing_uploads, insert_uploads, store_upload
+from castframe.jobs.uploads import (
+    Owner,
+    existing_uploads,
+    get_upload,
+    insert_uploads,
+    store_upload,
+)
 from castframe.jobs.validation import Submission
 from castframe.media.sources import UPLOAD_SCHEME
 from castframe.media.storage import Storage
@@ -148,6 +154,25 @@ def check_references(
             submission.set_source(path, submission.signed_refs[path])
             continue
         raise field_error("upload_not_found", path, f"no upload {upload_id!r} in this account")
+    if submission.size_limit is not None and not submission.params.get("width"):
+        _size_from_upload(conn, principal, submission, submission.size_limit)
+
+
+def _size_from_upload(
+    conn: sa.Connection, principal: Principal, submission: Submission, max_pixels: int
+) -> None:
+    """A tool job whose input is an upload: its output size (and so its price) from the
+    upload's row, and the output pixel limit (jobs/sizing.py)."""
+    spec = submission.spec
+    path = f"{spec.params_key}.{sizing.input_field(spec)}"
+    upload_id = next((ref for ref_path, ref in submission.upload_refs if ref_path == path), None)
+    if upload_id is None:
+        return
+    sizing.apply_upload_size(
+        spec, submission.params, get_upload(conn, principal.owner, upload_id), max_pixels
+    )
+    if principal.mode == "live":
+        submission.price = spec.price(submission.params, submission.price_overrides)
 
 
 def admit(

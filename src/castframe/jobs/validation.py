@@ -16,9 +16,11 @@ from pydantic import BaseModel, ValidationError
 from castframe.catalog import MAX_SEED, MODELS, ModelSpec, models_for
 from castframe.config import Settings
 from castframe.errors import ApiError, details_of, field_error
+from castframe.jobs import sizing
 from castframe.jobs.accounts import Principal
 from castframe.jobs.uploads import PlannedUpload, plan_upload
 from castframe.media.fetch import FetchError, check_url_syntax
+from castframe.media.images import DecodedImage
 from castframe.media.sources import (
     UPLOAD_SCHEME,
     ImageReader,
@@ -57,6 +59,10 @@ class Submission:
     """Inline images as uploads to store once the job is admitted."""
     upload_refs: list[tuple[str, str]] = field(default_factory=list)
     """(field path, upload id) pairs to check inside the transaction."""
+    size_limit: int | None = None
+    """For a tool whose input is an upload: the output pixel limit, applied (with the size
+    and the price) inside the transaction, where the upload's row is read."""
+    price_overrides: dict[str, Any] | None = None
     signed_refs: dict[str, str] = field(default_factory=dict)
     """Field path -> the signed URL the client sent, for the ``upload_refs`` that came as one
     of the caller's account's upload URLs: if the upload is not the caller's own (another
@@ -178,6 +184,7 @@ def prepare(
         webhook_events=echo.get("webhookEvents"),
     )
     reader = ImageReader.from_settings(settings)
+    decoded: dict[str, DecodedImage] = {}
     for image_field in spec.image_fields:
         name = image_field.name
         source = params.get(name)
@@ -187,7 +194,13 @@ def prepare(
         sources, listed = (source, True) if isinstance(source, list) else ([source], False)
         resolved = [
             _resolve(
-                item, f"{path}.{i}" if listed else path, principal, settings, reader, submission
+                item,
+                f"{path}.{i}" if listed else path,
+                principal,
+                settings,
+                reader,
+                submission,
+                decoded,
             )
             for i, item in enumerate(sources)
         ]
@@ -207,6 +220,11 @@ def prepare(
             )
         except FetchError as exc:
             raise field_error("url_not_allowed", "webhookUrl", exc.message) from exc
+    if spec.sized_by is not None:
+        _size(spec, params, decoded, settings, reader)
+        if not params.get("width"):
+            submission.size_limit = settings.tool_max_output_pixels
+            submission.price_overrides = dict(settings.prices or {})
     problems = engines.refusals(submission.engine, spec, params)
     if problems:
         raise ApiError("unsupported_parameter", problems[0][1], details=details_of(problems))
@@ -217,6 +235,36 @@ def prepare(
     return submission
 
 
+def _size(
+    spec: ModelSpec,
+    params: dict[str, Any],
+    decoded: dict[str, DecodedImage],
+    settings: Settings,
+    reader: ImageReader,
+) -> None:
+    """A tool's output size and input checks (jobs/sizing.py), from its input image: the
+    inline one as decoded, a URL read now; an upload is sized in the transaction."""
+    name = sizing.input_field(spec)
+    path = f"{spec.params_key}.{name}"
+    source = params.get(name)
+    fetch = None
+    if isinstance(source, str) and not source.startswith(UPLOAD_SCHEME) and path not in decoded:
+
+        def fetch() -> DecodedImage:
+            try:
+                found = classify(
+                    source,
+                    settings.signing_key,
+                    settings.allow_private_urls,
+                    settings.trusted_host_set,
+                )
+                return reader.read(found, _no_uploads)
+            except SourceError as exc:
+                raise source_error(exc, path) from exc
+
+    sizing.probe(spec, params, decoded.get(path), fetch, settings.tool_max_output_pixels)
+
+
 def _resolve(
     source: str,
     path: str,
@@ -224,6 +272,7 @@ def _resolve(
     settings: Settings,
     reader: ImageReader,
     submission: Submission,
+    decoded: dict[str, DecodedImage] | None = None,
 ) -> str:
     """The source a job keeps: an inline image becomes a planned upload (jobs stay small),
     an upload (by URL or reference) its ``upload://`` reference, a URL itself."""
@@ -232,9 +281,10 @@ def _resolve(
             source, settings.signing_key, settings.allow_private_urls, settings.trusted_host_set
         )
         if found.kind == "data":
-            planned = plan_upload(
-                principal.account_id, principal.mode, reader.read(found, _no_uploads)
-            )
+            image = reader.read(found, _no_uploads)
+            if decoded is not None:
+                decoded[path] = image
+            planned = plan_upload(principal.account_id, principal.mode, image)
             submission.inline_uploads.append(planned)
             return UPLOAD_SCHEME + planned.row["id"]
     except SourceError as exc:

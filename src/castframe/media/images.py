@@ -125,6 +125,26 @@ def _decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedIma
     return DecodedImage(np.asarray(rgb, dtype=np.uint8), ALLOWED_FORMATS[fmt], data)
 
 
+def tool_input_problem(data: bytes) -> str | None:
+    """Why an image cannot be an image tool's input (background removal, upscaling), or None.
+
+    An animated image would lose every frame but the first, and an image with an alpha
+    channel would have its transparency flattened on white before the tool saw it: both are
+    refused rather than silently changed. ``data`` has already passed ``decode_image``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+                return "the image is animated; send a single still frame"
+            if "A" in image.getbands() or image.has_transparency_data:
+                return (
+                    "the image has an alpha channel (transparency); send an opaque PNG, JPEG or "
+                    "WebP"
+                )
+    except Exception:  # decode_image accepted it; Pillow raises many types
+        return "the image could not be read"
+    return None
+
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 """Pillow's modes for 16-bit greyscale (PNG); ``I`` holds the same 0..65535 values."""
 
@@ -198,11 +218,15 @@ WEBP_METHOD = 2
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """Deterministic PNG bytes for an RGB array (same pixels, same bytes: zlib is
+    """Deterministic PNG bytes for an RGB (or RGBA) array (same pixels, same bytes: zlib is
     deterministic for a given level, and no timestamp or other chunk varies)."""
     import cv2
 
-    bgr = cv2.cvtColor(np.ascontiguousarray(pixels, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    # RGBA (a background removal's cut-out) keeps its alpha channel.
+    conversion = (
+        cv2.COLOR_RGBA2BGRA if pixels.ndim == 3 and pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    )
+    bgr = cv2.cvtColor(np.ascontiguousarray(pixels, dtype=np.uint8), conversion)
     params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL, cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY_RLE]
     ok, encoded = cv2.imencode(".png", bgr, params)
     if not ok:  # pragma: no cover - OpenCV fails only on arrays it cannot represent

@@ -21,6 +21,7 @@ from castframe.engines.sandbox.palette import match_palette
 from castframe.engines.sandbox.scene import LIGHTING, parse_scene, render_scene
 from castframe.engines.sandbox.style import background_pass, final_pass, resolve_style
 from castframe.engines.sandbox.subject import Cutout, CutoutCache
+from castframe.engines.sandbox.tools import TOOL_MODELS, run_tool
 
 MAX_SEED = 2_147_483_647
 
@@ -50,6 +51,8 @@ class SandboxEngine:
         self._cutouts = CutoutCache()
 
     def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
+        if request.model in TOOL_MODELS:
+            return run_tool(request, hooks)
         request = adapt(request)  # FLUX's fill masks, outpaint canvases, matched sizes
         profile = SPEEDS.get(str(request.param("rendering_speed", "default")), SPEEDS["default"])
         hooks.progress(5)

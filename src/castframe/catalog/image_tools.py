@@ -1,0 +1,134 @@
+"""Apiframe's image tools as registry models: ``bria-bg-remove`` and ``851-bg-remove``
+(``POST /v2/images/background-remove``), ``topaz-image-upscale`` and ``clarity-upscale``
+(``POST /v2/images/upscale``).
+
+Their bodies are in ``tool_params``. Each job makes one output, priced per output:
+background removal at a flat price, Topaz by the output's megapixels (as Apiframe prices it),
+Clarity flat. The output's size is known at submission, because the input image is read
+there (a tool's price and its size limit depend on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from castframe.catalog import tool_params as tools
+from castframe.catalog.base import ImageField, ModelSpec
+
+IMAGE = (ImageField("image", "image", required=True),)
+SAMPLE = "https://example.com/photo.png"
+TOPAZ_TIERS = {"up-to-4mp": 4, "up-to-16mp": 8, "up-to-64mp": 16}
+"""Credits per output by output megapixels (the last tier ends at the 64 MP limit)."""
+
+
+def same_size(_params: Mapping[str, Any], width: int, height: int) -> tuple[int, int]:
+    return width, height
+
+
+def upscaled(params: Mapping[str, Any], width: int, height: int) -> tuple[int, int]:
+    factor = tools.factor_of(dict(params))
+    return width * factor, height * factor
+
+
+def topaz_tier(params: Mapping[str, Any]) -> str:
+    width, height = params.get("width"), params.get("height")
+    if not width or not height:
+        return "up-to-64mp"
+    megapixels = int(width) * int(height) / 1_000_000
+    if megapixels <= 4:
+        return "up-to-4mp"
+    return "up-to-16mp" if megapixels <= 16 else "up-to-64mp"
+
+
+BRIA_BG_REMOVE = ModelSpec(
+    id="bria-bg-remove",
+    label="Bria RMBG 2.0 background removal",
+    description=(
+        "Background removal with Bria's RMBG-2.0, run from the operator's weights where the "
+        "operator has turned it on (its licence is non-commercial without Bria's agreement); "
+        "a transparent PNG at the input's size."
+    ),
+    family="bria",
+    params_key="briaBgRemoveParams",
+    request_model=tools.BRIA_REQUEST,
+    normalise=tools.normalise_bria,
+    prices={"standard": 2},
+    image_fields=IMAGE,
+    operation="background-remove",
+    max_outputs=1,
+    sized_by=same_size,
+    example={"model": "bria-bg-remove", "briaBgRemoveParams": {"image": SAMPLE}},
+)
+
+LAB851_BG_REMOVE = ModelSpec(
+    id="851-bg-remove",
+    label="851 Labs background removal",
+    description=(
+        "Background removal with transparent-background's InSPyReNet (the operator's weights) "
+        "or the bundled U2-Net-P: a transparent PNG, the matte, or the subject on green, "
+        "white, its blurred background or an overlay; threshold and reverse supported."
+    ),
+    family="851-labs",
+    params_key="lab851BgRemoveParams",
+    request_model=tools.LAB851_REQUEST,
+    normalise=tools.normalise_851,
+    prices={"standard": 1},
+    image_fields=IMAGE,
+    operation="background-remove",
+    max_outputs=1,
+    sized_by=same_size,
+    example={
+        "model": "851-bg-remove",
+        "lab851BgRemoveParams": {"image": SAMPLE, "background_type": "rgba"},
+    },
+)
+
+TOPAZ_UPSCALE = ModelSpec(
+    id="topaz-image-upscale",
+    label="Image upscale (Topaz request shape, Real-ESRGAN model)",
+    description=(
+        "Upscaling by 1, 2, 4 or 6 with Apiframe's Topaz request shape. Castframe runs "
+        "Real-ESRGAN x4plus (x4plus-anime for model_type cgi), not Topaz's models; 6 is x4 "
+        "then Lanczos. Priced by output megapixels; outputs over 64 MP are refused."
+    ),
+    family="upscale",
+    params_key="topazUpscaleParams",
+    request_model=tools.TOPAZ_REQUEST,
+    normalise=tools.normalise_topaz,
+    prices=TOPAZ_TIERS,
+    tier=topaz_tier,
+    image_fields=IMAGE,
+    operation="upscale",
+    max_outputs=1,
+    sized_by=upscaled,
+    example={
+        "model": "topaz-image-upscale",
+        "topazUpscaleParams": {"image": SAMPLE, "upscale_factor": 2},
+    },
+)
+
+CLARITY_UPSCALE = ModelSpec(
+    id="clarity-upscale",
+    label="Image upscale (Clarity request shape, Real-ESRGAN model)",
+    description=(
+        "Upscaling by 1, 2, 4 or 8 with Apiframe's Clarity request shape. Castframe runs "
+        "Real-ESRGAN x4plus, not Clarity's diffusion model (its prompt, creativity and other "
+        "diffusion fields are refused); 8 is x4 then Lanczos; sharpen is honoured."
+    ),
+    family="upscale",
+    params_key="clarityUpscaleParams",
+    request_model=tools.CLARITY_REQUEST,
+    normalise=tools.normalise_clarity,
+    prices={"standard": 8},
+    image_fields=IMAGE,
+    operation="upscale",
+    max_outputs=1,
+    sized_by=upscaled,
+    example={
+        "model": "clarity-upscale",
+        "clarityUpscaleParams": {"image": SAMPLE, "scale_factor": 2},
+    },
+)
+
+IMAGE_TOOLS = (BRIA_BG_REMOVE, LAB851_BG_REMOVE, TOPAZ_UPSCALE, CLARITY_UPSCALE)
