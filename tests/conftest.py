@@ -21,6 +21,7 @@ from castframe.services import Services
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.tables import metadata
+from tests.support.fake_ideogram import FakeIdeogram
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png
 from tests.support.polling import wait_for_job
@@ -261,3 +262,18 @@ def model() -> FaceModel:
     loaded = face_model()
     assert loaded is not None, "the faces extra is part of `make test`'s install"
     return loaded
+
+
+@pytest.fixture
+def fake_ideogram() -> Iterator[FakeIdeogram]:
+    """A faithful fake of Ideogram's API (tests/support/fake_ideogram.py) on loopback."""
+    server = FakeIdeogram()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def ideogram_api(tmp_path: Path, sqlite_url: str, fake_ideogram: FakeIdeogram) -> Iterator[Api]:
+    """The app on SQLite with its ideogram engine pointed at the fake (fast retries, a 3 s
+    call deadline)."""
+    yield from make_api(tmp_path, sqlite_url, **fake_ideogram.settings())

@@ -70,7 +70,7 @@ class Hooks:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeBfl]:
+def bfl() -> Iterator[FakeBfl]:
     server = FakeBfl(pending_polls=2)
     yield server
     server.close()
@@ -83,10 +83,10 @@ def download(url: str) -> bytes:
     return response.content
 
 
-def engine_for(fake: FakeBfl, **overrides: Any) -> BflEngine:
+def engine_for(bfl: FakeBfl, **overrides: Any) -> BflEngine:
     options: dict[str, Any] = {
-        "api_key": fake.api_key,
-        "base_url": fake.base_url,
+        "api_key": bfl.api_key,
+        "base_url": bfl.base_url,
         "download": download,
         "retry_base": 0.01,
         "poll_interval": 0.01,
@@ -215,37 +215,37 @@ def job(
     ],
 )
 def test_each_route_gets_its_exact_json_and_the_key(
-    fake: FakeBfl, model: str, block: dict[str, Any], route: str, expected: dict[str, Any]
+    bfl: FakeBfl, model: str, block: dict[str, Any], route: str, expected: dict[str, Any]
 ) -> None:
-    engine = engine_for(fake)
+    engine = engine_for(bfl)
     request = job(model, block)
     result = engine.generate(request, Hooks())
-    (submit,) = fake.submits()
+    (submit,) = bfl.submits()
     assert submit.path == route
-    assert submit.headers["x-key"] == fake.api_key
+    assert submit.headers["x-key"] == bfl.api_key
     assert submit.body == expected
-    assert all(call.headers["x-key"] == fake.api_key for call in fake.polls())
-    assert len(fake.polls()) == fake.pending_polls + 1  # Pending, Pending, Ready
+    assert all(call.headers["x-key"] == bfl.api_key for call in bfl.polls())
+    assert len(bfl.polls()) == bfl.pending_polls + 1  # Pending, Pending, Ready
     (image,) = result.images
     assert image.pixels.shape[:2] == (request.height, request.width) or model.endswith("ultra")
     assert image.seed == 7
     assert result.metadata["engine"] == "bfl" and result.metadata["resumed"] is False
 
 
-def test_ultra_output_is_its_four_megapixel_ratio(fake: FakeBfl) -> None:
+def test_ultra_output_is_its_four_megapixel_ratio(bfl: FakeBfl) -> None:
     request = job("flux-1.1-pro-ultra", {"aspect_ratio": "16:9"})
-    image = engine_for(fake).generate(request, Hooks()).images[0]
+    image = engine_for(bfl).generate(request, Hooks()).images[0]
     height, width = image.pixels.shape[:2]
     assert (width, height) == (request.width, request.height)
     assert 3.8e6 < width * height < 4.4e6
 
 
-def test_input_images_are_numbered_references_and_an_image_prompt_is_sent(fake: FakeBfl) -> None:
-    engine = engine_for(fake)
+def test_input_images_are_numbered_references_and_an_image_prompt_is_sent(bfl: FakeBfl) -> None:
+    engine = engine_for(bfl)
     refs = EngineInputs(references=(PHOTO, PHOTO, PHOTO))
     request = job("flux-2-pro", {"input_images": ["upload://a", "upload://b", "upload://c"]}, refs)
     engine.generate(request, Hooks())
-    body = fake.submits()[0].body
+    body = bfl.submits()[0].body
     assert body is not None
     assert [key for key in body if key.startswith("input_image")] == [
         "input_image",
@@ -260,18 +260,18 @@ def test_input_images_are_numbered_references_and_an_image_prompt_is_sent(fake: 
         styled,
     )
     engine.generate(request, Hooks())
-    body = fake.submits()[1].body
+    body = bfl.submits()[1].body
     assert body is not None and base64.b64decode(body["image_prompt"]) == PHOTO.raw
     assert body["image_prompt_strength"] == 0.4
 
 
-def test_match_input_image_sends_no_size_and_keeps_the_input_size(fake: FakeBfl) -> None:
+def test_match_input_image_sends_no_size_and_keeps_the_input_size(bfl: FakeBfl) -> None:
     refs = EngineInputs(references=(PHOTO,))
     request = job(
         "flux-2-flex", {"input_images": ["upload://a"], "resolution": "match_input_image"}, refs
     )
-    result = engine_for(fake).generate(request, Hooks())
-    body = fake.submits()[0].body
+    result = engine_for(bfl).generate(request, Hooks())
+    body = bfl.submits()[0].body
     assert body is not None and "width" not in body and "height" not in body
     assert result.images[0].pixels.shape == PHOTO.pixels.shape
 
@@ -279,7 +279,7 @@ def test_match_input_image_sends_no_size_and_keeps_the_input_size(fake: FakeBfl)
 # -- flux-fill-pro ---------------------------------------------------------------------------
 
 
-def test_inpaint_sends_the_image_and_a_white_is_paint_mask(fake: FakeBfl) -> None:
+def test_inpaint_sends_the_image_and_a_white_is_paint_mask(bfl: FakeBfl) -> None:
     pixels = PHOTO.pixels
     black_is_paint = np.zeros(pixels.shape[:2], bool)  # the worker's reading of a mask image
     black_is_paint[: pixels.shape[0] // 2] = True  # top half drawn black by the client
@@ -297,8 +297,8 @@ def test_inpaint_sends_the_image_and_a_white_is_paint_mask(fake: FakeBfl) -> Non
         },
         inputs,
     )
-    result = engine_for(fake).generate(request, Hooks())
-    body = fake.submits("/v1/flux-pro-1.0-fill")[0].body
+    result = engine_for(bfl).generate(request, Hooks())
+    body = bfl.submits("/v1/flux-pro-1.0-fill")[0].body
     assert body is not None
     assert set(body) == {
         "prompt",
@@ -321,15 +321,15 @@ def test_inpaint_sends_the_image_and_a_white_is_paint_mask(fake: FakeBfl) -> Non
     [("Zoom out 2x", (2.0, 2.0)), ("Left outpaint", (1.5, 1.0)), ("Make square", None)],
 )
 def test_outpaint_sends_a_larger_canvas_and_its_mask(
-    fake: FakeBfl, choice: str, grows: tuple[float, float] | None
+    bfl: FakeBfl, choice: str, grows: tuple[float, float] | None
 ) -> None:
     request = job(
         "flux-fill-pro",
         {"mode": "outpaint", "outpaint": choice, "prompt": "more sea", "image": "upload://a"},
         EngineInputs(image=PHOTO),
     )
-    result = engine_for(fake).generate(request, Hooks())
-    body = fake.submits()[0].body
+    result = engine_for(bfl).generate(request, Hooks())
+    body = bfl.submits()[0].body
     assert body is not None
     sent = Image.open(io.BytesIO(base64.b64decode(body["image"])))
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("L"))
@@ -388,141 +388,141 @@ def test_request_body_is_pure_and_deterministic() -> None:
 
 
 @pytest.mark.parametrize("outcome", ["request-moderated", "content-moderated"])
-def test_moderation_is_content_filtered(fake: FakeBfl, outcome: str) -> None:
-    fake.outcomes.append(outcome)
+def test_moderation_is_content_filtered(bfl: FakeBfl, outcome: str) -> None:
+    bfl.outcomes.append(outcome)
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-1.1-pro", {}), Hooks())
+        engine_for(bfl).generate(job("flux-1.1-pro", {}), Hooks())
     assert caught.value.code == "content_filtered" and not caught.value.retryable
     assert "Derivative Works Filter" in caught.value.message
 
 
-def test_the_error_status_is_upstream_rejected(fake: FakeBfl) -> None:
-    fake.outcomes.append("error")
+def test_the_error_status_is_upstream_rejected(bfl: FakeBfl) -> None:
+    bfl.outcomes.append("error")
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-2-max", {}), Hooks())
+        engine_for(bfl).generate(job("flux-2-max", {}), Hooks())
     assert caught.value.code == "upstream_rejected" and not caught.value.retryable
 
 
-def test_a_lost_task_is_not_submitted_again(fake: FakeBfl) -> None:
-    fake.outcomes.append("lost")
+def test_a_lost_task_is_not_submitted_again(bfl: FakeBfl) -> None:
+    bfl.outcomes.append("lost")
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-2-max", {}), Hooks())
+        engine_for(bfl).generate(job("flux-2-max", {}), Hooks())
     assert caught.value.code == "upstream_unavailable" and not caught.value.retryable
-    assert len(fake.submits()) == 1
+    assert len(bfl.submits()) == 1
 
 
-def test_an_expired_result_link_is_polled_again(fake: FakeBfl) -> None:
-    fake.outcomes.append("expired-url")
-    result = engine_for(fake).generate(job("flux-1.1-pro", {"width": 512, "height": 512}), Hooks())
+def test_an_expired_result_link_is_polled_again(bfl: FakeBfl) -> None:
+    bfl.outcomes.append("expired-url")
+    result = engine_for(bfl).generate(job("flux-1.1-pro", {"width": 512, "height": 512}), Hooks())
     assert result.images[0].pixels.shape == (512, 512, 3)
-    assert fake.tasks[next(iter(fake.tasks))].urls_issued == 2
-    assert len(fake.submits()) == 1
+    assert bfl.tasks[next(iter(bfl.tasks))].urls_issued == 2
+    assert len(bfl.submits()) == 1
 
 
-def test_a_result_link_that_stays_expired_fails_clearly(fake: FakeBfl) -> None:
-    fake.outcomes.append("always-expired")
+def test_a_result_link_that_stays_expired_fails_clearly(bfl: FakeBfl) -> None:
+    bfl.outcomes.append("always-expired")
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-1.1-pro", {}), Hooks())
+        engine_for(bfl).generate(job("flux-1.1-pro", {}), Hooks())
     assert caught.value.code == "upstream_unavailable"
     assert "could not be downloaded" in caught.value.message and "403" in caught.value.message
 
 
-def test_429_and_5xx_on_submit_are_retried_with_retry_after(fake: FakeBfl) -> None:
-    fake.submit_script.extend(["429:0", "503"])
-    result = engine_for(fake).generate(job("flux-2-pro", {}), Hooks())
-    assert len(fake.submits()) == 3 and result.images
+def test_429_and_5xx_on_submit_are_retried_with_retry_after(bfl: FakeBfl) -> None:
+    bfl.submit_script.extend(["429:0", "503"])
+    result = engine_for(bfl).generate(job("flux-2-pro", {}), Hooks())
+    assert len(bfl.submits()) == 3 and result.images
 
 
-def test_submit_gives_up_after_the_retry_budget_and_may_be_retried(fake: FakeBfl) -> None:
-    fake.submit_script.extend(["500", "500", "500"])
+def test_submit_gives_up_after_the_retry_budget_and_may_be_retried(bfl: FakeBfl) -> None:
+    bfl.submit_script.extend(["500", "500", "500"])
     hooks = Hooks()
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake, max_retries=2).generate(job("flux-2-pro", {}), hooks)
+        engine_for(bfl, max_retries=2).generate(job("flux-2-pro", {}), hooks)
     assert caught.value.code == "upstream_unavailable" and caught.value.retryable
     assert hooks.upstream.state is not None and hooks.upstream.state["phase"] == "refused"
     # Nothing runs at BFL: the next attempt submits afresh.
-    result = engine_for(fake).generate(job("flux-2-pro", {}), hooks)
-    assert result.images and len(fake.submits()) == 4
+    result = engine_for(bfl).generate(job("flux-2-pro", {}), hooks)
+    assert result.images and len(bfl.submits()) == 4
 
 
-def test_polling_errors_are_retried(fake: FakeBfl) -> None:
-    fake.poll_script.extend(["500", "429:0"])
-    result = engine_for(fake).generate(job("flux-2-pro", {}), Hooks())
-    assert result.images and len(fake.submits()) == 1
+def test_polling_errors_are_retried(bfl: FakeBfl) -> None:
+    bfl.poll_script.extend(["500", "429:0"])
+    result = engine_for(bfl).generate(job("flux-2-pro", {}), Hooks())
+    assert result.images and len(bfl.submits()) == 1
 
 
-def test_polling_that_keeps_failing_is_retryable_and_resumes(fake: FakeBfl) -> None:
-    fake.poll_script.extend(["500", "500", "500"])
+def test_polling_that_keeps_failing_is_retryable_and_resumes(bfl: FakeBfl) -> None:
+    bfl.poll_script.extend(["500", "500", "500"])
     hooks = Hooks()
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake, max_retries=2).generate(job("flux-2-pro", {}), hooks)
+        engine_for(bfl, max_retries=2).generate(job("flux-2-pro", {}), hooks)
     assert caught.value.retryable
-    result = engine_for(fake).generate(job("flux-2-pro", {}), hooks)
-    assert result.metadata["resumed"] is True and len(fake.submits()) == 1
+    result = engine_for(bfl).generate(job("flux-2-pro", {}), hooks)
+    assert result.metadata["resumed"] is True and len(bfl.submits()) == 1
 
 
 @pytest.mark.parametrize(
     ("script", "code"), [("402", "engine_misconfigured"), ("422", "upstream_rejected")]
 )
-def test_final_submit_answers(fake: FakeBfl, script: str, code: str) -> None:
-    fake.submit_script.append(script)
+def test_final_submit_answers(bfl: FakeBfl, script: str, code: str) -> None:
+    bfl.submit_script.append(script)
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-2-pro", {}), Hooks())
+        engine_for(bfl).generate(job("flux-2-pro", {}), Hooks())
     assert caught.value.code == code and not caught.value.retryable
-    assert len(fake.submits()) == 1
+    assert len(bfl.submits()) == 1
 
 
-def test_a_wrong_key_is_engine_misconfigured(fake: FakeBfl) -> None:
+def test_a_wrong_key_is_engine_misconfigured(bfl: FakeBfl) -> None:
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake, api_key="wrong").generate(job("flux-2-pro", {}), Hooks())
+        engine_for(bfl, api_key="wrong").generate(job("flux-2-pro", {}), Hooks())
     assert caught.value.code == "engine_misconfigured"
     assert "wrong" not in caught.value.message
 
 
-def test_a_submit_timeout_is_never_submitted_twice(fake: FakeBfl) -> None:
-    fake.submit_script.append("slow:1.0")
+def test_a_submit_timeout_is_never_submitted_twice(bfl: FakeBfl) -> None:
+    bfl.submit_script.append("slow:1.0")
     hooks = Hooks()
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake, timeout=0.2).generate(job("flux-2-pro", {}), hooks)
+        engine_for(bfl, timeout=0.2).generate(job("flux-2-pro", {}), hooks)
     assert caught.value.code == "upstream_unavailable" and not caught.value.retryable
-    assert len(fake.submits()) == 1
+    assert len(bfl.submits()) == 1
     # A later attempt of the same job finds the unresolved mark and does not submit again.
     with pytest.raises(JobFailure) as again:
-        engine_for(fake).generate(job("flux-2-pro", {}), hooks)
+        engine_for(bfl).generate(job("flux-2-pro", {}), hooks)
     assert "not submitted again" in again.value.message
-    assert len(fake.submits()) == 1
+    assert len(bfl.submits()) == 1
 
 
-def test_a_worker_killed_mid_poll_is_resumed_by_the_recorded_id(fake: FakeBfl) -> None:
+def test_a_worker_killed_mid_poll_is_resumed_by_the_recorded_id(bfl: FakeBfl) -> None:
     journal = Journal()
     dying = Hooks(journal)
     dying.kill_on_poll = True
     with pytest.raises(WorkerKilled):
-        engine_for(fake).generate(job("flux-1.1-pro", {"width": 512, "height": 512}), dying)
+        engine_for(bfl).generate(job("flux-1.1-pro", {"width": 512, "height": 512}), dying)
     assert journal.state is not None and journal.state["phase"] == "submitted"
     task_id = journal.state["id"]
     # A new worker (a new engine) takes the job over with the same journal.
-    result = engine_for(fake).generate(
+    result = engine_for(bfl).generate(
         job("flux-1.1-pro", {"width": 512, "height": 512}), Hooks(journal)
     )
-    assert len(fake.submits()) == 1
+    assert len(bfl.submits()) == 1
     assert result.metadata["resumed"] is True
     assert result.images[0].metadata["upstreamTask"] == task_id
     assert [state["phase"] for state in journal.history] == ["submitting", "submitted"]
 
 
-def test_a_journal_that_cannot_record_stops_before_submitting(fake: FakeBfl) -> None:
+def test_a_journal_that_cannot_record_stops_before_submitting(bfl: FakeBfl) -> None:
     journal = Journal()
     journal.fail = True
     with pytest.raises(JobFailure) as caught:
-        engine_for(fake).generate(job("flux-2-pro", {}), Hooks(journal))
-    assert caught.value.retryable and fake.submits() == []
+        engine_for(bfl).generate(job("flux-2-pro", {}), Hooks(journal))
+    assert caught.value.retryable and bfl.submits() == []
 
 
-def test_cancellation_stops_polling(fake: FakeBfl) -> None:
-    fake.outcomes.append("hold")
+def test_cancellation_stops_polling(bfl: FakeBfl) -> None:
+    bfl.outcomes.append("hold")
     hooks = Hooks()
-    engine = engine_for(fake)
+    engine = engine_for(bfl)
     outcome: list[BaseException] = []
 
     def run() -> None:
@@ -533,27 +533,27 @@ def test_cancellation_stops_polling(fake: FakeBfl) -> None:
 
     worker = threading.Thread(target=run)
     worker.start()
-    while len(fake.polls()) < 3:
+    while len(bfl.polls()) < 3:
         threading.Event().wait(0.01)
     hooks.cancel.set()
     worker.join(10)
     assert not worker.is_alive()
     assert isinstance(outcome[0], JobCancelled)
-    polled = len(fake.polls())
+    polled = len(bfl.polls())
     threading.Event().wait(0.1)
-    assert len(fake.polls()) == polled  # nothing polls any more
+    assert len(bfl.polls()) == polled  # nothing polls any more
 
 
-def test_the_key_is_not_sent_to_a_polling_host_outside_bfl(fake: FakeBfl) -> None:
-    fake.polling_host = "evil.example:80"
-    result = engine_for(fake).generate(job("flux-2-pro", {}), Hooks())
+def test_the_key_is_not_sent_to_a_polling_host_outside_bfl(bfl: FakeBfl) -> None:
+    bfl.polling_host = "evil.example:80"
+    result = engine_for(bfl).generate(job("flux-2-pro", {}), Hooks())
     assert result.images  # polled at the base URL's get_result instead
-    assert all(call.path == "/v1/get_result" for call in fake.polls())
+    assert all(call.path == "/v1/get_result" for call in bfl.polls())
 
 
-def test_many_jobs_run_at_once(fake: FakeBfl) -> None:
-    fake.outcomes.extend(["hold"] * 4)
-    engine = engine_for(fake, concurrency=4)
+def test_many_jobs_run_at_once(bfl: FakeBfl) -> None:
+    bfl.outcomes.extend(["hold"] * 4)
+    engine = engine_for(bfl, concurrency=4)
     results: list[Any] = []
     threads = [
         threading.Thread(
@@ -564,21 +564,21 @@ def test_many_jobs_run_at_once(fake: FakeBfl) -> None:
     for thread in threads:
         thread.start()
     while (
-        len({call.body["seed"] if call.body else 0 for call in fake.submits()}) < 1
-        or len(fake.submits()) < 4
+        len({call.body["seed"] if call.body else 0 for call in bfl.submits()}) < 1
+        or len(bfl.submits()) < 4
     ):
         threading.Event().wait(0.01)
-    assert len(fake.submits()) == 4  # all four submitted before any finished
-    fake.release.set()
+    assert len(bfl.submits()) == 4  # all four submitted before any finished
+    bfl.release.set()
     for thread in threads:
         thread.join(10)
     assert len(results) == 4
 
 
-def test_the_fake_rejects_what_bfl_rejects(fake: FakeBfl) -> None:
+def test_the_fake_rejects_what_bfl_rejects(bfl: FakeBfl) -> None:
     def post(route: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
         return httpx.post(
-            fake.base_url + route, json=body, headers={"x-key": key or fake.api_key}, timeout=10
+            bfl.base_url + route, json=body, headers={"x-key": key or bfl.api_key}, timeout=10
         )
 
     assert post("/v1/flux-2-pro", {"prompt": "x"}, key="nope").status_code == 403
@@ -592,6 +592,6 @@ def test_the_fake_rejects_what_bfl_rejects(fake: FakeBfl) -> None:
     accepted = post("/v1/flux-2-pro", {"prompt": "x", "width": 1024, "height": 768})
     assert accepted.status_code == 200 and set(accepted.json()) == {"id", "polling_url"}
     lost = httpx.get(
-        f"{fake.base_url}/v1/get_result?id=unknown", headers={"x-key": fake.api_key}, timeout=10
+        f"{bfl.base_url}/v1/get_result?id=unknown", headers={"x-key": bfl.api_key}, timeout=10
     )
     assert lost.json()["status"] == "Task not found"

@@ -183,27 +183,27 @@ def test_models_lists_the_flux_family_with_prices(api_no_worker: Api) -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeBfl]:
+def fake_bfl() -> Iterator[FakeBfl]:
     server = FakeBfl(pending_polls=1)
     yield server
     server.close()
 
 
-def bfl_settings(fake: FakeBfl) -> dict[str, Any]:
+def bfl_settings(fake_bfl: FakeBfl) -> dict[str, Any]:
     return {
-        "bfl_api_key": fake.api_key,
-        "bfl_base_url": fake.base_url,
+        "bfl_api_key": fake_bfl.api_key,
+        "bfl_base_url": fake_bfl.base_url,
         "bfl_retry_base": 0.01,
         "bfl_poll_interval": 0.02,
     }
 
 
 @pytest.fixture
-def bfl_api(tmp_path: Path, database_url: str, fake: FakeBfl) -> Iterator[Api]:
-    yield from make_api(tmp_path, database_url, **bfl_settings(fake))
+def bfl_api(tmp_path: Path, database_url: str, fake_bfl: FakeBfl) -> Iterator[Api]:
+    yield from make_api(tmp_path, database_url, **bfl_settings(fake_bfl))
 
 
-def test_live_jobs_run_at_bfl_and_store_the_result(bfl_api: Api, fake: FakeBfl) -> None:
+def test_live_jobs_run_at_bfl_and_store_the_result(bfl_api: Api, fake_bfl: FakeBfl) -> None:
     key = bfl_api.key(credits=100)
     job = bfl_api.submit_and_wait(
         key,
@@ -215,16 +215,16 @@ def test_live_jobs_run_at_bfl_and_store_the_result(bfl_api: Api, fake: FakeBfl) 
     )
     assert job["status"] == "COMPLETED" and violations(JOB, job) == []
     assert job["engine"] == "bfl"
-    (submit,) = fake.submits("/v1/flux-pro-1.1")
+    (submit,) = fake_bfl.submits("/v1/flux-pro-1.1")
     assert submit.body is not None and submit.body["width"] == 512
     url = job["result"]["images"][0]
-    assert fake.base_url not in url  # a Castframe URL, never BFL's
+    assert fake_bfl.base_url not in url  # a Castframe URL, never BFL's
     assert image_of(bfl_api, job).size == (512, 512)
     me = bfl_api.client.get("/v2/me", headers=auth(key)).json()
     assert me["team"]["credits"] == 96  # charged BFL's FLUX1.1 [pro] price: 4 credits
 
 
-def test_what_a_route_lacks_is_a_400_naming_bfl(bfl_api: Api, fake: FakeBfl) -> None:
+def test_what_a_route_lacks_is_a_400_naming_bfl(bfl_api: Api, fake_bfl: FakeBfl) -> None:
     key = bfl_api.key()
     response = bfl_api.generate(
         key, {"model": "flux-2-pro", "prompt": "x", "fluxParams": {"steps": 20}}
@@ -232,11 +232,11 @@ def test_what_a_route_lacks_is_a_400_naming_bfl(bfl_api: Api, fake: FakeBfl) -> 
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "unsupported_parameter"
     assert "bfl" in response.json()["error"] and "fluxParams.steps" in response.json()["details"]
-    assert fake.submits() == []
+    assert fake_bfl.submits() == []
 
 
-def test_moderation_fails_the_job_uncharged(bfl_api: Api, fake: FakeBfl) -> None:
-    fake.outcomes.append("content-moderated")
+def test_moderation_fails_the_job_uncharged(bfl_api: Api, fake_bfl: FakeBfl) -> None:
+    fake_bfl.outcomes.append("content-moderated")
     key = bfl_api.key(credits=100)
     job = bfl_api.submit_and_wait(key, {"model": "flux-2-max", "prompt": "x"})
     assert job["status"] == "FAILED" and job.get("errorCode") == "content_filtered"
@@ -252,9 +252,9 @@ class Killed(BaseException):
 class DyingHooks:
     """The hooks of a worker that dies while it polls BFL."""
 
-    def __init__(self, upstream: JobUpstream, fake: FakeBfl) -> None:
+    def __init__(self, upstream: JobUpstream, fake_bfl: FakeBfl) -> None:
         self.upstream = upstream
-        self.fake = fake
+        self.fake = fake_bfl
 
     def progress(self, percent: int) -> None:
         return None
@@ -265,11 +265,11 @@ class DyingHooks:
 
 
 def test_a_worker_killed_mid_poll_is_resumed_without_a_second_submission(
-    tmp_path: Path, database_url: str, fake: FakeBfl
+    tmp_path: Path, database_url: str, fake_bfl: FakeBfl
 ) -> None:
-    fake.outcomes.append("hold")
+    fake_bfl.outcomes.append("hold")
     body = {"model": "flux-2-pro", "prompt": "a boat", "fluxParams": {"width": 512, "height": 512}}
-    with open_api(tmp_path, database_url, run_worker=False, **bfl_settings(fake)) as api:
+    with open_api(tmp_path, database_url, run_worker=False, **bfl_settings(fake_bfl)) as api:
         key = api.key(credits=100)
         job_id = api.generate(key, body).json()["jobId"]
         db = api.services.db
@@ -288,41 +288,41 @@ def test_a_worker_killed_mid_poll_is_resumed_without_a_second_submission(
             params=params,
         )
         engine = BflEngine(
-            api_key=fake.api_key,
-            base_url=fake.base_url,
+            api_key=fake_bfl.api_key,
+            base_url=fake_bfl.base_url,
             download=lambda url: b"",
             poll_interval=0.01,
         )
         upstream = JobUpstream(db, claimed, "doomed-worker", "bfl")
         with pytest.raises(Killed):
-            engine.generate(request, DyingHooks(upstream, fake))
+            engine.generate(request, DyingHooks(upstream, fake_bfl))
         with db.read() as conn:
             recorded = job_store.upstream_state(conn, job_id)
         assert recorded is not None and recorded["phase"] == "submitted"
-    fake.release.set()
+    fake_bfl.release.set()
     time.sleep(0.6)  # the dead worker's lease runs out
-    with open_api(tmp_path, database_url, **bfl_settings(fake)) as api:
+    with open_api(tmp_path, database_url, **bfl_settings(fake_bfl)) as api:
         job = api.wait(key, job_id)
     assert job["status"] == "COMPLETED", job
-    assert len(fake.submits()) == 1  # resumed by the recorded id, never submitted again
+    assert len(fake_bfl.submits()) == 1  # resumed by the recorded id, never submitted again
 
 
-def test_cancelling_a_live_job_stops_polling_bfl(bfl_api: Api, fake: FakeBfl) -> None:
-    fake.outcomes.append("hold")
+def test_cancelling_a_live_job_stops_polling_bfl(bfl_api: Api, fake_bfl: FakeBfl) -> None:
+    fake_bfl.outcomes.append("hold")
     key = bfl_api.key(credits=100)
     job_id = bfl_api.generate(key, {"model": "flux-2-pro", "prompt": "x"}).json()["jobId"]
     deadline = time.monotonic() + 30
-    while not fake.polls() and time.monotonic() < deadline:
+    while not fake_bfl.polls() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert fake.polls(), "the job never reached BFL"
+    assert fake_bfl.polls(), "the job never reached BFL"
     response = bfl_api.client.post(f"/v2/jobs/{job_id}/cancel", headers=auth(key))
     assert response.status_code in (200, 202), response.text
     job = bfl_api.wait(key, job_id)
     assert job["status"] == "CANCELLED"
-    polled = len(fake.polls())
+    polled = len(fake_bfl.polls())
     time.sleep(0.3)
-    assert len(fake.polls()) == polled  # nothing polls any more
-    assert len(fake.submits()) == 1
+    assert len(fake_bfl.polls()) == polled  # nothing polls any more
+    assert len(fake_bfl.submits()) == 1
 
 
 def test_input_images_and_match_input_image_through_the_api(api: Api) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +14,12 @@ from PIL import Image
 from castframe.catalog import MODELS
 from castframe.config import Settings
 from castframe.engines.router import route_engine
-from tests.conftest import Api, body_for, make_api, open_api
+from tests.conftest import Api, body_for, open_api
 from tests.support.fake_ideogram import FakeIdeogram
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, edit_pair, png_bytes
 from tests.support.jobs import images_of
 from tests.support.polling import wait_until
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeIdeogram]:
-    server = FakeIdeogram()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ideogram_api(tmp_path: Path, sqlite_url: str, fake: FakeIdeogram) -> Iterator[Api]:
-    yield from make_api(
-        tmp_path,
-        sqlite_url,
-        ideogram_api_key=fake.api_key,
-        ideogram_base_url=fake.base_url,
-        ideogram_retry_base=0.1,
-        ideogram_timeout=3.0,
-    )
 
 
 def test_routing_rules() -> None:
@@ -52,7 +32,7 @@ def test_routing_rules() -> None:
 
 
 def test_generate_maps_every_parameter_and_stores_results(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
     key = ideogram_api.key(credits=1000)
     body = body_for(
@@ -67,7 +47,7 @@ def test_generate_maps_every_parameter_and_stores_results(
     )
     job = ideogram_api.submit_and_wait(key, body)
     assert job["status"] == "COMPLETED", job
-    [call] = fake.calls
+    [call] = fake_ideogram.calls
     assert call.path == "/v1/ideogram-v3/generate"
     assert call.fields == {
         "prompt": "a detective in a rainy street",
@@ -108,7 +88,7 @@ def test_generate_maps_every_parameter_and_stores_results(
     ],
 )
 def test_what_ideogram_refuses_with_a_reference_is_a_400_naming_the_engine(
-    ideogram_api: Api, fake: FakeIdeogram, params: dict[str, Any], field: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, params: dict[str, Any], field: str
 ) -> None:
     live = ideogram_api.key()
     response = ideogram_api.generate(live, body_for("https://example.com/a.png", **params))
@@ -123,22 +103,22 @@ def test_what_ideogram_refuses_with_a_reference_is_a_400_naming_the_engine(
         ideogram_api.generate(test, body_for("https://example.com/a.png", **params)).status_code
         == 202
     )
-    assert fake.calls == []
+    assert fake_ideogram.calls == []
 
 
 def test_resolution_is_sent_instead_of_an_aspect_ratio(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
     key = ideogram_api.key()
     job = ideogram_api.submit_and_wait(key, body_for(ref, resolution="1280x800"))
     assert job["status"] == "COMPLETED", job
-    [call] = fake.calls
+    [call] = fake_ideogram.calls
     assert call.fields["resolution"] == "1280x800"
     assert "aspect_ratio" not in call.fields
 
 
 def test_edit_uses_the_inpaint_route_with_image_mask_and_reference(
-    ideogram_api: Api, fake: FakeIdeogram, http_server: LoopbackServer, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, http_server: LoopbackServer, ref: str
 ) -> None:
     scene, mask = edit_pair()
     image_url = http_server.serve_bytes("/scene.png", png_bytes(scene))
@@ -148,7 +128,7 @@ def test_edit_uses_the_inpaint_route_with_image_mask_and_reference(
         key, body_for(ref, "put her at the window", image=image_url, mask=mask_url, seed=5)
     )
     assert job["status"] == "COMPLETED", job
-    [call] = fake.calls
+    [call] = fake_ideogram.calls
     # Ideogram 3.0's inpaint route, never its legacy /v1/ideogram-v3/edit.
     assert call.path == "/v1/ideogram-v3/inpaint"
     assert call.fields == {
@@ -169,7 +149,7 @@ def test_edit_uses_the_inpaint_route_with_image_mask_and_reference(
 
 
 def test_what_an_edit_cannot_take_is_a_400_naming_the_engine(
-    ideogram_api: Api, fake: FakeIdeogram, http_server: LoopbackServer, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, http_server: LoopbackServer, ref: str
 ) -> None:
     """Ideogram's inpaint route has no negative prompt: refused, not silently dropped."""
     scene, mask = edit_pair(64, 48)
@@ -182,7 +162,7 @@ def test_what_an_edit_cannot_take_is_a_400_naming_the_engine(
     assert payload["code"] == "unsupported_parameter"
     assert "ideogram engine" in payload["error"]
     assert list(payload["details"]) == ["ideogramParams.negative_prompt"]
-    assert fake.calls == []
+    assert fake_ideogram.calls == []
 
 
 @pytest.mark.parametrize(
@@ -195,9 +175,14 @@ def test_what_an_edit_cannot_take_is_a_400_naming_the_engine(
     ],
 )
 def test_upstream_failures_map_to_job_errors(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str, script: list[str], code: str, charged: int
+    ideogram_api: Api,
+    fake_ideogram: FakeIdeogram,
+    ref: str,
+    script: list[str],
+    code: str,
+    charged: int,
 ) -> None:
-    fake.script.extend(script)
+    fake_ideogram.script.extend(script)
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, body_for(ref))
     assert job["status"] == "FAILED"
@@ -210,9 +195,9 @@ def test_upstream_failures_map_to_job_errors(
 
 
 def test_unsafe_images_among_safe_ones_are_dropped_and_not_charged(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
-    fake.script.append("half-unsafe")
+    fake_ideogram.script.append("half-unsafe")
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, body_for(ref, top={"num_images": 4}))
     assert job["status"] == "COMPLETED"
@@ -221,31 +206,37 @@ def test_unsafe_images_among_safe_ones_are_dropped_and_not_charged(
     assert job["creditCost"] == 20  # 2 of 4 turbo images
 
 
-def test_429_is_retried_after_retry_after(ideogram_api: Api, fake: FakeIdeogram, ref: str) -> None:
-    fake.script.extend(["429:1", "ok"])
+def test_429_is_retried_after_retry_after(
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
+) -> None:
+    fake_ideogram.script.extend(["429:1", "ok"])
     key = ideogram_api.key()
     job = ideogram_api.submit_and_wait(key, body_for(ref))
     assert job["status"] == "COMPLETED"
-    assert len(fake.calls) == 2
-    assert fake.calls[1].at - fake.calls[0].at >= 1.0
+    assert len(fake_ideogram.calls) == 2
+    assert fake_ideogram.calls[1].at - fake_ideogram.calls[0].at >= 1.0
 
 
 def test_read_timeout_is_retried_at_most_once(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
-    fake.script.extend(["slow:4", "slow:4", "ok"])
+    fake_ideogram.script.extend(["slow:4", "slow:4", "ok"])
     key = ideogram_api.key()
     job = ideogram_api.submit_and_wait(key, body_for(ref))
     assert job["status"] == "FAILED"
     assert job["errorCode"] == "upstream_unavailable"
-    assert len(fake.calls) == 2
+    assert len(fake_ideogram.calls) == 2
 
 
 def test_wrong_operator_key_is_engine_misconfigured(
-    tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    sqlite_url: str,
+    fake_ideogram: FakeIdeogram,
+    ref: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with open_api(
-        tmp_path, sqlite_url, ideogram_api_key="wrong", ideogram_base_url=fake.base_url
+        tmp_path, sqlite_url, ideogram_api_key="wrong", ideogram_base_url=fake_ideogram.base_url
     ) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(ref))
@@ -256,44 +247,44 @@ def test_wrong_operator_key_is_engine_misconfigured(
 
 
 def test_canceled_job_never_calls_upstream(
-    tmp_path: Path, sqlite_url: str, fake: FakeIdeogram, ref: str
+    tmp_path: Path, sqlite_url: str, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
-    fake.script.extend(["slow:2"])
+    fake_ideogram.script.extend(["slow:2"])
     with open_api(
         tmp_path,
         sqlite_url,
-        ideogram_api_key=fake.api_key,
-        ideogram_base_url=fake.base_url,
+        ideogram_api_key=fake_ideogram.api_key,
+        ideogram_base_url=fake_ideogram.base_url,
         ideogram_concurrency=1,
         ideogram_timeout=10.0,
     ) as api:
         key = api.key()
         first = api.generate(key, body_for(ref)).json()["jobId"]
-        wait_until(lambda: len(fake.calls) == 1, 10)
+        wait_until(lambda: len(fake_ideogram.calls) == 1, 10)
         second = api.generate(key, body_for(ref)).json()["jobId"]
         wait_until(lambda: api.get_job(key, second)["status"] == "PROCESSING", 10)
         api.client.post(f"/v2/jobs/{second}/cancel", headers={"X-API-Key": key})
         assert api.wait(key, second)["status"] == "CANCELLED"
         assert api.wait(key, first)["status"] == "COMPLETED"
         time.sleep(0.5)
-        assert len(fake.calls) == 1
+        assert len(fake_ideogram.calls) == 1
 
 
-def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
+def test_fake_rejects_what_ideogram_rejects(fake_ideogram: FakeIdeogram) -> None:
     """The fake is only useful if it is strict: check its refusals directly."""
     import httpx
 
-    url = fake.base_url + "/v1/ideogram-v3/generate"
+    url = fake_ideogram.base_url + "/v1/ideogram-v3/generate"
     files = {"character_reference_images": ("r.png", astronaut_png(), "image/png")}
     ok = {"prompt": "p", "rendering_speed": "TURBO", "style_type": "AUTO"}
     assert httpx.post(url, data=ok, files=files).status_code == 401  # no Api-Key
     assert (
         httpx.post(
-            url, data=ok, files=files, headers={"Authorization": f"Bearer {fake.api_key}"}
+            url, data=ok, files=files, headers={"Authorization": f"Bearer {fake_ideogram.api_key}"}
         ).status_code
         == 401
     )
-    headers = {"Api-Key": fake.api_key}
+    headers = {"Api-Key": fake_ideogram.api_key}
     for bad in (
         {"prompt": "p", "rendering_speed": "turbo", "style_type": "AUTO"},
         {"prompt": "p", "aspect_ratio": "1:1", "style_type": "AUTO"},
@@ -310,21 +301,21 @@ def test_fake_rejects_what_ideogram_rejects(fake: FakeIdeogram) -> None:
     assert httpx.get(item["url"]).status_code == 200
     # The legacy 3.0 edit route is to be removed: the fake does not serve it.
     legacy = httpx.post(
-        fake.base_url + "/v1/ideogram-v3/edit", data=ok, files=files, headers=headers
+        fake_ideogram.base_url + "/v1/ideogram-v3/edit", data=ok, files=files, headers=headers
     )
     assert legacy.status_code == 404
 
 
 def test_an_upstream_trickling_its_headers_is_cut_at_the_call_deadline(
-    ideogram_api: Api, fake: FakeIdeogram, ref: str
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, ref: str
 ) -> None:
     """Ideogram answering 200 and then one header byte every 0.25 s never trips httpx's
     per-read timeout: the call's one deadline (ideogram_timeout, 3 s here) cuts it, and it
     counts as a timeout (retried once, as the upstream may have billed)."""
-    fake.script.extend(["trickle:40", "trickle:40", "ok"])
+    fake_ideogram.script.extend(["trickle:40", "trickle:40", "ok"])
     key = ideogram_api.key()
     job_id = ideogram_api.generate(key, body_for(ref)).json()["jobId"]
     job = ideogram_api.wait(key, job_id, timeout=30)
     assert (job["status"], job["errorCode"]) == ("FAILED", "upstream_unavailable")
     assert "timed out twice" in job["error"]
-    assert len(fake.calls) == 2
+    assert len(fake_ideogram.calls) == 2

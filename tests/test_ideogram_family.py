@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,18 +44,6 @@ FAMILY = (
     "ideogram-v2a",
     "ideogram-v2a-turbo",
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeIdeogram]:
-    server = FakeIdeogram()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ideogram_api(tmp_path: Path, sqlite_url: str, fake: FakeIdeogram) -> Iterator[Api]:
-    yield from make_api(tmp_path, sqlite_url, **fake.settings())
 
 
 @pytest.fixture(scope="module")
@@ -393,14 +380,14 @@ EDITS = [
 ]
 
 
-def _check_transport(fake: FakeIdeogram, case: Case) -> None:
+def _check_transport(fake_ideogram: FakeIdeogram, case: Case) -> None:
     """Every call: the model's route, the operator's key in ``Api-Key`` (never as a bearer
     token), the route's body type, and nothing the fake had to refuse."""
-    assert len(fake.calls) == case.calls, [c.path for c in fake.calls]
-    for call in fake.calls:
+    assert len(fake_ideogram.calls) == case.calls, [c.path for c in fake_ideogram.calls]
+    for call in fake_ideogram.calls:
         assert call.path == case.path
         assert call.rejected is None, call.rejected
-        assert call.headers["api-key"] == fake.api_key
+        assert call.headers["api-key"] == fake_ideogram.api_key
         assert "authorization" not in call.headers
         json_route = case.path == "/generate"
         assert call.content_type == ("application/json" if json_route else "multipart/form-data")
@@ -428,13 +415,13 @@ def _check_files(call: Call, case: Case, edit_image: str | None) -> None:
 
 @pytest.mark.parametrize("case", GENERATE, ids=lambda case: case.id)
 def test_generation_maps_exactly_onto_the_models_route(
-    ideogram_api: Api, fake: FakeIdeogram, sources: dict[str, str], case: Case
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, sources: dict[str, str], case: Case
 ) -> None:
     key = ideogram_api.key(credits=1000)
     job = ideogram_api.submit_and_wait(key, request(case.model, case.params, sources))
     assert job["status"] == "COMPLETED", job
-    _check_transport(fake, case)
-    for call in fake.calls:
+    _check_transport(fake_ideogram, case)
+    for call in fake_ideogram.calls:
         _check_files(call, case, None)
     assert job["engine"] == "ideogram"
     assert job["result"]["metadata"]["model"] == case.model
@@ -446,18 +433,20 @@ def test_generation_maps_exactly_onto_the_models_route(
     off = case.params.get("magic_prompt_option") == "Off"
     assert all(image["prompt"].endswith(MAGIC) != off for image in images)
     assert job["creditCost"] == case.credits
-    assert "/v1/ideogram-v3/edit" not in {call.path for call in fake.calls}
+    assert "/v1/ideogram-v3/edit" not in {call.path for call in fake_ideogram.calls}
 
 
 @pytest.mark.parametrize("case", EDITS, ids=lambda case: case.id)
 def test_mask_edit_maps_exactly_onto_the_models_edit_route(
-    ideogram_api: Api, fake: FakeIdeogram, sources: dict[str, str], case: Case
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, sources: dict[str, str], case: Case
 ) -> None:
     key = ideogram_api.key(credits=1000)
     job = ideogram_api.submit_and_wait(key, request(case.model, case.params, sources))
     assert job["status"] == "COMPLETED", job
-    _check_transport(fake, case)
-    _check_files(fake.calls[0], case, "image" if case.path.startswith("/v1/") else "image_file")
+    _check_transport(fake_ideogram, case)
+    _check_files(
+        fake_ideogram.calls[0], case, "image" if case.path.startswith("/v1/") else "image_file"
+    )
     images = images_of(job)
     count = case.params.get("num_images", 1)
     assert [(image["width"], image["height"]) for image in images] == [(96, 64)] * count
@@ -600,22 +589,22 @@ def test_a_legacy_model_takes_only_the_legacy_resolutions(submissions: Api) -> N
 )
 def test_429_and_5xx_are_retried_with_the_same_request(
     ideogram_api: Api,
-    fake: FakeIdeogram,
+    fake_ideogram: FakeIdeogram,
     sources: dict[str, str],
     model: str,
     params: dict[str, Any],
     script: list[str],
 ) -> None:
-    fake.script.extend(script)
+    fake_ideogram.script.extend(script)
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, request(model, params, sources))
     assert job["status"] == "COMPLETED", job
-    assert len(fake.calls) == len(script)
-    first = fake.calls[0]
-    for call in fake.calls[1:]:
+    assert len(fake_ideogram.calls) == len(script)
+    first = fake_ideogram.calls[0]
+    for call in fake_ideogram.calls[1:]:
         assert (call.path, call.fields, call.files) == (first.path, first.fields, first.files)
     if script[0] == "429:1":  # Retry-After is honoured
-        assert fake.calls[1].at - fake.calls[0].at >= 1.0
+        assert fake_ideogram.calls[1].at - fake_ideogram.calls[0].at >= 1.0
     assert len(images_of(job)) == 1
     assert job["creditCost"] > 0
 
@@ -638,21 +627,21 @@ def _account(api: Api, key: str) -> tuple[int, int]:
 )
 def test_refusals_and_exhausted_retries_fail_the_job_uncharged(
     ideogram_api: Api,
-    fake: FakeIdeogram,
+    fake_ideogram: FakeIdeogram,
     sources: dict[str, str],
     model: str,
     params: dict[str, Any],
     script: list[str],
     code: str,
 ) -> None:
-    fake.script.extend(script)
+    fake_ideogram.script.extend(script)
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, request(model, params, sources))
     assert job["status"] == "FAILED", job
     assert job["errorCode"] == code
     assert job["creditCost"] == 0
     assert _account(ideogram_api, key) == (100, 0)
-    assert len(fake.calls) == len(script)  # a safety refusal is not retried
+    assert len(fake_ideogram.calls) == len(script)  # a safety refusal is not retried
 
 
 @pytest.mark.parametrize(
@@ -661,9 +650,9 @@ def test_refusals_and_exhausted_retries_fail_the_job_uncharged(
     ids=["v4-second-request-unsafe", "legacy-half-unsafe"],
 )
 def test_only_safe_images_are_delivered_and_charged(
-    ideogram_api: Api, fake: FakeIdeogram, model: str, script: list[str], credits: int
+    ideogram_api: Api, fake_ideogram: FakeIdeogram, model: str, script: list[str], credits: int
 ) -> None:
-    fake.script.extend(script)
+    fake_ideogram.script.extend(script)
     key = ideogram_api.key(credits=100)
     job = ideogram_api.submit_and_wait(key, request(model, {"top": {"num_images": 2}}))
     assert job["status"] == "COMPLETED", job
@@ -673,9 +662,11 @@ def test_only_safe_images_are_delivered_and_charged(
     assert _account(ideogram_api, key) == (100 - credits, 0)
 
 
-def test_fake_serves_each_route_as_ideogram_documents_it(fake: FakeIdeogram) -> None:
+def test_fake_serves_each_route_as_ideogram_documents_it(fake_ideogram: FakeIdeogram) -> None:
     """The fake is only useful if it is strict: check each route's refusals directly."""
-    client = httpx.Client(base_url=fake.base_url, headers={"Api-Key": fake.api_key})
+    client = httpx.Client(
+        base_url=fake_ideogram.base_url, headers={"Api-Key": fake_ideogram.api_key}
+    )
     scene, mask = png_bytes(SCENE), png_bytes(MASK)
     other_size = png_bytes(np.zeros((10, 10, 3), np.uint8))
 
@@ -730,5 +721,8 @@ def test_fake_serves_each_route_as_ideogram_documents_it(fake: FakeIdeogram) -> 
 
     assert post("/v1/ideogram-v3/edit", {"prompt": "p"}, pair) == 404  # legacy, to be removed
     for path in ("/v1/ideogram-v3/inpaint", v4, "/generate", "/edit"):  # the key, always
-        assert httpx.post(fake.base_url + path, json={"image_request": legacy}).status_code == 401
+        assert (
+            httpx.post(fake_ideogram.base_url + path, json={"image_request": legacy}).status_code
+            == 401
+        )
     client.close()
