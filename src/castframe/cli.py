@@ -80,6 +80,13 @@ def worker(
             "instance per device (CASTFRAME_WORKER_DEVICES). Overrides --concurrency."
         ),
     ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated model ids: claim only their jobs (CASTFRAME_WORKER_MODELS). "
+            "Default: every model."
+        ),
+    ] = None,
     grace: Annotated[float, typer.Option(help="Seconds to drain on SIGTERM.")] = 30.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
@@ -100,7 +107,13 @@ def worker(
     device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
-    services.start_worker(concurrency, device_list or None)
+    model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
+    if models is not None and not model_list:
+        raise typer.BadParameter("name at least one model, e.g. --models qwen-image")
+    try:
+        services.start_worker(concurrency, device_list or None, model_list or None)
+    except ValueError as exc:  # a model not in the catalog
+        raise typer.BadParameter(str(exc), param_hint="--models") from exc
     services.start_sender()
     services.start_listener(jobs=True, webhooks=True)
     stop = threading.Event()

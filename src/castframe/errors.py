@@ -90,6 +90,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The server's file storage or database is out of space; nothing was stored or "
         "charged. Retry once the operator has freed some.",
     ),
+    "model_unavailable": (
+        503,
+        "No live worker serves this model and the operator refuses such submissions "
+        "(CASTFRAME_UNSERVED_MODELS=reject); nothing was stored or charged. Retry once a "
+        "worker serving it runs (GET /v2/models shows `hasWorker`).",
+    ),
     "listeners_exhausted": (
         503,
         "The API process holds CASTFRAME_LIVE_LISTENERS live-status listeners; retry after "
