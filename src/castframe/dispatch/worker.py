@@ -210,6 +210,8 @@ class Worker:
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.models = served_models(models if models else settings.worker_model_list)
         self._affinities: dict[int, Affinity] = {}
+        self._lanes_seen: set[int] = set()
+        """Lanes (by their engine registry's id) that have claimed since the start."""
         """Per lane (keyed by its engine registry's id): dispatch/affinity.py."""
         self.inputs = InputLoader(db, storage, settings)
         self.characters = CharacterDescriptors(db, storage)
@@ -466,6 +468,11 @@ class Worker:
                 free = self.capacity - len(self._prepared)
             if free <= 0:
                 return None
+            if engines is not None and id(engines) not in self._lanes_seen:
+                # A lane's first claim takes one job: a batch in plain queue order would hand
+                # a lane that holds models a second model before it has loaded the first.
+                self._lanes_seen.add(id(engines))
+                free = 1
             claimed = self._claim(free, prefer)
             self._take_in(claimed, free, takers=1)
             with self._lock:
