@@ -595,13 +595,6 @@ class Worker:
                 self._stopping.wait(interval)
             with self._lock:
                 ids = list(self._running)
-            if not self._stopping.is_set():
-                try:
-                    with self.db.write() as conn:
-                        fleet.beat(conn, self.worker_id, self.models, self.concurrency)
-                except Exception as exc:  # renewed at the next beat; the row outlives a lease
-                    if not is_transient(exc):
-                        log.exception("worker registration failed")
             if ids:
                 try:
                     self.db.retry_write(
@@ -618,6 +611,18 @@ class Worker:
                     log.exception("heartbeat failed")
             elif self._stopping.is_set():
                 return
+            if not self._stopping.is_set():  # after the leases: they are what jobs wait on
+                self._beat()
+
+    def _beat(self) -> None:
+        """Renew this worker's row of live workers (jobs/fleet.py); a missed beat is renewed
+        at the next one, and the row outlives a lease."""
+        try:
+            with self.db.write() as conn:
+                fleet.beat(conn, self.worker_id, self.models, self.concurrency)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("renewing the worker's registration failed")
 
     # -- one job ---------------------------------------------------------------------------
     def _end(self, job: Job, final: Job | None) -> None:
