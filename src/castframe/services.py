@@ -153,9 +153,13 @@ class Services:
         with self.db.read() as conn:
             return fleet.live_models(conn, self.settings.lease_seconds)
 
+    def cached_live_models(self) -> frozenset[str] | None:
+        """``live_models`` as read at most a few seconds ago (the API's reads)."""
+        return self.live.value(self.live_models)
+
     def models_without_worker(self) -> list[str]:
         """The served models (GET /v2/models) that no live worker serves: their jobs wait."""
-        return fleet.unserved(list(self.routing.served()), self.live_models())
+        return fleet.unserved(list(self.routing.served()), self.cached_live_models())
 
     def has_worker(self, model: str) -> bool:
         """Whether a live worker serves ``model`` (cached for a few seconds: submission)."""

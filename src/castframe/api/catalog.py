@@ -50,7 +50,7 @@ def _live_models(services: Services) -> frozenset[str] | None:
     """The models live workers serve; on a database error, as if every one were served (the
     catalog is static data and answers without the database)."""
     try:
-        return services.live_models()
+        return services.cached_live_models()
     except Exception:
         return None
 

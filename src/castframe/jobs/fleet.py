@@ -97,8 +97,9 @@ def unserved(catalog: Collection[str], live: frozenset[str] | None) -> list[str]
 
 class LiveModels:
     """``live_models`` read at most once per ``ttl`` seconds per process: what submission
-    checks when the operator refuses unserved models (a read per submission would put a
-    statement on the hot path for a fact that changes when workers start or stop)."""
+    checks when the operator refuses unserved models, and what the catalog and ``/healthz``
+    show (a read per request would put a statement on hot paths, and on a liveness probe, for
+    a fact that changes when workers start or stop)."""
 
     def __init__(self, ttl: float = 2.0) -> None:
         self.ttl = ttl
@@ -106,12 +107,16 @@ class LiveModels:
         self._value: frozenset[str] | None = None
         self._read_at = float("-inf")
 
-    def serves(self, model: str, read: Callable[[], frozenset[str] | None]) -> bool:
-        """Whether some live worker serves ``model`` (``read()`` refreshes the cached set)."""
+    def value(self, read: Callable[[], frozenset[str] | None]) -> frozenset[str] | None:
+        """``live_models`` as last read, read again (``read()``) once ``ttl`` has passed."""
         now = time.monotonic()
         with self._lock:
             if now - self._read_at >= self.ttl:
                 self._value = read()
                 self._read_at = now
-            value = self._value
+            return self._value
+
+    def serves(self, model: str, read: Callable[[], frozenset[str] | None]) -> bool:
+        """Whether some live worker serves ``model``."""
+        value = self.value(read)
         return value is None or model in value
