@@ -196,3 +196,21 @@ def test_by_default_a_job_nobody_serves_waits_in_the_queue(api_no_worker: Api) -
     worker = worker_for(api, [A])
     assert worker._claim(4) == []
     assert api.get_job(api.key(), job_id)["status"] == "QUEUED"
+
+
+def test_health_and_catalog_answer_when_the_workers_cannot_be_read(
+    api_no_worker: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Liveness and the catalog do not depend on the database: without it ``/healthz`` leaves
+    ``modelsWithoutWorker`` out and the catalog shows every model as served."""
+    api = api_no_worker
+    api.services.live = LiveModels(ttl=0)
+
+    def unreachable() -> frozenset[str] | None:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(api.services, "live_models", unreachable)
+    health = api.client.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    models = api.client.get("/v2/models").json()["models"]
+    assert models and all(model["hasWorker"] is True for model in models)
