@@ -214,3 +214,15 @@ def test_health_and_catalog_answer_when_the_workers_cannot_be_read(
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     models = api.client.get("/v2/models").json()["models"]
     assert models and all(model["hasWorker"] is True for model in models)
+
+
+def test_the_worker_command_refuses_models_outside_the_catalog() -> None:
+    from typer.testing import CliRunner
+
+    from castframe.cli import app
+
+    result = CliRunner().invoke(app, ["worker", "--models", f"{A},no-such-model"])
+    assert result.exit_code == 2
+    assert "no-such-model" in result.output
+    empty = CliRunner().invoke(app, ["worker", "--models", " , "])
+    assert empty.exit_code == 2 and "at least one model" in empty.output

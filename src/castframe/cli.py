@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from castframe import logs
-from castframe.catalog import FLAGSHIP
+from castframe.catalog import FLAGSHIP, MODELS
 from castframe.cli_client import generate, jobs_app
 from castframe.config import Settings
 from castframe.jobs import accounts as accounts_mod
@@ -96,6 +96,14 @@ def worker(
     from castframe.services import Services
 
     _setup_logging()
+    model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
+    if models is not None and not model_list:
+        raise typer.BadParameter("name at least one model, e.g. --models qwen-image")
+    unknown = [name for name in model_list if name not in MODELS]
+    if unknown:
+        raise typer.BadParameter(
+            f"{', '.join(unknown)}: not in the catalog (see GET /v2/models)", param_hint="--models"
+        )
     settings = Settings()
     services = Services.build(settings)
     if metrics_port:
@@ -107,13 +115,7 @@ def worker(
     device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
-    model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
-    if models is not None and not model_list:
-        raise typer.BadParameter("name at least one model, e.g. --models qwen-image")
-    try:
-        services.start_worker(concurrency, device_list or None, model_list or None)
-    except ValueError as exc:  # a model not in the catalog
-        raise typer.BadParameter(str(exc), param_hint="--models") from exc
+    services.start_worker(concurrency, device_list or None, model_list or None)
     services.start_sender()
     services.start_listener(jobs=True, webhooks=True)
     stop = threading.Event()
