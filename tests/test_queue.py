@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from castframe.dispatch.worker import Finished, Worker
+from castframe.dispatch.worker import Finished, NotCompleted, Worker
 from castframe.jobs import ledger
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
@@ -149,7 +149,7 @@ def test_a_cancel_asked_after_the_engine_finished_wins_over_completion(
     with api.services.db.write() as conn:
         assert not job_store.complete(conn, job, "w", {"images": []}, 1)
         assert job_store.cancel_requested(conn, job_id)
-        assert job_store.fail(conn, job, "w", "canceled", "canceled", states.STOP_CANCELLED)
+        assert job_store.fail(conn, job, "w", "cancelled", "cancelled", states.STOP_CANCELLED)
     final = api.get_job(key, job_id)
     assert final["status"] == "CANCELLED"
     assert final["creditCost"] == 0
@@ -199,7 +199,7 @@ def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
 def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
     api_no_worker: Api,
 ) -> None:
-    """``complete_many`` (the worker's group commit): a job canceled meanwhile and a job whose
+    """``complete_many`` (the worker's group commit): a job cancelled meanwhile and a job whose
     lease was lost are neither completed nor charged; their neighbours are, once each."""
     api = api_no_worker
     key = api.key(credits=100)
@@ -215,10 +215,10 @@ def test_one_completion_batch_completes_charges_and_refuses_each_job_on_its_own(
     outcomes = worker._complete_batch(
         [Finished(job, {"images": []}, 1) for job in (fine, canceled, lost)]
     )
-    assert [o if isinstance(o, str) else o.status for o in outcomes] == [
+    assert [o.status if isinstance(o, Job) else o for o in outcomes] == [
         "COMPLETED",
-        "canceled",
-        "lost",
+        NotCompleted.CANCELLED,
+        NotCompleted.LEASE_LOST,
     ]
     with api.services.db.read() as conn:
         assert ledger.job_entries(conn, fine.id) == {"hold": 10, "capture": 10}

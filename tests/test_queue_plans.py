@@ -95,3 +95,19 @@ def test_postgres_vacuums_the_jobs_table_early(postgres_url: str) -> None:
         ).scalar()
     assert "autovacuum_vacuum_scale_factor=0.02" in (options or [])
     db.dispose()
+
+
+def test_claims_of_some_models_read_the_per_model_index(database_url: str) -> None:
+    """A worker that serves one model reads that model's queue (``ix_jobs_queued_model``),
+    never every queued job; one that serves every model keeps ``ix_jobs_queued``."""
+    db = _migrated(database_url)
+    dialect = "postgresql" if db.is_postgres else "sqlite"
+    now = time.time()
+    params = {"now": now, "worker_id": "w", "lease_until": now + 30, "limit": 4}
+    one = job_store._claim_of_models(dialect, 1)
+    assert "ix_jobs_queued_model" in _plan(db, one, {**params, "model_0": "ideogram-v3-turbo"})
+    two = job_store._claim_of_models(dialect, 2)
+    plan = _plan(db, two, {**params, "model_0": "ideogram-v3-turbo", "model_1": "flux-2-pro"})
+    assert "ix_jobs_queued" in plan  # either queue index: never a scan of every job
+    assert "SCAN jobs" not in plan.replace("SCAN jobs USING", "") and "Seq Scan" not in plan
+    db.dispose()

@@ -18,6 +18,7 @@ import typer
 
 from castframe import logs
 from castframe.allocator import bound_heap_retention
+from castframe.catalog import MODELS
 from castframe.cli_client import generate, jobs_app
 from castframe.config import ConfigFileError, Settings
 from castframe.jobs import accounts as accounts_mod
@@ -176,6 +177,13 @@ def worker(
             "instance per device (CASTFRAME_WORKER_DEVICES). Overrides --concurrency."
         ),
     ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated model ids: claim only their jobs (CASTFRAME_WORKER_MODELS). "
+            "Default: every model."
+        ),
+    ] = None,
     grace: Annotated[float, typer.Option(help="Seconds to drain on SIGTERM.")] = 30.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics on this port.")
@@ -193,6 +201,14 @@ def worker(
 
     _setup_logging()
     bound_heap_retention()
+    model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
+    if models is not None and not model_list:
+        raise typer.BadParameter("name at least one model, e.g. --models qwen-image")
+    unknown = [name for name in model_list if name not in MODELS]
+    if unknown:
+        raise typer.BadParameter(
+            f"{', '.join(unknown)}: not in the catalog (see GET /v2/models)", param_hint="--models"
+        )
     settings = Settings()
     services = Services.build(settings)
     if metrics_port:
@@ -204,7 +220,7 @@ def worker(
     device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
-    services.start_worker(concurrency, device_list or None)
+    services.start_worker(concurrency, device_list or None, model_list or None)
     services.start_sender()
     services.start_listener(jobs=True, webhooks=True)
     stop = threading.Event()

@@ -10,7 +10,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -107,6 +107,24 @@ class Settings(BaseSettings):
         description="Comma-separated devices (cuda:0,cuda:1): one pipeline and engine instance "
         "per device, one engine call at a time on each; empty: worker_concurrency pipelines "
         "sharing one engine.",
+    )
+    worker_models: str = Field(
+        default="",
+        description="Comma-separated model ids this worker serves (`castframe worker "
+        "--models`): it claims only their jobs. Empty: every model.",
+    )
+    worker_affinity_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="How long a lane keeps claiming jobs of the model it has loaded, after "
+        "switching to it, before it claims in queue order again (switching models if the "
+        "queue's head is another's): the starvation bound of model affinity. 0: queue order.",
+    )
+    unserved_models: Literal["queue", "reject"] = Field(
+        default="queue",
+        description="A submission for a model no live worker serves: `queue` (it waits for "
+        "one) or `reject` (503 model_unavailable).",
     )
     postprocess_queue: int = Field(
         default=2,
@@ -475,6 +493,12 @@ class Settings(BaseSettings):
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
+    def worker_model_list(self) -> list[str] | None:
+        """``worker_models`` as a list (None: every model)."""
+        names = [name.strip() for name in self.worker_models.split(",") if name.strip()]
+        return names or None
+
+    @property
     def worker_device_list(self) -> list[str]:
         """``worker_devices`` as a list (empty: no devices named)."""
         return [name.strip() for name in self.worker_devices.split(",") if name.strip()]
@@ -541,7 +565,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Worker", ("worker_", "postprocess_queue", "completion_linger_ms", "lease_seconds",
                 "poll_interval", "max_attempts", "retry_base_seconds")),
     ("Webhooks", ("webhook_",)),
-    ("Models: routes and prices", ("routes", "prices")),
+    ("Models: routes and prices", ("routes", "prices", "unserved_models")),
     ("Engine: ideogram", ("ideogram_",)),
     ("Engine: bfl", ("bfl_",)),
     ("Engine: diffusers", ("diffusers_",)),

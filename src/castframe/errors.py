@@ -118,6 +118,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "saved characters or wait for uploads to expire (`storedBytes`, `quotaBytes` say how "
         "far).",
     ),
+    "model_unavailable": (
+        503,
+        "No live worker serves this model and the operator refuses such submissions "
+        "(CASTFRAME_UNSERVED_MODELS=reject); nothing was stored or charged. Retry once a "
+        "worker serving it runs (GET /v2/models shows `hasWorker`).",
+    ),
     "listeners_exhausted": (
         503,
         "The API process holds CASTFRAME_LIVE_LISTENERS live-status listeners; retry after "

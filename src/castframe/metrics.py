@@ -65,3 +65,23 @@ WEBHOOK_ATTEMPTS = Counter(
     ["event", "outcome"],
     registry=REGISTRY,
 )
+MODEL_LOAD_SECONDS = Histogram(
+    "castframe_model_load_seconds",
+    "Time a lane spent making a model resident on its device before a job of it "
+    "(engines/residency.py: ModelHost.load)",
+    ["engine", "model"],
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300),
+)
+MODEL_SWITCHES = Counter(
+    "castframe_model_switches_total",
+    "Model loads a lane made to run a job whose model was not resident",
+    ["engine", "model"],
+    registry=REGISTRY,
+)
+MODEL_SWITCH_SECONDS = Counter(
+    "castframe_model_switch_seconds_total",
+    "Seconds lanes spent switching models (loading instead of running jobs)",
+    ["engine"],
+    registry=REGISTRY,
+)

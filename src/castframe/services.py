@@ -16,6 +16,8 @@ from castframe.engines.router import (
     Routing,
     validate_engine_settings,
 )
+from castframe.jobs import fleet
+from castframe.jobs.fleet import LiveModels
 from castframe.jobs.keycache import KeyCache
 from castframe.jobs.record import Job
 from castframe.jobs.retention import Policy as RetentionPolicy
@@ -61,7 +63,11 @@ class Services:
     announcer: NoticeAnnouncer | None = field(init=False, default=None)
     """On PostgreSQL: this process's committed job changes, NOTIFYed to the others."""
 
+    live: LiveModels = field(init=False)
+    """Which models live workers serve, read at most every few seconds (jobs/fleet.py)."""
+
     def __post_init__(self) -> None:
+        self.live = LiveModels()
         self.submitter = Submitter(self.db, self.storage, self.settings)
         self.inputs = InputLoader(self.db, self.storage, self.settings)
         self.routing = Routing(self.settings)
@@ -142,9 +148,30 @@ class Services:
             settings.output_url_ttl,
         )
 
+    def live_models(self) -> frozenset[str] | None:
+        """The models some live worker serves now (None: a live worker serves every one)."""
+        with self.db.read() as conn:
+            return fleet.live_models(conn, self.settings.lease_seconds)
+
+    def cached_live_models(self) -> frozenset[str] | None:
+        """``live_models`` as read at most a few seconds ago (the API's reads)."""
+        return self.live.value(self.live_models)
+
+    def models_without_worker(self) -> list[str]:
+        """The served models (GET /v2/models) that no live worker serves: their jobs wait."""
+        return fleet.unserved(list(self.routing.served()), self.cached_live_models())
+
+    def has_worker(self, model: str) -> bool:
+        """Whether a live worker serves ``model`` (cached for a few seconds: submission)."""
+        return self.live.serves(model, self.live_models)
+
     def start_worker(
-        self, concurrency: int | None = None, devices: list[str] | None = None
+        self,
+        concurrency: int | None = None,
+        devices: list[str] | None = None,
+        models: list[str] | None = None,
     ) -> Worker:
+        """``models``: the only models it serves (default ``CASTFRAME_WORKER_MODELS``)."""
         devices = devices or self.settings.worker_device_list
         if "diffusers" in Routing(self.settings).served().values():
             # Load the weights once per device, before the first job.
@@ -158,6 +185,7 @@ class Services:
             self.job_notifier,
             concurrency,
             devices,
+            models,
         )
         self.worker.start()
         return self.worker

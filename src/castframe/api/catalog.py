@@ -11,6 +11,7 @@ from castframe.catalog import MODELS, ModelSpec
 from castframe.config import Settings
 from castframe.engines.router import Routing
 from castframe.errors import ApiError
+from castframe.services import Services
 
 router = APIRouter(tags=["models"])
 
@@ -19,27 +20,46 @@ router = APIRouter(tags=["models"])
 def list_models(
     request: Request, modality: Literal["image", "video", "music"] | None = None
 ) -> dict[str, Any]:
-    settings = get_services(request).settings
+    services = get_services(request)
+    settings = services.settings
     served = Routing(settings).served()
+    live = _live_models(services)
     return {
         "models": [
-            describe(spec, settings, served[model_id])
+            describe(spec, settings, served[model_id], live)
             for model_id, spec in MODELS.items()
             if model_id in served and (modality is None or spec.modality == modality)
         ]
     }
 
 
-def describe(spec: ModelSpec, settings: Settings, engine: str) -> dict[str, Any]:
-    """The catalog entry with the prices in force and, as an extension, the engine that
-    runs it for live keys (test keys always use the sandbox)."""
-    return {**spec.describe(settings.prices), "engine": engine}
+def describe(
+    spec: ModelSpec, settings: Settings, engine: str, live: frozenset[str] | None
+) -> dict[str, Any]:
+    """The catalog entry with the prices in force and, as extensions, the engine that runs
+    it for live keys (test keys always use the sandbox) and whether a live worker serves it
+    (``hasWorker``: false, its jobs wait in the queue; jobs/fleet.py)."""
+    return {
+        **spec.describe(settings.prices),
+        "engine": engine,
+        "hasWorker": live is None or spec.id in live,
+    }
+
+
+def _live_models(services: Services) -> frozenset[str] | None:
+    """The models live workers serve; on a database error, as if every one were served (the
+    catalog is static data and answers without the database)."""
+    try:
+        return services.cached_live_models()
+    except Exception:
+        return None
 
 
 @router.get("/v2/models/{model_id}", summary="One model's parameters and prices")
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    settings = get_services(request).settings
+    services = get_services(request)
+    settings = services.settings
     served = Routing(settings).served()
     if model_id not in served:
         raise ApiError("not_found", f"no model {model_id!r}")
-    return describe(MODELS[model_id], settings, served[model_id])
+    return describe(MODELS[model_id], settings, served[model_id], _live_models(services))

@@ -273,6 +273,14 @@ async def submit(
         )
     else:
         submission = prepare(body, principal, services.settings, services.routing, operation)
+    if services.settings.unserved_models == "reject":
+        model = submission.spec.id
+        if not await run_in_threadpool(services.has_worker, model):
+            raise ApiError(
+                "model_unavailable",
+                f"no live worker serves {model!r} now; retry later",
+                headers={"Retry-After": "30"},
+            )
     job = await services.submitter.submit_async(principal, submission, claim)
     JOBS_SUBMITTED.labels(job.model, job.engine, job.mode).inc()
     return accepted_body(job)

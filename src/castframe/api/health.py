@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,8 +15,14 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, Any]:
-    return {"status": "ok"}
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness: always 200 while the process answers. ``modelsWithoutWorker`` lists the
+    served models no live worker serves (their jobs wait in the queue: jobs/fleet.py); it is
+    left out when the database cannot say, which is /readyz's concern, not liveness'."""
+    body: dict[str, Any] = {"status": "ok"}
+    with contextlib.suppress(Exception):
+        body["modelsWithoutWorker"] = get_services(request).models_without_worker()
+    return body
 
 
 @router.get("/readyz", summary="The process can serve: its database answers")

@@ -50,8 +50,9 @@ class Failed:
 class Stages(Protocol):
     """What a lane needs from the worker."""
 
-    def prepare_next(self) -> Prepared | Failed | None:
-        """Claim a job and load its inputs (None: the queue had nothing for this worker)."""
+    def prepare_next(self, engines: EngineRegistry | None = None) -> Prepared | Failed | None:
+        """Claim a job and load its inputs (None: the queue had nothing for this worker).
+        ``engines``: the asking lane's (its claims prefer the models they hold)."""
 
     def run_engine(self, prepared: Prepared, engines: EngineRegistry) -> EngineResult:
         """The engine call (raises as the engine does)."""
@@ -170,7 +171,7 @@ class Lane:
                 item = pending.result()
                 pending = None
             else:
-                item = stages.prepare_next()
+                item = stages.prepare_next(self.engines)
             if item is None:
                 stages.idle_wait()
                 continue
@@ -179,7 +180,7 @@ class Lane:
                 continue
             if not stages.stopping:
                 # The next job's claim and inputs overlap this job's engine call.
-                pending = self.inputs.submit(stages.prepare_next)
+                pending = self.inputs.submit(stages.prepare_next, self.engines)
             try:
                 result = stages.run_engine(item, self.engines)
             except Exception as exc:

@@ -15,6 +15,12 @@ The database may blink (a restart, a failover, terminated backends): the worker'
 reads of a job's inputs likewise, and progress and cancel checks are skipped until it is back.
 A job therefore never fails because the database did, and its error message never carries
 SQL or a lease id.
+
+A worker may serve only some models (``castframe worker --models``): it claims only their
+jobs and registers them in the ``workers`` table (jobs/fleet.py), renewed by its heartbeat.
+A lane whose engine holds several models (engines/residency.py) prefers jobs of the models
+it has loaded, within the starvation bound of dispatch/affinity.py, and loads a model
+before its job runs (timed: ``castframe_model_load_seconds``).
 """
 
 from __future__ import annotations
@@ -37,20 +43,31 @@ import sqlalchemy as sa
 from castframe import logs
 from castframe.catalog import MODELS
 from castframe.config import Settings
+from castframe.dispatch.affinity import Affinity
 from castframe.dispatch.character_faces import CharacterDescriptors
 from castframe.dispatch.inputs import InputLoader, Loaded
 from castframe.dispatch.pipeline import Failed, Lane, PostPool
 from castframe.dispatch.postprocess import PostProcessor, Prepared, output_key, stored_keys
 from castframe.dispatch.upstream import JobUpstream
 from castframe.engines.base import EngineInputs, EngineRequest, EngineResult, JobCancelled
+from castframe.engines.residency import host_of
 from castframe.engines.router import EngineRegistry
 from castframe.errors import JobFailure
 from castframe.faces.pool import FacePool
+from castframe.jobs import fleet
 from castframe.jobs import store as job_store
 from castframe.jobs.record import Job
 from castframe.jobs.retention import RetentionSweeper
 from castframe.media.storage import Storage, StorageError, discard
-from castframe.metrics import END_TO_END_SECONDS, ENGINE_SECONDS, JOBS_FAILED, JOBS_FINISHED
+from castframe.metrics import (
+    END_TO_END_SECONDS,
+    ENGINE_SECONDS,
+    JOBS_FAILED,
+    JOBS_FINISHED,
+    MODEL_LOAD_SECONDS,
+    MODEL_SWITCH_SECONDS,
+    MODEL_SWITCHES,
+)
 from castframe.store import states
 from castframe.store.db import Database, is_transient
 from castframe.store.group_commit import GroupCommit
@@ -173,9 +190,12 @@ class Worker:
         notifier: Notifier,
         concurrency: int | None = None,
         devices: Sequence[str] | None = None,
+        models: Sequence[str] | None = None,
     ) -> None:
         """``devices``: one lane per device, each with its own engine instances
-        (``EngineRegistry.for_device``); without, ``concurrency`` lanes share ``engines``."""
+        (``EngineRegistry.for_device``); without, ``concurrency`` lanes share ``engines``.
+        ``models``: the only models whose jobs it claims (default ``CASTFRAME_WORKER_MODELS``;
+        None or empty: every model); a model not in the catalog is a ValueError."""
         self.settings = settings
         self.db = db
         self.storage = storage
@@ -189,6 +209,11 @@ class Worker:
         self.post_limit = settings.postprocess_queue
         self.capacity = PREPARED_PER_LANE * self.concurrency
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        self.models = served_models(models if models else settings.worker_model_list)
+        self._affinities: dict[int, Affinity] = {}
+        self._lanes_seen: set[int] = set()
+        """Lanes (by their engine registry's id) that have claimed since the start."""
+        """Per lane (keyed by its engine registry's id): dispatch/affinity.py."""
         self.inputs = InputLoader(db, storage, settings)
         self.characters = CharacterDescriptors(db, storage)
         # Started on first use (none when nothing is scored); closed by ``stop``.
@@ -226,6 +251,15 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            with self.db.write() as conn:
+                fleet.register(
+                    conn, self.worker_id, self.models, self.concurrency, self.settings.lease_seconds
+                )
+        except Exception as exc:  # the heartbeat registers it once the database answers
+            if not is_transient(exc):
+                raise
+            log.warning("worker %s: not registered yet (database unavailable)", self.worker_id)
         self._pool.start()
         for index in range(self.concurrency):
             device = self.devices[index] if self.devices else None
@@ -247,11 +281,12 @@ class Worker:
         self._threads.append(heartbeat)
         self.retention.start()
         log.info(
-            "worker %s started with %d lanes (%s), %d post-processing threads",
+            "worker %s started with %d lanes (%s), %d post-processing threads, serving %s",
             self.worker_id,
             self.concurrency,
             ", ".join(self.devices) or "no devices named",
             self.concurrency * self.post_limit,
+            ", ".join(self.models) if self.models is not None else "every model",
         )
 
     def stop(self, grace: float = 30.0) -> None:
@@ -293,6 +328,11 @@ class Worker:
             except Exception:
                 # Still leased to this worker: taken over once the lease expires.
                 log.warning("job %s: not given back (database unavailable)", job.id)
+        try:
+            with self.db.write() as conn:
+                fleet.forget(conn, self.worker_id)
+        except Exception:  # its row ages out after a lease
+            log.warning("worker %s: not unregistered (database unavailable)", self.worker_id)
         self._give_up.set()
         timer.cancel()
         # The heartbeat ends once this worker holds nothing (jobs prepared but never run,
@@ -319,14 +359,15 @@ class Worker:
     def idle_wait(self) -> None:
         self.notifier.wait(self.settings.poll_interval)
 
-    def prepare_next(self) -> Prepared | Failed | None:
+    def prepare_next(self, engines: EngineRegistry | None = None) -> Prepared | Failed | None:
         """Claim a job (or take one claimed earlier) and load its inputs. A failed claim is
         logged (once per database outage) and answered with None: the lane waits and asks
-        again. A failed preparation is the job's (``Failed``), settled by the lane."""
+        again. A failed preparation is the job's (``Failed``), settled by the lane.
+        ``engines``: the asking lane's, whose loaded models its claims prefer."""
         if self._stopping.is_set():  # draining: no new claims
             return None
         try:
-            job = self._next_job()
+            job = self._next_job(engines)
             if self._outage:
                 log.info("claiming jobs again: the database is back")
             self._outage = False
@@ -341,6 +382,8 @@ class Worker:
             return None
         if job is None:
             return None
+        if engines is not None:
+            self._took(engines, job)
         token = logs.job_id.set(job.id)
         try:
             # The claim has just read cancel_requested: the first database check can wait.
@@ -367,6 +410,7 @@ class Worker:
         try:
             prepared.hooks.check_cancelled()  # asks the database if the job waited a while
             engine = engines.get(job.engine)
+            self._load(engine, job)
             with ENGINE_SECONDS.labels(job.engine).time():
                 return engine.generate(prepared.request, prepared.hooks)
         finally:
@@ -404,28 +448,100 @@ class Worker:
             self._end(job, final)
             logs.job_id.reset(token)
 
-    def _next_job(self) -> Job | None:
+    def _next_job(self, engines: EngineRegistry | None = None) -> Job | None:
         """A job claimed earlier for an idle slot, or a fresh batch for all the idle slots.
 
         After a claim, idle slots are woken for the rest of the batch, plus one more only if
         the batch came back full (the queue may hold more): a slot woken for nothing would
         spend a claim transaction finding that out, for every job, under a steady trickle.
+        A lane that prefers some models (dispatch/affinity.py) takes their jobs first, from
+        what was claimed and in its claim.
         """
+        prefer = self._preferred(engines)
         with self._lock:
             if self._ready:
-                return self._ready.popleft()
+                return self._pop_ready(prefer)
         # One claimer at a time, so a batch is sized by the slots that are really free.
         with self._claim_lock:
             with self._lock:
                 if self._ready:
-                    return self._ready.popleft()
+                    return self._pop_ready(prefer)
                 free = self.capacity - len(self._prepared)
             if free <= 0:
                 return None
-            claimed = self._claim(free)
+            if engines is not None and id(engines) not in self._lanes_seen:
+                # A lane's first claim takes one job: a batch in plain queue order would hand
+                # a lane that holds models a second model before it has loaded the first.
+                self._lanes_seen.add(id(engines))
+                free = 1
+            claimed = self._claim(free, prefer)
             self._take_in(claimed, free, takers=1)
             with self._lock:
-                return self._ready.popleft() if self._ready else None
+                return self._pop_ready(prefer) if self._ready else None
+
+    def _pop_ready(self, prefer: Sequence[str]) -> Job:
+        """The first claimed job of a preferred model, else the first claimed (lock held)."""
+        if prefer:
+            for job in self._ready:
+                if job.model in prefer:
+                    self._ready.remove(job)
+                    return job
+        return self._ready.popleft()
+
+    # -- models: which a lane prefers, and loading them ------------------------------------
+    def _affinity(self, engines: EngineRegistry) -> Affinity:
+        with self._lock:
+            affinity = self._affinities.get(id(engines))
+            if affinity is None:
+                affinity = Affinity(self.settings.worker_affinity_seconds)
+                self._affinities[id(engines)] = affinity
+            return affinity
+
+    def _preferred(self, engines: EngineRegistry | None) -> list[str]:
+        """The models whose jobs the lane of ``engines`` takes first: those its engines hold
+        (only engines that hold models: engines/residency.py), within the bound."""
+        if engines is None:
+            return []
+        resident: set[str] = set()
+        hosts = False
+        for engine in engines.built():
+            host = host_of(engine)
+            if host is not None:
+                hosts = True
+                resident.update(host.resident_models())
+        if not hosts:
+            return []
+        return self._affinity(engines).preferred(resident)
+
+    def _all_preferred(self) -> list[str]:
+        """Every lane's preference: what a batch claim for all free slots takes first."""
+        models: set[str] = set()
+        for lane in self._lanes:
+            models.update(self._preferred(lane.engines))
+        return sorted(models)
+
+    def _took(self, engines: EngineRegistry, job: Job) -> None:
+        """The lane of ``engines`` will run ``job``: its model is the lane's preference now,
+        if the job's engine holds models (others have nothing to prefer)."""
+        try:
+            engine = engines.get(job.engine)
+        except Exception:  # misconfigured: the engine call reports it as the job's failure
+            return
+        if host_of(engine) is not None:
+            self._affinity(engines).took(job.model)
+
+    def _load(self, engine: object, job: Job) -> None:
+        """Make the job's model resident on an engine that holds models, timing the load."""
+        host = host_of(engine)
+        if host is None or job.model in host.resident_models():
+            return
+        started = time.perf_counter()
+        host.load(job.model)
+        seconds = time.perf_counter() - started
+        MODEL_LOAD_SECONDS.labels(job.engine, job.model).observe(seconds)
+        MODEL_SWITCHES.labels(job.engine, job.model).inc()
+        MODEL_SWITCH_SECONDS.labels(job.engine).inc(seconds)
+        log.info("job %s: loaded %s in %.2fs", job.id, job.model, seconds)
 
     def _take_in(self, claimed: list[Job], free: int, takers: int) -> None:
         """Hold freshly claimed jobs for the slots: ``takers`` threads are about to look, so
@@ -439,10 +555,17 @@ class Worker:
         for _ in range(max(0, len(claimed) - takers) + (0 < free == len(claimed))):
             self.notifier.notify()
 
-    def _claim(self, limit: int) -> list[Job]:
+    def _claim(self, limit: int, prefer: Sequence[str] = ()) -> list[Job]:
         with self.db.write() as conn:
             self._maintain_if_due(conn)
-            return job_store.claim_many(conn, self.worker_id, self.settings.lease_seconds, limit)
+            return job_store.claim_many(
+                conn,
+                self.worker_id,
+                self.settings.lease_seconds,
+                limit,
+                models=self.models,
+                prefer=prefer,
+            )
 
     def _maintain_if_due(self, conn: sa.Connection) -> None:
         """At most once per poll interval, before a claim (both claims: a busy worker claims
@@ -489,6 +612,18 @@ class Worker:
                     log.exception("heartbeat failed")
             elif self._stopping.is_set():
                 return
+            if not self._stopping.is_set():  # after the leases: they are what jobs wait on
+                self._beat()
+
+    def _beat(self) -> None:
+        """Renew this worker's row of live workers (jobs/fleet.py); a missed beat is renewed
+        at the next one, and the row outlives a lease."""
+        try:
+            with self.db.write() as conn:
+                fleet.beat(conn, self.worker_id, self.models, self.concurrency)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("renewing the worker's registration failed")
 
     # -- one job ---------------------------------------------------------------------------
     def _end(self, job: Job, final: Job | None) -> None:
@@ -574,6 +709,7 @@ class Worker:
             with self._lock:
                 # Jobs being completed were handed to post-processing: not in _prepared.
                 free = self.capacity - len(self._prepared)
+            prefer = self._all_preferred() if free > 0 else []
 
             def complete(conn: sa.Connection) -> tuple[list[Completion], list[Job]]:
                 completed = job_store.complete_many(
@@ -589,7 +725,12 @@ class Worker:
                 if free > 0 and not self._stopping.is_set():
                     self._maintain_if_due(conn)
                     claimed = job_store.claim_many(
-                        conn, self.worker_id, self.settings.lease_seconds, free
+                        conn,
+                        self.worker_id,
+                        self.settings.lease_seconds,
+                        free,
+                        models=self.models,
+                        prefer=prefer,
                     )
                 return outcomes, claimed
 
@@ -639,6 +780,20 @@ class Worker:
         spec = MODELS[job.model]
         inputs = self.inputs.for_job(job, spec, self.settings.reference_max_side)
         return build_request(job.model, job.params, inputs.engine), inputs.character
+
+
+def served_models(models: Sequence[str] | None) -> list[str] | None:
+    """The models a worker serves, checked against the catalog (None: every model)."""
+    if not models:
+        return None
+    names = sorted({name.strip() for name in models if name.strip()})
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ValueError(
+            f"the worker cannot serve {', '.join(unknown)}: not in the catalog "
+            "(see GET /v2/models for the model ids)"
+        )
+    return names or None
 
 
 def build_request(model: str, params: dict[str, Any], inputs: EngineInputs) -> EngineRequest:

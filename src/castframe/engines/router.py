@@ -297,6 +297,11 @@ class EngineRegistry:
                 self._engines[name] = self._build(name)
             return self._engines[name]
 
+    def built(self) -> list[Engine]:
+        """The engines built so far (a lane asks which models they hold: engines/residency.py)."""
+        with self._lock:
+            return list(self._engines.values())
+
     def _build(self, name: str) -> Engine:
         settings = self.settings
         if name == "sandbox":

@@ -19,7 +19,9 @@ Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING``: atomic
 (one writer at a time) and on PostgreSQL (``FOR UPDATE SKIP LOCKED`` in the sub-select, so
 concurrent workers never wait on each other's rows). The pick is fair across accounts: the
 lowest due ``queue_key``, which admission spaces out per account (jobs/admission.py), so one
-account's burst of a thousand jobs cannot starve another account's single job.
+account's burst of a thousand jobs cannot starve another account's single job. A worker that
+serves only some models (``castframe worker --models``) names them, and its claim reads
+``ix_jobs_queued_model`` instead; one that serves every model runs the statement unchanged.
 
 Every finishing write is guarded by ``lease_owner``: a worker that lost its lease (it stalled
 past the expiry, and ``requeue_expired`` gave the job back to the queue) cannot overwrite the
@@ -65,8 +67,9 @@ from castframe.store.tables import (
 )
 
 
-def _build_claim(postgres: bool) -> sa.Update:
-    """The claim statement, built once per dialect; every value is a parameter.
+def _build_claim(postgres: bool, models: int = 0) -> sa.Update:
+    """The claim statement, built once per dialect (and per number of models named); every
+    value is a parameter.
 
     The lowest due keys of the fair queue (jobs/admission.py) through ``ix_jobs_queued`` (a
     partial index of the queued jobs: see store/tables.py): a claim reads a handful of index
@@ -74,12 +77,24 @@ def _build_claim(postgres: bool) -> sa.Update:
     is a materialised CTE, run exactly once: as an ``IN (subquery)`` the planner may make it
     the inner side of a semi-join and rerun its ``LIMIT ... FOR UPDATE SKIP LOCKED`` per outer
     row, which picks wrong rows.
+
+    With ``models`` (a worker that serves only some models, or a lane's preference for the
+    models it has loaded) the pick is limited to ``model_0`` .. ``model_<n-1>``, read through
+    ``ix_jobs_queued_model`` (model, queue_key): one model's head is an index range, several
+    models' heads are merged by key. A worker that serves every model never names any and runs
+    the statement above, unchanged.
     """
     now = sa.bindparam("now", type_=sa.Float)
     candidate = jobs.alias("candidate")
+    conditions = [status_is(candidate.c.status, states.QUEUED), candidate.c.run_after <= now]
+    names = [sa.bindparam(f"model_{index}", type_=sa.String) for index in range(models)]
+    if models == 1:
+        conditions.append(candidate.c.model == names[0])
+    elif models > 1:
+        conditions.append(candidate.c.model.in_(names))
     pick = (
         sa.select(candidate.c.id)
-        .where(status_is(candidate.c.status, states.QUEUED), candidate.c.run_after <= now)
+        .where(*conditions)
         .order_by(candidate.c.queue_key)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
@@ -106,14 +121,21 @@ def _build_claim(postgres: bool) -> sa.Update:
 _CLAIM = {"postgresql": _build_claim(postgres=True), "sqlite": _build_claim(postgres=False)}
 
 
+@functools.cache
+def _claim_of_models(dialect: str, models: int) -> sa.Update:
+    """The claim limited to ``models`` named models, built once per dialect and count."""
+    return _build_claim(postgres=dialect == "postgresql", models=models)
+
+
 def claim(
     conn: sa.Connection,
     worker_id: str,
     lease_seconds: float,
     now: float | None = None,
+    models: Sequence[str] | None = None,
 ) -> Job | None:
     """Take the next due job (fairly across accounts) with a lease, or None."""
-    claimed = claim_many(conn, worker_id, lease_seconds, 1, now)
+    claimed = claim_many(conn, worker_id, lease_seconds, 1, now, models)
     return claimed[0] if claimed else None
 
 
@@ -123,25 +145,56 @@ def claim_many(
     lease_seconds: float,
     limit: int,
     now: float | None = None,
+    models: Sequence[str] | None = None,
+    prefer: Sequence[str] = (),
 ) -> list[Job]:
-    """Take up to ``limit`` due jobs, in fair-queue order, with a lease: one statement.
+    """Take up to ``limit`` due jobs, in fair-queue order, with a lease.
 
-    Jobs whose worker died come back through ``requeue_expired``.
+    ``models``: only jobs of these models (None: every model, today's one statement).
+    ``prefer``: first the due jobs of these models (those a lane has loaded: see
+    dispatch/affinity.py), then, if that left room, the rest in fair-queue order: two
+    statements in the caller's transaction (the second cannot take the first's jobs: they
+    are no longer queued). Jobs whose worker died come back through ``requeue_expired``.
     """
     now = time.time() if now is None else now
-    statement = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    rows = conn.execute(
-        statement,
-        {
-            "now": now,
-            "worker_id": worker_id,
-            "lease_until": now + lease_seconds,
-            "limit": max(1, limit),
-        },
-    ).mappings()
-    claimed = sorted((Job.from_row(row) for row in rows), key=lambda job: job.queue_key)
+    limit = max(1, limit)
+    claimed: list[Job] = []
+    if models is not None:
+        prefer = [model for model in prefer if model in models]
+    if prefer:
+        claimed = _claim_rows(conn, worker_id, lease_seconds, limit, now, sorted(set(prefer)))
+    if len(claimed) < limit:
+        served = None if models is None else sorted(set(models))
+        claimed += _claim_rows(conn, worker_id, lease_seconds, limit - len(claimed), now, served)
+    claimed.sort(key=lambda job: job.queue_key)
     changed(conn, *(job.id for job in claimed))
     return claimed
+
+
+def _claim_rows(
+    conn: sa.Connection,
+    worker_id: str,
+    lease_seconds: float,
+    limit: int,
+    now: float,
+    models: Sequence[str] | None,
+) -> list[Job]:
+    """One claim statement: every model (``models`` None), or only the named ones."""
+    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    parameters: dict[str, Any] = {
+        "now": now,
+        "worker_id": worker_id,
+        "lease_until": now + lease_seconds,
+        "limit": limit,
+    }
+    if models is None:
+        statement = _CLAIM[dialect]
+    elif not models:
+        return []
+    else:
+        statement = _claim_of_models(dialect, len(models))
+        parameters.update({f"model_{index}": model for index, model in enumerate(models)})
+    return [Job.from_row(row) for row in conn.execute(statement, parameters).mappings()]
 
 
 def changed(conn: sa.Connection, *job_ids: str) -> None:

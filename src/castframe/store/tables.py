@@ -105,6 +105,16 @@ jobs = sa.Table(
     # (``status_is``) for the planner to use them.
     _index_of_jobs_in(states.QUEUED, "ix_jobs_queued", "queue_key"),
     _index_of_jobs_in(states.PROCESSING, "ix_jobs_running", "lease_expires_at"),
+    # The same queue per model, for workers that serve only some models (``castframe worker
+    # --models``): their claims read the head of each served model's queue. Workers that
+    # serve every model never use it and claim through ix_jobs_queued as before.
+    sa.Index(
+        "ix_jobs_queued_model",
+        "model",
+        "queue_key",
+        postgresql_where=sa.text(f"status = '{states.QUEUED}'"),
+        sqlite_where=sa.text(f"status = '{states.QUEUED}'"),
+    ),
     sa.Index("ix_jobs_account_created", "account_id", "mode", "created_at"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),
     # Finished jobs by (expired, finish time), for the retention sweeper (jobs/retention.py):
@@ -263,4 +273,17 @@ job_upstream = sa.Table(
     sa.Column("engine", sa.String(64), nullable=False),
     sa.Column("state", sa.JSON, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    # The live workers and the models each serves (jobs/fleet.py): a worker inserts its row
+    # when it starts, its heartbeat renews ``seen_at``, it deletes the row when it stops. A
+    # row not seen for a lease period is a dead worker's. ``models`` NULL: every model.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("models", sa.JSON, nullable=True),
+    sa.Column("lanes", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
 )
