@@ -92,7 +92,7 @@ def main() -> int:
     origin, http_server = serve(files)
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(f"sqlite:///{tmp}/castframe.db", Path(tmp) / "data")
-        stack.env.pop("CASTFRAME_ENGINE_IDEOGRAM_CHARACTER", None)  # the real sandbox engine
+        stack.env.pop("CASTFRAME_ROUTES", None)  # the real sandbox engine
         stack.env["CASTFRAME_ALLOW_PRIVATE_URLS"] = "true"
         stack.env["CASTFRAME_UPLOAD_RATE_BURST"] = "1000"
         stack.env["CASTFRAME_WORKER_CONCURRENCY"] = "2"
