@@ -20,26 +20,34 @@ def list_models(
     request: Request, modality: Literal["image", "video", "music"] | None = None
 ) -> dict[str, Any]:
     settings = get_services(request).settings
-    served = Routing(settings).served()
+    routing = Routing(settings)
+    served, notices = routing.served(), routing.notices()
     return {
         "models": [
-            describe(spec, settings, served[model_id])
+            describe(spec, settings, served[model_id], notices.get(model_id))
             for model_id, spec in MODELS.items()
             if model_id in served and (modality is None or spec.modality == modality)
         ]
     }
 
 
-def describe(spec: ModelSpec, settings: Settings, engine: str) -> dict[str, Any]:
-    """The catalog entry with the prices in force and, as an extension, the engine that
-    runs it for live keys (test keys always use the sandbox)."""
-    return {**spec.describe(settings.prices), "engine": engine}
+def describe(
+    spec: ModelSpec, settings: Settings, engine: str, notice: str | None = None
+) -> dict[str, Any]:
+    """The catalog entry with the prices in force and, as extensions, the engine that runs
+    it for live keys (test keys always use the sandbox) and, where an engine holds weights
+    it may not use (flux-2-dev before its licence switch), ``engineNotice`` saying why."""
+    entry = {**spec.describe(settings.prices), "engine": engine}
+    if notice:
+        entry["engineNotice"] = notice
+    return entry
 
 
 @router.get("/v2/models/{model_id}", summary="One model's parameters and prices")
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
     settings = get_services(request).settings
-    served = Routing(settings).served()
+    routing = Routing(settings)
+    served = routing.served()
     if model_id not in served:
         raise ApiError("not_found", f"no model {model_id!r}")
-    return describe(MODELS[model_id], settings, served[model_id])
+    return describe(MODELS[model_id], settings, served[model_id], routing.notices().get(model_id))

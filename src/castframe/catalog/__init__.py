@@ -7,12 +7,15 @@ Adding a model is a module here (its ``ModelSpec``: schema, params, images, pric
 from __future__ import annotations
 
 from castframe.catalog.base import MAX_SEED, ImageField, ModelSpec
+from castframe.catalog.flux_2_dev import FLUX_2_DEV
 from castframe.catalog.flux_fill import FLUX_FILL_PRO
 from castframe.catalog.flux_models import FLUX_MODELS
 from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
 from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
 from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
 from castframe.catalog.ideogram_v4 import IDEOGRAM_V4
+from castframe.catalog.qwen_image import QWEN_IMAGE
+from castframe.catalog.stable_diffusion import STABLE_DIFFUSION_MODELS
 
 _ALL: tuple[ModelSpec, ...] = (
     IDEOGRAM_CHARACTER,
@@ -21,6 +24,9 @@ _ALL: tuple[ModelSpec, ...] = (
     *IDEOGRAM_V2,
     *FLUX_MODELS,
     FLUX_FILL_PRO,
+    FLUX_2_DEV,
+    *STABLE_DIFFUSION_MODELS,
+    QWEN_IMAGE,
 )
 
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _ALL}
