@@ -18,7 +18,11 @@ def _json_number(value: Any) -> Any:
     return float(value)
 
 
-JsonNumber = Annotated[float, BeforeValidator(_json_number)]
+# The bounds come before the type check, so the JSON Schema shows them as minimum/maximum.
+Fraction = Annotated[float, Field(ge=0, le=1), BeforeValidator(_json_number)]
+"""A JSON number from 0 to 1 (strengths)."""
+Scale = Annotated[float, Field(ge=0, le=20), BeforeValidator(_json_number)]
+"""A JSON number from 0 to 20 (guidance scales)."""
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 Source = Annotated[str, Field(min_length=1, max_length=30 * 1024 * 1024)]
 """An image: an http(s) URL, a data:image/...;base64 URI, or upload://id."""

@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, m
 
 from castframe.catalog.base import ImageField, ModelSpec
 from castframe.catalog.envelope import Envelope, request_model
-from castframe.catalog.fields import JsonNumber, Seed, Source, lower
+from castframe.catalog.fields import Fraction, Scale, Seed, Source, lower
 
 IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "square": (512, 512),
@@ -62,7 +62,7 @@ class QwenImageParams(BaseModel):
     acceleration: Literal["none", "regular", "high"] | None = Field(
         default=None, description="none (default), regular (half the steps) or high (a quarter)."
     )
-    guidance_scale: Annotated[JsonNumber, Field(ge=0, le=20)] | None = Field(
+    guidance_scale: Scale | None = Field(
         default=None, description="True classifier-free guidance scale, 0 to 20 (2.5 by default)."
     )
     image_size: (
@@ -94,7 +94,7 @@ class QwenImageParams(BaseModel):
         default=None, description="png (default) or jpeg."
     )
     seed: Seed | None = None
-    strength: Annotated[JsonNumber, Field(ge=0, le=1)] | None = Field(
+    strength: Fraction | None = Field(
         default=None, description="Image-to-image: how much is repainted, 0 to 1 (0.6)."
     )
     task_type: Literal["text-to-image", "image-to-image", "image-edit"] | None = Field(

@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from castframe.catalog.base import ImageField, ModelSpec
 from castframe.catalog.envelope import Envelope, request_model
-from castframe.catalog.fields import JsonNumber, Seed, Source, lower
+from castframe.catalog.fields import Fraction, Scale, Seed, Source, lower
 
 ASPECT_SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
@@ -68,9 +68,7 @@ class StableDiffusionParams(BaseModel):
     aspect_ratio: (
         Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "9:16", "9:21"] | None
     ) = Field(default=None, description="Output ratio at about one megapixel; 1:1 by default.")
-    cfg: Annotated[JsonNumber, Field(ge=0, le=20)] | None = Field(
-        default=None, description="Classifier-free guidance scale, 0 to 20."
-    )
+    cfg: Scale | None = Field(default=None, description="Classifier-free guidance scale, 0 to 20.")
     image: Source | None = Field(
         default=None,
         description="An image to transform (image-to-image): an http(s) URL, a "
@@ -85,7 +83,7 @@ class StableDiffusionParams(BaseModel):
     output_quality: Annotated[StrictInt, Field(ge=0, le=100)] | None = Field(
         default=None, description="JPEG/WebP quality, 0 to 100 (90 by default)."
     )
-    prompt_strength: Annotated[JsonNumber, Field(ge=0, le=1)] | None = Field(
+    prompt_strength: Fraction | None = Field(
         default=None,
         description="With image: how much of it is repainted, 0 to 1 (0.85 by default).",
     )

@@ -42,9 +42,7 @@ def load(class_name: str, model_dir: Path | str, device: str) -> Any:
     index = json.loads((Path(model_dir) / "model_index.json").read_text())
     expected, _optional = pipeline_class._get_signature_keys(pipeline_class)
     absent = {name: None for name in expected if not (index.get(name) or [None])[0]}
-    pipeline = pipeline_class.from_pretrained(
-        str(model_dir), dtype=torch_dtype(device), **absent
-    )
+    pipeline = pipeline_class.from_pretrained(str(model_dir), dtype=torch_dtype(device), **absent)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
