@@ -446,3 +446,33 @@ def test_programs_get_completed_jobs_from_diffusers_and_the_sandbox(open_api_liv
             for url in job["result"]["images"]:
                 image = Image.open(io.BytesIO(api.file(url)))
                 assert image.size == size and image.format.lower() == kind
+
+
+def test_weights_download_fetches_once_and_checks_the_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command asks the hub client for the official repository (stubbed: no network in
+    tests) and refuses weights of another family."""
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    from castframe.cli import app
+
+    asked: list[tuple[str, str | None]] = []
+
+    def snapshot(repo: str, local_dir: str | None = None) -> str:
+        asked.append((repo, local_dir))
+        kind = "QwenImagePipeline" if repo == "Qwen/Qwen-Image" else "FluxPipeline"
+        return str(fake_weights(Path(local_dir or tmp_path / "cache" / repo), kind))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    runner = CliRunner()
+    result = runner.invoke(app, ["weights", "download", "qwen-image", "--to", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert asked == [("Qwen/Qwen-Image", str(tmp_path / "q"))]
+    assert '{"qwen-image": "' + str(tmp_path / "q") + '"}' in result.output
+    assert "Apache-2.0" in result.output
+    wrong = runner.invoke(app, ["weights", "download", "qwen-image", "--repo", "someone/flux"])
+    assert wrong.exit_code != 0 and "needs QwenImagePipeline" in wrong.output
+    unknown = runner.invoke(app, ["weights", "download", "sdxl"])
+    assert unknown.exit_code != 0 and "no model 'sdxl'" in unknown.output

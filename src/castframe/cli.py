@@ -27,6 +27,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+weights_app = typer.Typer(help="Open-model weights for the diffusers engine.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 app.command("generate")(generate)
 
 
@@ -109,6 +111,39 @@ def worker(
     stop.wait()
     typer.echo("draining: no new jobs; finishing running ones", err=True)
     services.stop(grace)
+
+
+@weights_app.command("download")
+def weights_download(
+    model: Annotated[str, typer.Argument(help="A model id (or qwen-image:edit).")],
+    repo: Annotated[
+        str | None, typer.Option(help="Hub repository (default: the official weights).")
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option(help="A local directory (default: the local hub cache).")
+    ] = None,
+) -> None:
+    """Download a model's weights once, with progress; prints the setting that uses them."""
+    from castframe.engines.open_weights import weights
+
+    try:
+        path = weights.download(model, repo, to)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    value = str(path) if to is not None else (repo or weights.WEIGHTS[model].hub_id)
+    typer.echo(f"{model}: {path}")
+    typer.echo(f"licence: {weights.WEIGHTS[model].licence}")
+    typer.echo(f"add to {weights.SETTING}: " + json.dumps({model: value}))
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """The models the diffusers engine can hold, their official weights and licences."""
+    from castframe.engines.open_weights import weights
+
+    for key, item in weights.WEIGHTS.items():
+        typer.echo(f"{key:34} {item.hub_id:48} {item.licence}")
 
 
 @app.command()

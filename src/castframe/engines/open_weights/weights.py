@@ -165,3 +165,24 @@ def check_weights(settings: Settings) -> dict[str, Path]:
             )
         checked[key] = path
     return checked
+
+
+def download(key: str, repo: str | None = None, to: Path | None = None) -> Path:
+    """Fetch the weights of ``key`` once, on the operator's machine (``castframe weights
+    download``), with huggingface_hub's progress bars: into ``to`` when given, else into the
+    local hub cache, where CASTFRAME_DIFFUSERS_MODELS can name them by hub id. Gated
+    repositories (Stability's, FLUX.2 [dev]) need their licence accepted on the hub and
+    HF_TOKEN set. Never called at request time."""
+    weights = WEIGHTS.get(key)
+    if weights is None:
+        raise ValueError(f"no model {key!r}: choose one of {', '.join(WEIGHTS)}")
+    from huggingface_hub import snapshot_download
+
+    path = snapshot_download(repo or weights.hub_id, local_dir=str(to) if to is not None else None)
+    found = pipeline_class(Path(path))
+    if found not in weights.pipeline_classes:
+        raise ValueError(
+            f"{repo or weights.hub_id} holds a {found or 'unknown'} pipeline; {key} needs "
+            f"{' or '.join(weights.pipeline_classes)}"
+        )
+    return Path(path)
