@@ -309,15 +309,15 @@ def build_runner(model_id: str, path: Path, device: str, edit_dir: Path | None =
     if model_id.startswith("stable-diffusion-3"):
         from castframe.engines.open_weights.sd3 import StableDiffusion3Runner
 
-        return StableDiffusion3Runner(path, device)
+        return StableDiffusion3Runner.load(path, device)
     if model_id == "qwen-image":
         from castframe.engines.open_weights.qwen_image import QwenImageRunner
 
-        return QwenImageRunner(path, device, edit_dir)
+        return QwenImageRunner.load(path, device, edit_dir)
     if model_id == "flux-2-dev":
         from castframe.engines.open_weights.flux2_dev import Flux2DevRunner
 
-        return Flux2DevRunner(path, device)
+        return Flux2DevRunner.load(path, device)
     raise ValueError(f"the diffusers engine has no pipeline family for {model_id}")
 
 
@@ -352,6 +352,14 @@ class OpenWeightsEngine:
                 continue  # the edit weights belong to qwen-image; flux-2-dev is not turned on
             self.runners[model_id] = build_runner(model_id, path, device, edit_dir)
         self._lock = threading.Lock()  # one GPU, one job at a time in this process
+
+    @classmethod
+    def with_runners(cls, runners: Mapping[str, Runner], device: str) -> OpenWeightsEngine:
+        """An engine around pipelines already built (benchmarks time random weights of the
+        real architecture without writing tens of gigabytes to disk)."""
+        engine = cls({}, device)
+        engine.runners = dict(runners)
+        return engine
 
     @property
     def models(self) -> list[str]:

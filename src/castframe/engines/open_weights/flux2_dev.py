@@ -57,9 +57,9 @@ def match_size(width: int, height: int) -> tuple[int, int]:
 class Flux2DevRunner:
     family = FAMILY
 
-    def __init__(self, model_dir: Path, device: str) -> None:
+    def __init__(self, pipeline: Any, device: str) -> None:
         self.device = device
-        self.pipeline: Any = runs.load(PIPELINE, model_dir, device)
+        self.pipeline: Any = pipeline
         encoder = self.pipeline.text_encoder.config
         text = getattr(encoder, "text_config", encoder)
         self.layers = text_encoder_layers(
@@ -67,6 +67,10 @@ class Flux2DevRunner:
             self.pipeline.transformer.config.joint_attention_dim,
             text.num_hidden_layers,
         )
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str) -> Flux2DevRunner:
+        return cls(runs.load(PIPELINE, model_dir, device), device)
 
     def run(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         references = [

@@ -54,11 +54,16 @@ def refusals(params: Mapping[str, Any], has_edit_weights: bool) -> list[tuple[st
 class QwenImageRunner:
     family = FAMILY
 
-    def __init__(self, model_dir: Path, device: str, edit_dir: Path | None = None) -> None:
+    def __init__(self, pipeline: Any, device: str, editor: Any = None) -> None:
         self.device = device
-        self.pipeline: Any = runs.load(PIPELINE, model_dir, device)
-        self.img2img: Any = runs.derived(IMG2IMG, self.pipeline)
-        self.editor: Any = runs.load(EDIT, edit_dir, device) if edit_dir else None
+        self.pipeline: Any = pipeline
+        self.img2img: Any = runs.derived(IMG2IMG, pipeline)
+        self.editor: Any = editor
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str, edit_dir: Path | None = None) -> QwenImageRunner:
+        editor = runs.load(EDIT, edit_dir, device) if edit_dir else None
+        return cls(runs.load(PIPELINE, model_dir, device), device, editor)
 
     def run(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         task = str(request.param("task_type", "text-to-image"))

@@ -43,10 +43,14 @@ def refusals(params: Mapping[str, Any]) -> list[tuple[str, str]]:
 class StableDiffusion3Runner:
     family = FAMILY
 
-    def __init__(self, model_dir: Path, device: str) -> None:
+    def __init__(self, pipeline: Any, device: str) -> None:
         self.device = device
-        self.pipeline: Any = runs.load(PIPELINE, model_dir, device)
-        self.img2img: Any = runs.derived(IMG2IMG, self.pipeline)
+        self.pipeline: Any = pipeline
+        self.img2img: Any = runs.derived(IMG2IMG, pipeline)
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str) -> StableDiffusion3Runner:
+        return cls(runs.load(PIPELINE, model_dir, device), device)
 
     def run(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
         steps = int(request.param("steps", 28))
