@@ -27,7 +27,11 @@ from castframe.engines.router import Routing, validate_engine_settings
 from tests.conftest import Api, make_api
 from tests.support.hooks import Recorder
 from tests.support.images import astronaut, astronaut_png, data_uri
-from tests.support.tiny_pipelines import tiny_qwen_image, tiny_stable_diffusion_3
+from tests.support.tiny_pipelines import (
+    tiny_flux2_dev,
+    tiny_qwen_image,
+    tiny_stable_diffusion_3,
+)
 
 SD_IDS = [
     "stable-diffusion-3.5-large",
@@ -183,7 +187,12 @@ def qwen_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def engine(sd3_dir: Path, qwen_dirs: tuple[Path, Path]) -> Any:
+def flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_flux2_dev(tmp_path_factory.mktemp("models") / "flux2-dev-tiny")
+
+
+@pytest.fixture(scope="session")
+def open_engine(sd3_dir: Path, qwen_dirs: tuple[Path, Path], flux_dir: Path) -> Any:
     from castframe.engines.open_weights.engine import OpenWeightsEngine
 
     return OpenWeightsEngine(
@@ -192,8 +201,10 @@ def engine(sd3_dir: Path, qwen_dirs: tuple[Path, Path]) -> Any:
             "stable-diffusion-3.5-large-turbo": sd3_dir,
             "qwen-image": qwen_dirs[0],
             "qwen-image:edit": qwen_dirs[1],
+            "flux-2-dev": flux_dir,
         },
         "cpu",
+        flux_2_dev=True,
     )
 
 
@@ -202,6 +213,7 @@ def open_request(
     image: np.ndarray | None = None,
     size: tuple[int, int] | None = None,
     seed: int = 7,
+    references: tuple[np.ndarray, ...] = (),
 ) -> EngineRequest:
     """The engine request the worker builds for ``body`` (its catalog params), at ``size``
     instead of the model's size when given (small sizes keep CPU tests quick)."""
@@ -216,7 +228,10 @@ def open_request(
         num_images=params["num_images"],
         width=width,
         height=height,
-        inputs=EngineInputs(image=InputImage(image) if image is not None else None),
+        inputs=EngineInputs(
+            image=InputImage(image) if image is not None else None,
+            references=tuple(InputImage(item) for item in references),
+        ),
         params={**params, "width": width, "height": height},
     )
 
@@ -229,58 +244,58 @@ def qwen_body(**params: Any) -> dict[str, Any]:
     return {"prompt": "a shop sign", "model": "qwen-image", "qwenImageParams": params}
 
 
-def test_sd3_text_to_image_sizes_steps_and_seeds(engine: Any) -> None:
+def test_sd3_text_to_image_sizes_steps_and_seeds(open_engine: Any) -> None:
     recorder = Recorder()
     request = open_request(sd_body(steps=3, cfg=4.5, negative_prompt="blur"), size=(128, 64))
-    first = engine.generate(request, recorder)
+    first = open_engine.generate(request, recorder)
     assert first.images[0].pixels.shape == (64, 128, 3)
     assert first.metadata["pipeline"] == "StableDiffusion3Pipeline"
     assert (first.metadata["steps"], first.metadata["cfg"]) == (3, 4.5)
     assert len(recorder.values) == 3 and recorder.values[-1] == 95
-    again = engine.generate(request, NullHooks()).images[0].pixels
+    again = open_engine.generate(request, NullHooks()).images[0].pixels
     assert np.array_equal(first.images[0].pixels, again)
     other = open_request(sd_body(steps=3, cfg=4.5, seed=8), size=(128, 64))
-    assert not np.array_equal(engine.generate(other, NullHooks()).images[0].pixels, again)
-    turbo = engine.generate(
+    assert not np.array_equal(open_engine.generate(other, NullHooks()).images[0].pixels, again)
+    turbo = open_engine.generate(
         open_request(sd_body("stable-diffusion-3.5-large-turbo"), size=(64, 64)), Recorder()
     )
     assert (turbo.metadata["steps"], turbo.metadata["cfg"]) == (4, 0.0)
 
 
-def test_sd3_image_to_image_keeps_proportions_and_strength(engine: Any) -> None:
+def test_sd3_image_to_image_keeps_proportions_and_strength(open_engine: Any) -> None:
     photo = np.asarray(Image.fromarray(astronaut()).resize((160, 96)))
     recorder = Recorder()
     body = sd_body(image="upload://photo", prompt_strength=0.5, steps=4)
-    result = engine.generate(open_request(body, image=photo), recorder)
+    result = open_engine.generate(open_request(body, image=photo), recorder)
     assert result.metadata["pipeline"] == "StableDiffusion3Img2ImgPipeline"
     assert result.images[0].pixels.shape[:2][::-1] == image_to_image_size(160, 96)
     assert len(recorder.values) == 2  # half of 4 steps repaint
     untouched = open_request(sd_body(image="upload://photo", prompt_strength=0), image=photo)
-    kept = engine.generate(untouched, NullHooks()).images[0].pixels
+    kept = open_engine.generate(untouched, NullHooks()).images[0].pixels
     expected = np.asarray(
         Image.fromarray(photo).resize(image_to_image_size(160, 96), Image.Resampling.LANCZOS)
     )
     assert np.array_equal(kept, expected)
 
 
-def test_qwen_tasks_sizes_counts_and_guidance(engine: Any) -> None:
+def test_qwen_tasks_sizes_counts_and_guidance(open_engine: Any) -> None:
     body = qwen_body(image_size="square", num_images=2, num_inference_steps=4, seed=3)
-    two = engine.generate(open_request(body, size=(64, 64)), Recorder())
+    two = open_engine.generate(open_request(body, size=(64, 64)), Recorder())
     assert [image.seed for image in two.images] == [3, 4]
     assert all(image.pixels.shape == (64, 64, 3) for image in two.images)
     assert two.metadata["trueCfgScale"] == 2.5
-    one = engine.generate(
+    one = open_engine.generate(
         open_request(qwen_body(num_inference_steps=4, seed=3), size=(64, 64)), NullHooks()
     )
     assert np.array_equal(one.images[0].pixels, two.images[0].pixels)
     fast = Recorder()
-    engine.generate(
+    open_engine.generate(
         open_request(qwen_body(num_inference_steps=8, acceleration="regular"), size=(32, 32)),
         fast,
     )
     assert len(fast.values) == 4
     photo = np.asarray(Image.fromarray(astronaut()).resize((96, 64)))
-    img2img = engine.generate(
+    img2img = open_engine.generate(
         open_request(
             qwen_body(image_url="upload://p", image_size="square", num_inference_steps=4),
             image=photo,
@@ -290,7 +305,7 @@ def test_qwen_tasks_sizes_counts_and_guidance(engine: Any) -> None:
     )
     assert img2img.metadata["pipeline"] == "QwenImageImg2ImgPipeline"
     assert img2img.images[0].pixels.shape == (64, 64, 3)
-    edit = engine.generate(
+    edit = open_engine.generate(
         open_request(
             qwen_body(image_url="upload://p", task_type="image-edit", num_inference_steps=2),
             image=photo,
@@ -302,15 +317,49 @@ def test_qwen_tasks_sizes_counts_and_guidance(engine: Any) -> None:
     assert edit.images[0].pixels.shape[2] == 3
 
 
-def test_cancel_between_steps_and_unheld_models(engine: Any) -> None:
+def flux_body(**params: Any) -> dict[str, Any]:
+    return {"prompt": "a lighthouse", "model": "flux-2-dev", "fluxParams": params}
+
+
+def test_flux_2_dev_sizes_references_and_seeds(open_engine: Any, flux_dir: Path) -> None:
+    recorder = Recorder()
+    body = flux_body(steps=3, guidance=2.5, seed=5)
+    first = open_engine.generate(open_request(body, size=(128, 96)), recorder)
+    assert first.images[0].pixels.shape == (96, 128, 3)
+    assert (first.metadata["steps"], first.metadata["guidance"]) == (3, 2.5)
+    assert len(recorder.values) == 3
+    again = open_engine.generate(open_request(body, size=(128, 96)), NullHooks()).images[0]
+    assert np.array_equal(first.images[0].pixels, again.pixels)
+    photo = np.asarray(Image.fromarray(astronaut()).resize((384, 288)))
+    matched = open_engine.generate(
+        open_request(
+            flux_body(input_images=["upload://a"], resolution="match_input_image", steps=2, seed=5),
+            references=(photo,),
+        ),
+        NullHooks(),
+    )
+    assert matched.images[0].pixels.shape == (288, 384, 3)
+    assert matched.metadata["references"] == 1
+    quick = Recorder()
+    open_engine.generate(open_request(flux_body(go_fast=True), size=(64, 64)), quick)
+    assert len(quick.values) == 14  # half of the default 28 steps
+    from castframe.engines.open_weights.engine import OpenWeightsEngine
+
+    off = OpenWeightsEngine({"flux-2-dev": flux_dir}, "cpu")
+    assert off.models == []  # weights present, licence switch off: never loaded
+
+
+def test_cancel_between_steps_and_unheld_models(open_engine: Any) -> None:
     stopper = Recorder(cancel_after=1)
     with pytest.raises(JobCancelled):
-        engine.generate(open_request(sd_body(steps=6), size=(64, 64)), stopper)
+        open_engine.generate(open_request(sd_body(steps=6), size=(64, 64)), stopper)
     assert len(stopper.values) < 6
     from castframe.errors import JobFailure
 
     with pytest.raises(JobFailure, match="holds no weights for stable-diffusion-3"):
-        engine.generate(open_request(sd_body("stable-diffusion-3"), size=(64, 64)), NullHooks())
+        open_engine.generate(
+            open_request(sd_body("stable-diffusion-3"), size=(64, 64)), NullHooks()
+        )
 
 
 # -- settings: weights checked at start, the licence switch, refusals ----------------------
@@ -409,7 +458,7 @@ def contextlib_api(tmp_path: Path, url: str, **settings: Any) -> Any:
 
 @pytest.fixture
 def open_api_live(
-    tmp_path: Path, sqlite_url: str, sd3_dir: Path, qwen_dirs: tuple[Path, Path]
+    tmp_path: Path, sqlite_url: str, sd3_dir: Path, qwen_dirs: tuple[Path, Path], flux_dir: Path
 ) -> Iterator[Api]:
     yield from make_api(
         tmp_path,
@@ -417,7 +466,9 @@ def open_api_live(
         diffusers_models={
             "stable-diffusion-3.5-large": str(sd3_dir),
             "qwen-image": str(qwen_dirs[0]),
+            "flux-2-dev": str(flux_dir),
         },
+        diffusers_flux_2_dev=True,
         diffusers_device="cpu",
         faces_enabled=False,
     )
@@ -435,6 +486,7 @@ def test_programs_get_completed_jobs_from_diffusers_and_the_sandbox(open_api_liv
             (1024, 576),
             "png",
         ),
+        (flux_body(aspect_ratio="16:9", resolution="0.5MP", steps=2), (960, 544), "jpeg"),
         (sd_body("stable-diffusion-3.5-medium", aspect_ratio="9:16"), (768, 1344), "webp"),
     ]  # fmt: skip
     for body, size, kind in bodies:

@@ -115,7 +115,7 @@ def worker(
 
 @weights_app.command("download")
 def weights_download(
-    model: Annotated[str, typer.Argument(help="A model id (or qwen-image:edit).")],
+    model: Annotated[str, typer.Argument(help="A key of `castframe weights list`.")],
     repo: Annotated[
         str | None, typer.Option(help="Hub repository (default: the official weights).")
     ] = None,
@@ -124,26 +124,27 @@ def weights_download(
     ] = None,
 ) -> None:
     """Download a model's weights once, with progress; prints the setting that uses them."""
-    from castframe.engines.open_weights import weights
+    from castframe.services import download_weights, weights_table
 
     try:
-        path = weights.download(model, repo, to)
+        path = download_weights(model, repo, to)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    value = str(path) if to is not None else (repo or weights.WEIGHTS[model].hub_id)
+    hub_id, licence = weights_table()[model]
+    value = str(path) if to is not None else (repo or hub_id)
     typer.echo(f"{model}: {path}")
-    typer.echo(f"licence: {weights.WEIGHTS[model].licence}")
-    typer.echo(f"add to {weights.SETTING}: " + json.dumps({model: value}))
+    typer.echo(f"licence: {licence}")
+    typer.echo("add to CASTFRAME_DIFFUSERS_MODELS: " + json.dumps({model: value}))
 
 
 @weights_app.command("list")
 def weights_list() -> None:
     """The models the diffusers engine can hold, their official weights and licences."""
-    from castframe.engines.open_weights import weights
+    from castframe.services import weights_table
 
-    for key, item in weights.WEIGHTS.items():
-        typer.echo(f"{key:34} {item.hub_id:48} {item.licence}")
+    for key, (hub_id, licence) in weights_table().items():
+        typer.echo(f"{key:34} {hub_id:48} {licence}")
 
 
 @app.command()

@@ -212,20 +212,20 @@ class Settings(BaseSettings):
     )
     diffusers_model: str = Field(
         default="",
-        description="Local diffusers pipeline directory for `ideogram-character` (FLUX.2 "
+        description="Local diffusers pipeline directory for the character model (FLUX.2 "
         "klein or Qwen-Image-Edit-Plus).",
     )
     diffusers_models: dict[str, str] = Field(
         default_factory=dict,
         description="Weights of the open models the `diffusers` engine serves (JSON: model id "
-        '-> local directory or downloaded hub id), e.g. `{"stable-diffusion-3.5-large": '
-        '"/weights/sd35-large", "qwen-image": "Qwen/Qwen-Image"}`; `qwen-image:edit` holds '
-        "Qwen-Image-Edit for qwen-image's image-edit task. Checked at start; see "
-        "`castframe weights download`.",
+        '-> local directory or downloaded hub id), e.g. `{"<model id>": "/weights/dir", '
+        '"<other id>": "Org/Repo"}`; Qwen-Image\'s edit weights go under `<its id>:edit`. '
+        "Checked at start; `castframe weights list` names the keys, `castframe weights "
+        "download` fetches them.",
     )
     diffusers_flux_2_dev: bool = Field(
         default=False,
-        description="Serve `flux-2-dev` on `diffusers` (its weights in "
+        description="Serve FLUX.2 [dev] on `diffusers` (its weights in "
         "CASTFRAME_DIFFUSERS_MODELS). FLUX.2 [dev] is under the FLUX [dev] Non-Commercial "
         "License: turn this on only to run non-commercially or with a commercial licence "
         "from Black Forest Labs.",

@@ -349,3 +349,87 @@ def tiny_qwen_image(path: Path) -> Path:
     )
     pipeline.save_pretrained(path / "generate")
     return path / "generate"
+
+
+def tiny_flux2_dev(path: Path) -> Path:
+    """FLUX.2 [dev]: the Flux2 transformer with guidance embeddings, a Mistral-3 text encoder
+    (with its Pixtral vision tower, as the real one) and the Flux2 VAE.
+
+    The real tokenizer is Mistral's Pixtral processor, which cannot be built offline; the
+    pipeline only calls its ``apply_chat_template`` on text (reference images go to the VAE;
+    the processor reads images only for prompt upsampling), so the byte-level tokenizer with
+    a chat template stands in."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2Pipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        timestep_guidance_channels=256,
+        axes_dims_rope=[4, 4, 4, 4],
+    )
+    tokenizer = byte_level_tokenizer()
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[attr-defined]
+    text_encoder = Mistral3ForConditionalGeneration(
+        Mistral3Config(
+            text_config={
+                "model_type": "mistral",
+                "vocab_size": len(tokenizer),  # type: ignore[arg-type]
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "max_position_embeddings": 1024,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 2,
+                "num_key_value_heads": 2,
+                "rope_theta": 1e9,
+                "sliding_window": None,
+                "pad_token_id": pad,
+            },
+            vision_config={
+                "model_type": "pixtral",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 16,
+                "image_size": 30,
+                "patch_size": 6,
+                "num_channels": 3,
+            },
+            image_token_index=pad,
+            pad_token_id=pad,
+            vision_feature_layer=-1,
+        )
+    )
+    vae = AutoencoderKLFlux2(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    pipeline = Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipeline.save_pretrained(path)
+    return path

@@ -36,7 +36,7 @@ def describe(
 ) -> dict[str, Any]:
     """The catalog entry with the prices in force and, as extensions, the engine that runs
     it for live keys (test keys always use the sandbox) and, where an engine holds weights
-    it may not use (flux-2-dev before its licence switch), ``engineNotice`` saying why."""
+    it may not use (a model behind a licence switch that is off), ``engineNotice`` saying why."""
     entry = {**spec.describe(settings.prices), "engine": engine}
     if notice:
         entry["engineNotice"] = notice
