@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from castframe.catalog import MODELS
 from castframe.catalog.ideogram_params import ASPECT_SIZES
 from castframe.config import Settings
 from castframe.engines.base import EngineRequest, JobCancelled, NullHooks
@@ -65,8 +66,9 @@ def test_family_detection_and_clear_errors(klein_dir: Path, tmp_path: Path) -> N
 
 
 def test_routing_and_text_encoder_layers() -> None:
-    assert route_engine("ideogram-character", "live", Settings(diffusers_model="/m")) == "diffusers"
-    assert route_engine("ideogram-character", "test", Settings(diffusers_model="/m")) == "sandbox"
+    character = MODELS["ideogram-character"]
+    assert route_engine(character, "live", Settings(diffusers_model="/m")) == "diffusers"
+    assert route_engine(character, "test", Settings(diffusers_model="/m")) == "sandbox"
     assert text_encoder_layers(2560, 7680, 36) == (9, 18, 27)  # FLUX.2 klein 4B's own default
     assert text_encoder_layers(16, 16, 2) == (1,)
 

@@ -39,6 +39,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+weights_app = typer.Typer(help="Open-model weights for the diffusers engine.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 app.command("generate")(generate)
 
 
@@ -203,7 +205,7 @@ def worker(
     bound_heap_retention()
     model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
     if models is not None and not model_list:
-        raise typer.BadParameter("name at least one model, e.g. --models qwen-image")
+        raise typer.BadParameter("name at least one model id (GET /v2/models lists them)")
     unknown = [name for name in model_list if name not in MODELS]
     if unknown:
         raise typer.BadParameter(
@@ -229,6 +231,40 @@ def worker(
     stop.wait()
     typer.echo("draining: no new jobs; finishing running ones", err=True)
     services.stop(grace)
+
+
+@weights_app.command("download")
+def weights_download(
+    model: Annotated[str, typer.Argument(help="A key of `castframe weights list`.")],
+    repo: Annotated[
+        str | None, typer.Option(help="Hub repository (default: the official weights).")
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option(help="A local directory (default: the local hub cache).")
+    ] = None,
+) -> None:
+    """Download a model's weights once, with progress; prints the setting that uses them."""
+    from castframe.services import download_weights, weights_table
+
+    try:
+        path = download_weights(model, repo, to)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    hub_id, licence = weights_table()[model]
+    value = str(path) if to is not None else (repo or hub_id)
+    typer.echo(f"{model}: {path}")
+    typer.echo(f"licence: {licence}")
+    typer.echo("add to CASTFRAME_DIFFUSERS_MODELS: " + json.dumps({model: value}))
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """The models the diffusers engine can hold, their official weights and licences."""
+    from castframe.services import weights_table
+
+    for key, (hub_id, licence) in weights_table().items():
+        typer.echo(f"{key:34} {hub_id:48} {licence}")
 
 
 @app.command()

@@ -364,7 +364,24 @@ class Settings(BaseSettings):
         "always use the sandbox.",
     )
     diffusers_model: str = Field(
-        default="", description="Local diffusers pipeline directory (enables `diffusers`)."
+        default="",
+        description="Local diffusers pipeline directory for the character model (FLUX.2 "
+        "klein or Qwen-Image-Edit-Plus).",
+    )
+    diffusers_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Weights of the open models the `diffusers` engine serves (JSON: model id "
+        '-> local directory or downloaded hub id), e.g. `{"<model id>": "/weights/dir", '
+        '"<other id>": "Org/Repo"}`; Qwen-Image\'s edit weights go under `<its id>:edit`. '
+        "Checked at start; `castframe weights list` names the keys, `castframe weights "
+        "download` fetches them.",
+    )
+    diffusers_flux_2_dev: bool = Field(
+        default=False,
+        description="Serve FLUX.2 [dev] on `diffusers` (its weights in "
+        "CASTFRAME_DIFFUSERS_MODELS). FLUX.2 [dev] is under the FLUX [dev] Non-Commercial "
+        "License: turn this on only to run non-commercially or with a commercial licence "
+        "from Black Forest Labs.",
     )
     diffusers_device: str = Field(default="auto", description="cuda, cuda:N, cpu or auto.")
     diffusers_compile: bool = Field(

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from castframe.config import Settings
@@ -206,3 +207,19 @@ class Services:
         if self.announcer:
             self.announcer.stop()  # after the worker: its last changes are announced
         self.db.dispose()
+
+
+def weights_table() -> dict[str, tuple[str, str]]:
+    """The diffusers engine's weights keys -> (official hub repository, licence), for
+    ``castframe weights list``."""
+    from castframe.engines.open_weights.weights import WEIGHTS
+
+    return {key: (item.hub_id, item.licence) for key, item in WEIGHTS.items()}
+
+
+def download_weights(key: str, repo: str | None = None, to: Path | None = None) -> Path:
+    """``castframe weights download``: fetch a model's weights once, on the operator's
+    machine (engines/open_weights/weights.py: ``download``)."""
+    from castframe.engines.open_weights.weights import download
+
+    return download(key, repo, to)

@@ -234,3 +234,202 @@ def tiny_lora(pipeline_dir: Path, path: Path) -> Path:
         path, transformer_lora_layers=get_peft_model_state_dict(transformer)
     )
     return path / "pytorch_lora_weights.safetensors"
+
+
+def clip_tokenizer() -> object:
+    """A CLIP tokenizer built in memory: every byte a symbol (as itself and word-final), no
+    merges, 77 tokens like the real ones."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for symbol in alphabet:
+        vocab[symbol] = len(vocab)
+        vocab[symbol + "</w>"] = len(vocab)
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=[],
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=77,
+    )
+
+
+def tiny_stable_diffusion_3(path: Path) -> Path:
+    """Stable Diffusion 3 / 3.5: SD3 MMDiT, two CLIP text encoders with projections (the T5
+    encoder is optional in the pipeline and left out, as diffusers allows), an 8x VAE."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        out_channels=4,
+    )
+    tokenizer = clip_tokenizer()
+
+    def clip() -> object:
+        return CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+                hidden_size=16,
+                intermediate_size=16,
+                projection_dim=16,
+                num_attention_heads=2,
+                num_hidden_layers=2,
+                vocab_size=len(tokenizer),  # type: ignore[arg-type]
+                max_position_embeddings=77,
+                hidden_act="gelu",
+            )
+        )
+
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=clip(),
+        tokenizer=tokenizer,
+        text_encoder_2=clip(),
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+        image_encoder=None,
+        feature_extractor=None,
+    )
+    pipeline.save_pretrained(path)
+    return path
+
+
+def tiny_qwen_image(path: Path) -> Path:
+    """Qwen-Image (text-to-image and image-to-image): the QwenImage transformer, the
+    Qwen2.5-VL text encoder, the Qwen-Image VAE; the edit model's tiny components without its
+    processor (Qwen-Image reads text only)."""
+    from diffusers import QwenImageEditPlusPipeline, QwenImagePipeline
+
+    edit = QwenImageEditPlusPipeline.from_pretrained(tiny_qwen_image_edit(path / "edit"))
+    pipeline = QwenImagePipeline(
+        transformer=edit.transformer,
+        vae=edit.vae,
+        scheduler=edit.scheduler,
+        text_encoder=edit.text_encoder,
+        tokenizer=edit.tokenizer,
+    )
+    pipeline.save_pretrained(path / "generate")
+    return path / "generate"
+
+
+def tiny_flux2_dev(path: Path) -> Path:
+    """FLUX.2 [dev]: the Flux2 transformer with guidance embeddings, a Mistral-3 text encoder
+    (with its Pixtral vision tower, as the real one) and the Flux2 VAE.
+
+    The real tokenizer is Mistral's Pixtral processor, which cannot be built offline; the
+    pipeline only calls its ``apply_chat_template`` on text (reference images go to the VAE;
+    the processor reads images only for prompt upsampling), so the byte-level tokenizer with
+    a chat template stands in."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2Pipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        timestep_guidance_channels=256,
+        axes_dims_rope=[4, 4, 4, 4],
+    )
+    tokenizer = byte_level_tokenizer()
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[attr-defined]
+    text_encoder = Mistral3ForConditionalGeneration(
+        Mistral3Config(
+            text_config={
+                "model_type": "mistral",
+                "vocab_size": len(tokenizer),  # type: ignore[arg-type]
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "max_position_embeddings": 1024,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 2,
+                "num_key_value_heads": 2,
+                "rope_theta": 1e9,
+                "sliding_window": None,
+                "pad_token_id": pad,
+            },
+            vision_config={
+                "model_type": "pixtral",
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 16,
+                "image_size": 30,
+                "patch_size": 6,
+                "num_channels": 3,
+            },
+            image_token_index=pad,
+            pad_token_id=pad,
+            vision_feature_layer=-1,
+        )
+    )
+    vae = AutoencoderKLFlux2(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    pipeline = Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipeline.save_pretrained(path)
+    return path

@@ -22,11 +22,12 @@ def list_models(
 ) -> dict[str, Any]:
     services = get_services(request)
     settings = services.settings
-    served = Routing(settings).served()
+    routing = Routing(settings)
+    served, notices = routing.served(), routing.notices()
     live = _live_models(services)
     return {
         "models": [
-            describe(spec, settings, served[model_id], live)
+            describe(spec, settings, served[model_id], live, notices.get(model_id))
             for model_id, spec in MODELS.items()
             if model_id in served and (modality is None or spec.modality == modality)
         ]
@@ -34,16 +35,25 @@ def list_models(
 
 
 def describe(
-    spec: ModelSpec, settings: Settings, engine: str, live: frozenset[str] | None
+    spec: ModelSpec,
+    settings: Settings,
+    engine: str,
+    live: frozenset[str] | None,
+    notice: str | None = None,
 ) -> dict[str, Any]:
     """The catalog entry with the prices in force and, as extensions, the engine that runs
-    it for live keys (test keys always use the sandbox) and whether a live worker serves it
-    (``hasWorker``: false, its jobs wait in the queue; jobs/fleet.py)."""
-    return {
+    it for live keys (test keys always use the sandbox), whether a live worker serves it
+    (``hasWorker``: false, its jobs wait in the queue; jobs/fleet.py) and, where an engine
+    holds weights it may not use (a model behind a licence switch that is off),
+    ``engineNotice`` saying why."""
+    entry = {
         **spec.describe(settings.prices),
         "engine": engine,
         "hasWorker": live is None or spec.id in live,
     }
+    if notice:
+        entry["engineNotice"] = notice
+    return entry
 
 
 def _live_models(services: Services) -> frozenset[str] | None:
@@ -59,7 +69,9 @@ def _live_models(services: Services) -> frozenset[str] | None:
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
     services = get_services(request)
     settings = services.settings
-    served = Routing(settings).served()
+    routing = Routing(settings)
+    served = routing.served()
     if model_id not in served:
         raise ApiError("not_found", f"no model {model_id!r}")
-    return describe(MODELS[model_id], settings, served[model_id], _live_models(services))
+    notice = routing.notices().get(model_id)
+    return describe(MODELS[model_id], settings, served[model_id], _live_models(services), notice)

@@ -7,6 +7,7 @@ Adding a model is a module here (its ``ModelSpec``: schema, params, images, pric
 from __future__ import annotations
 
 from castframe.catalog.base import MAX_SEED, ImageField, ModelSpec
+from castframe.catalog.flux_2_dev import FLUX_2_DEV
 from castframe.catalog.flux_fill import FLUX_FILL_PRO
 from castframe.catalog.flux_models import FLUX_MODELS
 from castframe.catalog.ideogram_character import IDEOGRAM_CHARACTER
@@ -14,6 +15,8 @@ from castframe.catalog.ideogram_v2 import IDEOGRAM_V2
 from castframe.catalog.ideogram_v3 import IDEOGRAM_V3
 from castframe.catalog.ideogram_v4 import IDEOGRAM_V4
 from castframe.catalog.image_tools import IMAGE_TOOLS
+from castframe.catalog.qwen_image import QWEN_IMAGE
+from castframe.catalog.stable_diffusion import STABLE_DIFFUSION_MODELS
 
 _ALL: tuple[ModelSpec, ...] = (
     IDEOGRAM_CHARACTER,
@@ -23,6 +26,9 @@ _ALL: tuple[ModelSpec, ...] = (
     *FLUX_MODELS,
     FLUX_FILL_PRO,
     *IMAGE_TOOLS,
+    FLUX_2_DEV,
+    *STABLE_DIFFUSION_MODELS,
+    QWEN_IMAGE,
 )
 
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _ALL}

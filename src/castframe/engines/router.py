@@ -4,7 +4,8 @@ Routing is a table. Test keys always get the sandbox. For live keys, the operato
 ``CASTFRAME_ROUTES`` (``pattern=engine`` entries, first match wins) names the engine of each
 model; a model it does not match goes to its provider's upstream engine when that engine's
 key is configured (``ModelSpec.upstream``), else to the diffusers engine when it holds weights
-for that model, else to the sandbox. The choice is made once, at submission, and stored on
+for that model (CASTFRAME_DIFFUSERS_MODELS; flux-2-dev only with its licence switch on), else
+to the sandbox. The choice is made once, at submission, and stored on
 the job, so a configuration change never re-routes jobs already queued.
 
 Each engine declares which models it serves and what it cannot honour (``ENGINES``); what it
@@ -80,16 +81,35 @@ def _diffusers_serves(spec: ModelSpec) -> bool:
 
 
 def _diffusers_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
-    from castframe.engines.open_weights.families import check_params as diffusers_check
+    from castframe.engines.open_weights import weights
 
-    family = served_family(settings.diffusers_model)
-    few_step = bool(settings.diffusers_lora) and family.few_step_steps is not None
-    return diffusers_check(params, family, few_step)
+    if spec.id == weights.CHARACTER_MODEL:
+        from castframe.engines.open_weights.families import check_params as diffusers_check
+
+        family = served_family(settings.diffusers_model)
+        few_step = bool(settings.diffusers_lora) and family.few_step_steps is not None
+        return diffusers_check(params, family, few_step)
+    if spec.id.startswith("stable-diffusion-3"):
+        from castframe.engines.open_weights import sd3
+
+        return sd3.refusals(params)
+    if spec.id == "qwen-image":
+        from castframe.engines.open_weights import qwen_image
+
+        return qwen_image.refusals(params, weights.QWEN_EDIT_KEY in settings.diffusers_models)
+    if spec.id == weights.FLUX_2_DEV:
+        from castframe.engines.open_weights import flux2_dev
+
+        return flux2_dev.refusals(params)
+    return []
 
 
 def _diffusers_missing(settings: Settings) -> str | None:
-    if not settings.diffusers_model:
-        return "the diffusers engine needs CASTFRAME_DIFFUSERS_MODEL"
+    if not settings.diffusers_model and not settings.diffusers_models:
+        return (
+            "the diffusers engine needs weights: CASTFRAME_DIFFUSERS_MODELS (or "
+            "CASTFRAME_DIFFUSERS_MODEL for ideogram-character)"
+        )
     return None
 
 
@@ -128,6 +148,13 @@ def tools_ready(spec: ModelSpec, settings: Settings) -> bool:
 
         return available() is None
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def diffusers_holds(spec: ModelSpec, settings: Settings) -> bool:
+    """Whether this server's diffusers engine has (and may use) weights for ``spec``."""
+    from castframe.engines.open_weights.weights import holds
+
+    return ENGINES["diffusers"].serves(spec) and holds(spec.id, settings)
 
 
 @dataclass(frozen=True)
@@ -174,7 +201,7 @@ def live_engine(spec: ModelSpec, settings: Settings) -> str:
             return engine
     if spec.upstream and ENGINES[spec.upstream].missing(settings) is None:
         return spec.upstream
-    if settings.diffusers_model and ENGINES["diffusers"].serves(spec):
+    if diffusers_holds(spec, settings):
         return "diffusers"
     if ENGINES["tools"].serves(spec) and tools_ready(spec, settings):
         return "tools"
@@ -226,6 +253,13 @@ class Routing:
         """Every model this server can run for live keys, with the engine that runs it."""
         return {model_id: live_engine(spec, self.settings) for model_id, spec in MODELS.items()}
 
+    def notices(self) -> dict[str, str]:
+        """Models an engine holds weights for but does not serve, and why (flux-2-dev
+        before its licence switch is turned on)."""
+        from castframe.engines.open_weights.weights import gated
+
+        return gated(self.settings)
+
 
 def validate_engine_settings(settings: Settings) -> None:
     """Fail at start-up, not on the first job, when the route table or an engine's settings
@@ -249,6 +283,11 @@ def validate_engine_settings(settings: Settings) -> None:
         missing = entry.missing(settings)
         if missing:
             raise ValueError(missing)
+        if engine == "diffusers" and not diffusers_holds(spec, settings):
+            raise ValueError(_no_weights(spec.id, settings))
+    from castframe.engines.open_weights.weights import check_weights
+
+    check_weights(settings)  # missing directories and other families fail here, at start
     for path, what in (
         (settings.bg_remove_851_weights, "CASTFRAME_BG_REMOVE_851_WEIGHTS"),
         (settings.upscale_weights, "CASTFRAME_UPSCALE_WEIGHTS"),
@@ -263,6 +302,24 @@ def validate_engine_settings(settings: Settings) -> None:
         from castframe.engines.open_weights.families import detect_family
 
         detect_family(settings.diffusers_model)  # unsupported pipelines fail here, at start
+
+
+def _no_weights(model_id: str, settings: Settings) -> str:
+    from castframe.engines.open_weights import weights
+
+    if model_id == weights.FLUX_2_DEV and model_id in settings.diffusers_models:
+        return (
+            f"CASTFRAME_ROUTES routes {model_id} to diffusers, but {weights.LICENCE_SETTING} is "
+            "off (FLUX.2 [dev] is under the FLUX [dev] Non-Commercial License)"
+        )
+    setting = (
+        "CASTFRAME_DIFFUSERS_MODEL"
+        if model_id == weights.CHARACTER_MODEL
+        else f"CASTFRAME_DIFFUSERS_MODELS[{model_id!r}]"
+    )
+    return (
+        f"CASTFRAME_ROUTES routes {model_id} to diffusers, which has no weights for it ({setting})"
+    )
 
 
 class EngineRegistry:
@@ -355,18 +412,21 @@ class EngineRegistry:
                 )
             )
         if name == "diffusers":
-            from castframe.engines.open_weights.engine import DiffusersEngine, SpeedUps
+            from castframe.engines.open_weights.engine import OpenWeightsEngine, SpeedUps
+            from castframe.engines.open_weights.weights import check_weights
 
-            return DiffusersEngine(
-                settings.diffusers_model,
+            return OpenWeightsEngine(
+                check_weights(settings),
                 self.device or settings.diffusers_device,
-                SpeedUps(
+                character_dir=settings.diffusers_model,
+                speedups=SpeedUps(
                     compile=settings.diffusers_compile,
                     first_block_cache=settings.diffusers_first_block_cache,
                     channels_last_vae=settings.diffusers_channels_last,
                     batch_images=settings.diffusers_batch_images,
                 ),
                 lora=settings.diffusers_lora,
+                flux_2_dev=settings.diffusers_flux_2_dev,
             )
         if ":" in name:
             factory = load_plugin(name)

@@ -1,6 +1,10 @@
-"""``DiffusersEngine``: runs a local diffusers pipeline inside ``castframe worker``.
+"""The ``diffusers`` engine: open-weights pipelines inside ``castframe worker``.
 
-The pipeline is loaded once (bf16 on CUDA, float32 on CPU) from a local directory. Each
+``OpenWeightsEngine`` is the engine the router builds: it holds every model whose weights the
+operator configured and hands each job to its family's module (sd3.py, qwen_image.py,
+flux2_dev.py) or, for ``ideogram-character``, to ``DiffusersEngine`` below.
+
+``DiffusersEngine``: character-consistent generation on one local pipeline. The pipeline is loaded once (bf16 on CUDA, float32 on CPU) from a local directory. Each
 image has its own ``torch.Generator`` seeded with seed + index, so images are reproducible one
 by one, whether they run one call each or (``batch_images``) in one call; progress is reported
 per denoising step and cancellation is checked between steps. CUDA out-of-memory frees the cache and fails the job (``out_of_memory``) instead
@@ -11,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +30,7 @@ from castframe.engines.open_weights.families import (
     styled_prompt,
     text_encoder_layers,
 )
+from castframe.engines.open_weights.weights import FLUX_2_DEV, QWEN_EDIT_KEY
 from castframe.engines.prompt import expand_prompt
 from castframe.errors import JobFailure
 
@@ -268,13 +275,110 @@ class DiffusersEngine:
         return kept.astype(np.uint8)
 
 
-SERVED_MODELS = frozenset({"ideogram-character"})
-"""The catalog models this engine serves: character-consistent generation and mask edits from
-one reference, on the open-weights families of families.py."""
+CHARACTER_MODELS = frozenset({"ideogram-character"})
+"""Character-consistent generation and mask edits from one reference, on the open-weights
+families of families.py (CASTFRAME_DIFFUSERS_MODEL)."""
+OPEN_MODELS = frozenset(
+    {
+        "stable-diffusion-3.5-large",
+        "stable-diffusion-3.5-large-turbo",
+        "stable-diffusion-3.5-medium",
+        "stable-diffusion-3",
+        "qwen-image",
+        "flux-2-dev",
+    }
+)
+"""Apiframe's open models, each on its own weights (CASTFRAME_DIFFUSERS_MODELS)."""
+SERVED_MODELS = CHARACTER_MODELS | OPEN_MODELS
+"""Every catalog model this engine can serve; which it does serve on a server is the
+models whose weights are configured (weights.py: ``holds``)."""
 
 
 def serves(model_id: str) -> bool:
     return model_id in SERVED_MODELS
+
+
+class Runner(Protocol):
+    family: str
+
+    def run(self, request: EngineRequest, hooks: RunHooks) -> EngineResult: ...
+
+
+def build_runner(model_id: str, path: Path, device: str, edit_dir: Path | None = None) -> Runner:
+    """The pipeline family module that runs ``model_id``, loaded from ``path``."""
+    if model_id.startswith("stable-diffusion-3"):
+        from castframe.engines.open_weights.sd3 import StableDiffusion3Runner
+
+        return StableDiffusion3Runner.load(path, device)
+    if model_id == "qwen-image":
+        from castframe.engines.open_weights.qwen_image import QwenImageRunner
+
+        return QwenImageRunner.load(path, device, edit_dir)
+    if model_id == "flux-2-dev":
+        from castframe.engines.open_weights.flux2_dev import Flux2DevRunner
+
+        return Flux2DevRunner.load(path, device)
+    raise ValueError(f"the diffusers engine has no pipeline family for {model_id}")
+
+
+class OpenWeightsEngine:
+    """The ``diffusers`` engine of a worker: every model whose weights the operator
+    configured, loaded once at start on one device, one job at a time (one GPU)."""
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        weights: Mapping[str, Path],
+        device: str = "auto",
+        *,
+        character_dir: str = "",
+        speedups: SpeedUps | None = None,
+        lora: str = "",
+        flux_2_dev: bool = False,
+    ) -> None:
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.character: DiffusersEngine | None = (
+            DiffusersEngine(character_dir, device, speedups, lora) if character_dir else None
+        )
+        edit_dir = weights.get(QWEN_EDIT_KEY)
+        self.runners: dict[str, Runner] = {}
+        for model_id, path in weights.items():
+            if model_id == QWEN_EDIT_KEY or (model_id == FLUX_2_DEV and not flux_2_dev):
+                continue  # the edit weights belong to qwen-image; flux-2-dev is not turned on
+            self.runners[model_id] = build_runner(model_id, path, device, edit_dir)
+        self._lock = threading.Lock()  # one GPU, one job at a time in this process
+
+    @classmethod
+    def with_runners(cls, runners: Mapping[str, Runner], device: str) -> OpenWeightsEngine:
+        """An engine around pipelines already built (benchmarks time random weights of the
+        real architecture without writing tens of gigabytes to disk)."""
+        engine = cls({}, device)
+        engine.runners = dict(runners)
+        return engine
+
+    @property
+    def models(self) -> list[str]:
+        """The models this engine holds weights for."""
+        return [*(["ideogram-character"] if self.character else []), *self.runners]
+
+    def generate(self, request: EngineRequest, hooks: RunHooks) -> EngineResult:
+        if request.model in CHARACTER_MODELS and self.character is not None:
+            with self._lock:
+                return self.character.generate(request, hooks)
+        runner = self.runners.get(request.model)
+        if runner is None:
+            raise JobFailure(
+                "engine_error", f"the diffusers engine holds no weights for {request.model}"
+            )
+        with self._lock:
+            result = runner.run(request, hooks)
+        result.metadata = {"engine": self.name, "device": self.device, **result.metadata}
+        return result
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
