@@ -137,7 +137,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], int, str, str]] = [
         {"ideogramParams.character_reference_image": None},
         400,
         "validation_error",
-        "ideogramParams.character_reference_image",
+        "ideogramParams",
     ),
     (
         "reference and character",

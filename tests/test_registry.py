@@ -243,3 +243,12 @@ def test_expired_turns_true_when_retention_passes(tmp_path: Any, ref: str) -> No
         assert later["expired"] is True  # no sweep has run: the period alone decides
         gone = api.client.get(later["result"]["images"][0])
         assert (gone.status_code, gone.json()["code"]) == (410, "output_expired")
+
+
+def test_null_is_refused_where_the_field_is(api_no_worker: Api) -> None:
+    """Apiframe's request schemas have no nullable field: a null is a 400 naming its path."""
+    key = api_no_worker.key()
+    body = {"prompt": "a cat", "model": "ideogram-v3-turbo", "ideogramParams": {"seed": None}}
+    response = api_no_worker.generate(key, body)
+    assert response.status_code == 400, response.text
+    assert list(response.json()["details"]) == ["ideogramParams.seed"]
