@@ -215,7 +215,7 @@ def test_sdk_reuses_an_upload_url_and_reads_me_and_models(api_sqlite: Api) -> No
         assert me.team.customer_id is None and me.team.max_concurrent_jobs
         assert me.api_key is not None and me.api_key.mode == "live"
         assert me.api_key.prefix and key.startswith(me.api_key.prefix)
-        (model,) = cf.models()
+        (model,) = [item for item in cf.models() if item.id == "ideogram-character"]
         assert (model.id, model.label, model.modality) == (
             "ideogram-character",
             "Ideogram Character",

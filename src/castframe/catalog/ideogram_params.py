@@ -347,11 +347,13 @@ def _canonical(
 
 
 def _one_of(choices: tuple[str, ...], what: str) -> AfterValidator:
-    """A string enum too long to spell out in every error message."""
+    """A string enum checked after its spelling is normalised: the message lists a short
+    enum's values, and points to the catalog for a long one."""
+    listed = f"one of {', '.join(choices)}" if len(choices) <= 8 else "see GET /v2/models"
 
     def check(value: str) -> str:
         if value not in choices:
-            raise ValueError(f"{value!r} is not a known {what} for this model; see GET /v2/models")
+            raise ValueError(f"{value!r} is not a known {what} for this model; {listed}")
         return value
 
     return AfterValidator(check)
