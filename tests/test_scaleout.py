@@ -172,10 +172,12 @@ def test_failed_jobs_are_counted_by_error_code(
     api_sqlite: Api, http_server: LoopbackServer
 ) -> None:
     failed = 'castframe_jobs_failed_total{code="invalid_image",engine="sandbox"}'
-    before = api_sqlite.client.get("/metrics").text
+    api_sqlite.services.settings.metrics_token = "scrape-token"
+    scrape = {"Authorization": "Bearer scrape-token"}  # the test client is not loopback
+    before = api_sqlite.client.get("/metrics", headers=scrape).text
     key = api_sqlite.key()
     url = http_server.serve_bytes("/page.html", b"<html>hello</html>", "text/html")
     job = api_sqlite.submit_and_wait(key, body_for(url))
     assert (job["status"], job["errorCode"]) == ("FAILED", "invalid_image")
-    after = api_sqlite.client.get("/metrics").text
+    after = api_sqlite.client.get("/metrics", headers=scrape).text
     assert metric(after, failed) == metric(before, failed) + 1

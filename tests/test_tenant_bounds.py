@@ -82,9 +82,9 @@ def test_decoded_uploads_are_cached_within_bytes_and_references_downscaled(
                 row = conn.execute(sa.select(uploads.c.account_id, uploads.c.mode)).first()
             assert row is not None
             owner = (str(row[0]), str(row[1]))
-            image = loader.load(owner, uploaded.json()["reference"], "reference", 512)
+            image = loader.load(owner, uploaded.json()["reference"], "reference", 512).image
             assert max(image.width, image.height) == 512
-            full = loader.load(owner, uploaded.json()["reference"], "image")
+            full = loader.load(owner, uploaded.json()["reference"], "image").image
             assert (full.width, full.height) == (1500, 1500)  # edit images keep their size
         assert loader._cache.bytes <= budget
         assert len(loader._cache) < 20
