@@ -38,7 +38,7 @@ def test_guards_are_generated_from_the_table(transition: states.Transition) -> N
 
 
 def test_the_stores_writes_carry_their_transitions_guard() -> None:
-    claim = str(job_store._CLAIM["sqlite"])
+    claim = str(job_store._TAKE)
     assert "jobs.status = 'QUEUED'" in claim
     for transition in (states.FAIL, states.STOP_CANCELLED, states.REQUEUE):
         assert "jobs.status = 'PROCESSING'" in str(job_store._finish_statement(transition))

@@ -26,7 +26,7 @@ from castframe.jobs import accounts
 from castframe.jobs import store as job_store
 from castframe.media.fetch import FetchError, FetchPolicy, check_url_syntax, fetch
 from castframe.services import Services
-from castframe.store.tables import webhook_deliveries
+from castframe.store.tables import jobs, webhook_deliveries
 from tests.conftest import Api, body_for, make_settings, open_api
 from tests.support.http import LoopbackServer, Reply
 from tests.support.polling import eventually, wait_until
@@ -105,6 +105,36 @@ def test_trickled_references_fail_their_jobs_and_free_the_lanes(
             assert (job["status"], job["errorCode"]) == ("FAILED", "reference_fetch_failed")
             assert "no full answer within 1.5 seconds" in job["error"]
     eventually(lambda: len(hostile.hangups) == 2, "both tricklers to be hung up on")
+
+
+def test_an_account_holding_a_lane_does_not_get_the_second_before_another_account(
+    tmp_path: Path, database_url: str, hostile: LoopbackServer, ref: str
+) -> None:
+    """The worker's fair share per account: the attacker's four trickling jobs are all keyed
+    before the other account's, yet once one of them holds a lane the other account's job
+    takes the second, and completes while the attacker's are still cut at the deadline.
+    Without the share the second lane took the attacker's next job, and the claim after
+    that two more: the other job waited two fetch deadlines."""
+    hostile.routes["/slow.png"] = lambda _r: Reply(trickle_headers=0.2, trickle_for=LONG)
+    settings = {"fetch_deadline": 6.0, "worker_concurrency": 2}
+    with open_api(tmp_path, database_url, run_worker=False, **settings) as api:
+        attacker, other = api.key("attacker"), api.key("other")
+        hostile_ids = [
+            api.generate(attacker, body_for(hostile.url("/slow.png"))).json()["jobId"]
+            for _ in range(4)
+        ]
+        other_id = api.generate(other, body_for(ref)).json()["jobId"]
+        with api.services.db.write() as conn:  # it arrived after the attacker's whole run
+            conn.execute(
+                jobs.update().where(jobs.c.id == other_id).values(queue_key=time.time() + 60)
+            )
+        api.services.start_worker(concurrency=2)
+        assert api.wait(other, other_id, timeout=40)["status"] == "COMPLETED"
+        statuses = [api.get_job(attacker, job_id)["status"] for job_id in hostile_ids]
+        assert "FAILED" not in statuses, statuses  # none has reached its deadline yet
+        for job_id in hostile_ids:
+            job = api.wait(attacker, job_id, timeout=60)
+            assert (job["status"], job["errorCode"]) == ("FAILED", "reference_fetch_failed")
 
 
 def test_healthz_answers_while_character_fetches_trickle(

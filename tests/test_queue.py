@@ -173,6 +173,24 @@ def test_claim_many_takes_a_fair_batch_once(api_no_worker: Api) -> None:
     assert [job.id for job in second] == busy_ids[2:]
 
 
+def test_a_claim_gives_an_account_holding_nothing_the_first_turn(api_no_worker: Api) -> None:
+    """The worker's fair share: busy's jobs are all keyed before quiet's, but busy already
+    holds one of the worker's slots, so quiet's job is taken (and run) first."""
+    api = api_no_worker
+    busy, quiet = api.key("busy"), api.key("quiet")
+    busy_ids = _submit(api, busy, "https://example.com/a.png", 4)
+    [quiet_id] = _submit(api, quiet, "https://example.com/a.png")
+    with api.services.db.write() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == quiet_id).values(queue_key=time.time() + 60))
+        [first] = job_store.claim_many(conn, "w", lease_seconds=30, limit=1)
+        assert first.id == busy_ids[0]  # nothing held: plain key order
+        batch = job_store.claim_many(
+            conn, "w", lease_seconds=30, limit=3, held={first.account_id: 1}
+        )
+    assert [job.id for job in batch] == [quiet_id, busy_ids[1], busy_ids[2]]
+    assert {(job.status, job.lease_owner) for job in batch} == {("PROCESSING", "w")}
+
+
 def test_concurrent_batch_claims_never_share_a_job(api_no_worker: Api) -> None:
     """Four claimers at once (SKIP LOCKED on PostgreSQL, the write lock on SQLite)."""
     api = api_no_worker

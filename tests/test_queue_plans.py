@@ -58,9 +58,8 @@ def _migrated(url: str) -> Database:
 
 def test_claims_read_the_queued_index(database_url: str) -> None:
     db = _migrated(database_url)
-    statement = job_store._CLAIM["postgresql" if db.is_postgres else "sqlite"]
-    now = time.time()
-    params = {"now": now, "worker_id": "w", "lease_until": now + 30, "limit": 4}
+    statement = job_store._window_of("postgresql" if db.is_postgres else "sqlite", 0)
+    params = {"now": time.time(), "window": 20}
     assert "ix_jobs_queued" in _plan(db, statement, params)
     db.dispose()
 
@@ -102,11 +101,10 @@ def test_claims_of_some_models_read_the_per_model_index(database_url: str) -> No
     never every queued job; one that serves every model keeps ``ix_jobs_queued``."""
     db = _migrated(database_url)
     dialect = "postgresql" if db.is_postgres else "sqlite"
-    now = time.time()
-    params = {"now": now, "worker_id": "w", "lease_until": now + 30, "limit": 4}
-    one = job_store._claim_of_models(dialect, 1)
+    params = {"now": time.time(), "window": 20}
+    one = job_store._window_of(dialect, 1)
     assert "ix_jobs_queued_model" in _plan(db, one, {**params, "model_0": "ideogram-v3-turbo"})
-    two = job_store._claim_of_models(dialect, 2)
+    two = job_store._window_of(dialect, 2)
     plan = _plan(db, two, {**params, "model_0": "ideogram-v3-turbo", "model_1": "flux-2-pro"})
     assert "ix_jobs_queued" in plan  # either queue index: never a scan of every job
     assert "SCAN jobs" not in plan.replace("SCAN jobs USING", "") and "Seq Scan" not in plan

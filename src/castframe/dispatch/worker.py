@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -556,6 +556,7 @@ class Worker:
             self.notifier.notify()
 
     def _claim(self, limit: int, prefer: Sequence[str] = ()) -> list[Job]:
+        held = self._held_per_account()
         with self.db.write() as conn:
             self._maintain_if_due(conn)
             return job_store.claim_many(
@@ -565,7 +566,15 @@ class Worker:
                 limit,
                 models=self.models,
                 prefer=prefer,
+                held=held,
             )
+
+    def _held_per_account(self, leaving: Sequence[Job] = ()) -> Counter[str]:
+        """The jobs this worker holds per account, less ``leaving`` (being completed): what
+        a claim's fair share counts turns from (jobs/fair_share.py)."""
+        gone = {job.id for job in leaving}
+        with self._lock:
+            return Counter(job.account_id for job in self._running.values() if job.id not in gone)
 
     def _maintain_if_due(self, conn: sa.Connection) -> None:
         """At most once per poll interval, before a claim (both claims: a busy worker claims
@@ -710,6 +719,7 @@ class Worker:
                 # Jobs being completed were handed to post-processing: not in _prepared.
                 free = self.capacity - len(self._prepared)
             prefer = self._all_preferred() if free > 0 else []
+            held = self._held_per_account([item.job for item in batch]) if free > 0 else None
 
             def complete(conn: sa.Connection) -> tuple[list[Completion], list[Job]]:
                 completed = job_store.complete_many(
@@ -731,6 +741,7 @@ class Worker:
                         free,
                         models=self.models,
                         prefer=prefer,
+                        held=held,
                     )
                 return outcomes, claimed
 

@@ -15,13 +15,15 @@ Why the hot statements look as they do, in one place:
   only until the commit), so a batch costs the same few round trips whatever its size and
   concurrent batches cannot deadlock.
 
-Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING``: atomic on SQLite
-(one writer at a time) and on PostgreSQL (``FOR UPDATE SKIP LOCKED`` in the sub-select, so
-concurrent workers never wait on each other's rows). The pick is fair across accounts: the
-lowest due ``queue_key``, which admission spaces out per account (jobs/admission.py), so one
-account's burst of a thousand jobs cannot starve another account's single job. A worker that
-serves only some models (``castframe worker --models``) names them, and its claim reads
-``ix_jobs_queued_model`` instead; one that serves every model runs the statement unchanged.
+Claiming reads a window of the lowest due keys (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so concurrent workers never wait on each other's rows; under SQLite's one writer at a time),
+picks from it by the worker's fair share per account (jobs/fair_share.py) and leases the
+picked jobs in one ``UPDATE ... RETURNING``. The keys are fair across accounts already:
+admission spaces out each account's jobs (jobs/admission.py), so one account's burst of a
+thousand jobs cannot starve another account's single job; the share keeps a slow account's
+jobs from filling the worker's lanes ahead of another's. A worker that serves only some
+models (``castframe worker --models``) names them, and its window reads
+``ix_jobs_queued_model`` instead.
 
 Every finishing write is guarded by ``lease_owner``: a worker that lost its lease (it stalled
 past the expiry, and ``requeue_expired`` gave the job back to the queue) cannot overwrite the
@@ -38,6 +40,7 @@ import math
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,7 @@ import sqlalchemy as sa
 
 from castframe.errors import ApiError, field_error
 from castframe.jobs import ledger
+from castframe.jobs.fair_share import Candidate, fair_pick, window_size
 from castframe.jobs.record import Job
 from castframe.store import states
 from castframe.store.db import insert_rows
@@ -67,64 +71,65 @@ from castframe.store.tables import (
 )
 
 
-def _build_claim(postgres: bool, models: int = 0) -> sa.Update:
-    """The claim statement, built once per dialect (and per number of models named); every
+def _build_window(postgres: bool, models: int = 0) -> sa.Select[Any]:
+    """The claim's window, built once per dialect (and per number of models named); every
     value is a parameter.
 
     The lowest due keys of the fair queue (jobs/admission.py) through ``ix_jobs_queued`` (a
     partial index of the queued jobs: see store/tables.py): a claim reads a handful of index
-    entries however deep the backlog is and however many jobs ran before. On PostgreSQL the pick
-    is a materialised CTE, run exactly once: as an ``IN (subquery)`` the planner may make it
-    the inner side of a semi-join and rerun its ``LIMIT ... FOR UPDATE SKIP LOCKED`` per outer
-    row, which picks wrong rows.
+    entries however deep the backlog is and however many jobs ran before. On PostgreSQL the
+    window is locked ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each
+    other's rows and never read the same window; the rows it does not take are free again
+    at the commit (``_claim_rows`` wakes the others then).
 
     With ``models`` (a worker that serves only some models, or a lane's preference for the
-    models it has loaded) the pick is limited to ``model_0`` .. ``model_<n-1>``, read through
-    ``ix_jobs_queued_model`` (model, queue_key): one model's head is an index range, several
-    models' heads are merged by key. A worker that serves every model never names any and runs
-    the statement above, unchanged.
+    models it has loaded) the window is limited to ``model_0`` .. ``model_<n-1>``, read
+    through ``ix_jobs_queued_model`` (model, queue_key): one model's head is an index range,
+    several models' heads are merged by key. A worker that serves every model never names any
+    and runs the statement without the condition.
     """
-    now = sa.bindparam("now", type_=sa.Float)
-    candidate = jobs.alias("candidate")
-    conditions = [status_is(candidate.c.status, states.QUEUED), candidate.c.run_after <= now]
+    conditions = [
+        status_is(jobs.c.status, states.QUEUED),
+        jobs.c.run_after <= sa.bindparam("now", type_=sa.Float),
+    ]
     names = [sa.bindparam(f"model_{index}", type_=sa.String) for index in range(models)]
     if models == 1:
-        conditions.append(candidate.c.model == names[0])
+        conditions.append(jobs.c.model == names[0])
     elif models > 1:
-        conditions.append(candidate.c.model.in_(names))
-    pick = (
-        sa.select(candidate.c.id)
+        conditions.append(jobs.c.model.in_(names))
+    window = (
+        sa.select(jobs.c.id, jobs.c.account_id, jobs.c.queue_key)
         .where(*conditions)
-        .order_by(candidate.c.queue_key)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .order_by(jobs.c.queue_key)
+        .limit(sa.bindparam("window", type_=sa.Integer))
     )
-    if postgres:
-        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        chosen = jobs.c.id == picked.c.id
-    else:
-        chosen = jobs.c.id.in_(pick.scalar_subquery())
-    return (
-        jobs.update()
-        .where(chosen, guard(jobs.c.status, states.CLAIM))
-        .values(
-            status=states.CLAIM.target,
-            lease_owner=sa.bindparam("worker_id", type_=sa.String),
-            lease_expires_at=sa.bindparam("lease_until", type_=sa.Float),
-            attempts=jobs.c.attempts + 1,
-            progress=1,
-            started_at=sa.func.coalesce(jobs.c.started_at, now),
-        )
-        .returning(*jobs.c)
-    )
-
-
-_CLAIM = {"postgresql": _build_claim(postgres=True), "sqlite": _build_claim(postgres=False)}
+    return window.with_for_update(skip_locked=True) if postgres else window
 
 
 @functools.cache
-def _claim_of_models(dialect: str, models: int) -> sa.Update:
-    """The claim limited to ``models`` named models, built once per dialect and count."""
-    return _build_claim(postgres=dialect == "postgresql", models=models)
+def _window_of(dialect: str, models: int) -> sa.Select[Any]:
+    """The window limited to ``models`` named models (0: every model), once per dialect and
+    count."""
+    return _build_window(postgres=dialect == "postgresql", models=models)
+
+
+_TAKE = (
+    jobs.update()
+    .where(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        guard(jobs.c.status, states.CLAIM),
+    )
+    .values(
+        status=states.CLAIM.target,
+        lease_owner=sa.bindparam("worker_id", type_=sa.String),
+        lease_expires_at=sa.bindparam("lease_until", type_=sa.Float),
+        attempts=jobs.c.attempts + 1,
+        progress=1,
+        started_at=sa.func.coalesce(jobs.c.started_at, sa.bindparam("now", type_=sa.Float)),
+    )
+    .returning(*jobs.c)
+)
+"""Lease the jobs the fair share picked from the window (still queued: the guard)."""
 
 
 def claim(
@@ -147,26 +152,35 @@ def claim_many(
     now: float | None = None,
     models: Sequence[str] | None = None,
     prefer: Sequence[str] = (),
+    held: Mapping[str, int] | None = None,
 ) -> list[Job]:
-    """Take up to ``limit`` due jobs, in fair-queue order, with a lease.
+    """Take up to ``limit`` due jobs with a lease, in the order they should run.
 
-    ``models``: only jobs of these models (None: every model, today's one statement).
+    Which jobs, and their order, is the fair share (jobs/fair_share.py): the lowest due keys,
+    with turns per account counted from ``held``, the jobs the worker already holds per
+    account (none: plain fair-queue order).
+    ``models``: only jobs of these models (None: every model).
     ``prefer``: first the due jobs of these models (those a lane has loaded: see
-    dispatch/affinity.py), then, if that left room, the rest in fair-queue order: two
-    statements in the caller's transaction (the second cannot take the first's jobs: they
-    are no longer queued). Jobs whose worker died come back through ``requeue_expired``.
+    dispatch/affinity.py), then, if that left room, the rest: two claims in the caller's
+    transaction (the second cannot take the first's jobs: they are no longer queued, and
+    its turns count them). Jobs whose worker died come back through ``requeue_expired``.
     """
     now = time.time() if now is None else now
     limit = max(1, limit)
+    holding = Counter(held or {})
     claimed: list[Job] = []
     if models is not None:
         prefer = [model for model in prefer if model in models]
     if prefer:
-        claimed = _claim_rows(conn, worker_id, lease_seconds, limit, now, sorted(set(prefer)))
+        claimed = _claim_rows(
+            conn, worker_id, lease_seconds, limit, now, sorted(set(prefer)), holding
+        )
+        holding.update(job.account_id for job in claimed)
     if len(claimed) < limit:
         served = None if models is None else sorted(set(models))
-        claimed += _claim_rows(conn, worker_id, lease_seconds, limit - len(claimed), now, served)
-    claimed.sort(key=lambda job: job.queue_key)
+        claimed += _claim_rows(
+            conn, worker_id, lease_seconds, limit - len(claimed), now, served, holding
+        )
     changed(conn, *(job.id for job in claimed))
     return claimed
 
@@ -178,23 +192,40 @@ def _claim_rows(
     limit: int,
     now: float,
     models: Sequence[str] | None,
+    held: Mapping[str, int],
 ) -> list[Job]:
-    """One claim statement: every model (``models`` None), or only the named ones."""
-    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
-    parameters: dict[str, Any] = {
-        "now": now,
-        "worker_id": worker_id,
-        "lease_until": now + lease_seconds,
-        "limit": limit,
-    }
-    if models is None:
-        statement = _CLAIM[dialect]
-    elif not models:
+    """One claim: read the window (every model when ``models`` is None, else only the named
+    ones), pick from it by the fair share and lease the picked jobs, in the picked order."""
+    if models is not None and not models:
         return []
-    else:
-        statement = _claim_of_models(dialect, len(models))
-        parameters.update({f"model_{index}": model for index, model in enumerate(models)})
-    return [Job.from_row(row) for row in conn.execute(statement, parameters).mappings()]
+    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    named = len(models) if models is not None else 0
+    parameters: dict[str, Any] = {"now": now, "window": window_size(limit)}
+    parameters.update({f"model_{index}": model for index, model in enumerate(models or ())})
+    window = [
+        Candidate(row.id, row.account_id, row.queue_key)
+        for row in conn.execute(_window_of(dialect, named), parameters)
+    ]
+    if not window:
+        return []
+    picked = fair_pick(window, held, limit)
+    if dialect == "postgresql" and len(picked) < len(window) < parameters["window"]:
+        # The whole due queue was in this window, locked until the commit: a concurrent
+        # claim skipped it and found nothing. Wake the workers to look again after it.
+        publish(conn, JOBS_CHANNEL)
+    taken = {
+        row["id"]: Job.from_row(row)
+        for row in conn.execute(
+            _TAKE,
+            {
+                "ids": picked,
+                "now": now,
+                "worker_id": worker_id,
+                "lease_until": now + lease_seconds,
+            },
+        ).mappings()
+    }
+    return [taken[job_id] for job_id in picked if job_id in taken]
 
 
 def changed(conn: sa.Connection, *job_ids: str) -> None:
