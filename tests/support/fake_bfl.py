@@ -36,9 +36,8 @@ from PIL import Image, ImageDraw
 
 from tests.support.fake_upstream import (
     Answer,
-    ExpiringFiles,
-    LoopbackUpstream,
     Request,
+    ServedFake,
     json_answer,
     next_behaviour,
     scripted_fault,
@@ -81,7 +80,7 @@ class FakeTask:
 
 
 @dataclass
-class FakeBfl:
+class FakeBfl(ServedFake):
     api_key: str = "bfl-test-key"
     url_ttl: float = 600.0
     pending_polls: int = 2
@@ -96,20 +95,13 @@ class FakeBfl:
 
     def __post_init__(self) -> None:
         self.tasks: dict[str, FakeTask] = {}
-        self._results = ExpiringFiles()
-        self._lock = threading.Lock()
         self.release = threading.Event()
         """Set to let 'hold' tasks finish."""
-        self.server = LoopbackUpstream(self._answer)
-        self.port = self.server.port
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
+        self.serve(self._answer)
 
     def close(self) -> None:
         self.release.set()
-        self.server.close()
+        super().close()
 
     def submits(self, route: str | None = None) -> list[Call]:
         return [

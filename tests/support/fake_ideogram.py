@@ -33,7 +33,6 @@ import io
 import json
 import re
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -45,9 +44,8 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from tests.support.fake_upstream import (
     Answer,
-    ExpiringFiles,
-    LoopbackUpstream,
     Request,
+    ServedFake,
     json_answer,
     next_behaviour,
     scripted_fault,
@@ -239,7 +237,7 @@ class Call:
 
 
 @dataclass
-class FakeIdeogram:
+class FakeIdeogram(ServedFake):
     api_key: str = "ideo-test-key"
     url_ttl: float = 60.0
     calls: list[Call] = field(default_factory=list)
@@ -250,14 +248,7 @@ class FakeIdeogram:
     a read timeout)."""
 
     def __post_init__(self) -> None:
-        self._results = ExpiringFiles()
-        self._lock = threading.Lock()
-        self.server = LoopbackUpstream(self.handle)
-        self.port = self.server.port
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
+        self.serve(self.handle)
 
     def settings(self) -> dict[str, Any]:
         """Castframe settings that point the ideogram engine here, with fast retries."""
@@ -267,9 +258,6 @@ class FakeIdeogram:
             "ideogram_retry_base": 0.1,
             "ideogram_timeout": 3.0,
         }
-
-    def close(self) -> None:
-        self.server.close()
 
     # -- the API ---------------------------------------------------------------------------
     def handle(self, request: Request) -> Answer:

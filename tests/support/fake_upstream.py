@@ -4,7 +4,7 @@ A fake is a function from a ``Request`` to an ``Answer``; ``LoopbackUpstream`` r
 a real HTTP server on 127.0.0.1 (its own thread, a free port), so the engines under test go
 through their real HTTP clients. ``scripted_fault`` turns a queued behaviour ('429:<s>', a
 5xx status) into the answer, and ``ExpiringFiles`` serves results at links that expire, as the
-providers' CDNs do. Each fake keeps only its provider's routes, rules and error bodies.
+providers' CDNs do; a fake class takes ``ServedFake`` for its life cycle. Each fake keeps only its provider's routes, rules and error bodies.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.support.http import trickle
+from tests.support.http import send_reply, trickle
 
 
 @dataclass
@@ -130,21 +130,10 @@ class LoopbackUpstream:
                 if reply.trickle_for:
                     self._trickle(reply.trickle_for)
                 else:
-                    self._send(reply)
+                    headers = {"Content-Type": reply.content_type, **reply.headers}
+                    send_reply(self, reply.status, headers, reply.data)
 
             do_GET = do_POST = _handle
-
-            def _send(self, reply: Answer) -> None:
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", reply.content_type)
-                    self.send_header("Content-Length", str(len(reply.data)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(reply.data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def _trickle(self, seconds: float) -> None:
                 self.close_connection = True
@@ -166,3 +155,24 @@ class LoopbackUpstream:
         self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ServedFake:
+    """A provider fake's life on loopback: ``serve`` starts its server (and the result store
+    and lock its handler threads share); ``base_url``, ``port`` and ``close`` come with it."""
+
+    server: LoopbackUpstream
+    port: int
+
+    def serve(self, answer: Callable[[Request], Answer]) -> None:
+        self._results = ExpiringFiles()
+        self._lock = threading.Lock()
+        self.server = LoopbackUpstream(answer)
+        self.port = self.server.port
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def close(self) -> None:
+        self.server.close()
