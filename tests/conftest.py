@@ -239,6 +239,16 @@ S3_CREDENTIALS = {
 }
 
 
+def s3_storage(endpoint: str, bucket: str) -> dict[str, Any]:
+    """Settings that keep Castframe's files under ``castframe/`` in ``bucket`` of the S3 server
+    at ``endpoint``."""
+    return {
+        "storage_url": f"s3://{bucket}/castframe",
+        "s3_endpoint_url": endpoint,
+        **S3_CREDENTIALS,
+    }
+
+
 def make_bucket(endpoint: str) -> str:
     import boto3
 

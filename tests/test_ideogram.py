@@ -85,6 +85,15 @@ def test_generate_maps_every_parameter_and_stores_results(
             {"style_reference_images": ["https://example.com/look.png"]},
             "ideogramParams.style_reference_images",
         ),
+        # Ideogram's inpaint route has no negative prompt: refused, not silently dropped.
+        (
+            {
+                "image": "https://example.com/scene.png",
+                "mask": "https://example.com/mask.png",
+                "negative_prompt": "text",
+            },
+            "ideogramParams.negative_prompt",
+        ),
     ],
 )
 def test_what_ideogram_refuses_with_a_reference_is_a_400_naming_the_engine(
@@ -146,23 +155,6 @@ def test_edit_uses_the_inpaint_route_with_image_mask_and_reference(
     assert sent_mask.shape == (480, 640)
     assert np.array_equal(sent_mask < 128, mask[..., 0] < 128)  # black = edit, as sent
     assert (images_of(job)[0]["width"], images_of(job)[0]["height"]) == (640, 480)
-
-
-def test_what_an_edit_cannot_take_is_a_400_naming_the_engine(
-    ideogram_api: Api, fake_ideogram: FakeIdeogram, http_server: LoopbackServer, ref: str
-) -> None:
-    """Ideogram's inpaint route has no negative prompt: refused, not silently dropped."""
-    scene, mask = edit_pair(64, 48)
-    image_url = http_server.serve_bytes("/scene.png", png_bytes(scene))
-    mask_url = http_server.serve_bytes("/mask.png", png_bytes(mask))
-    body = body_for(ref, image=image_url, mask=mask_url, negative_prompt="text")
-    response = ideogram_api.generate(ideogram_api.key(), body)
-    assert response.status_code == 400
-    payload = response.json()
-    assert payload["code"] == "unsupported_parameter"
-    assert "ideogram engine" in payload["error"]
-    assert list(payload["details"]) == ["ideogramParams.negative_prompt"]
-    assert fake_ideogram.calls == []
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from castframe.media.storage import Storage, StorageUnavailable
 from castframe.store.db import Database
 from castframe.store.migrate import upgrade
 from castframe.store.tables import jobs, ledger, uploads, webhook_attempts, webhook_deliveries
-from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, open_api
+from tests.conftest import Api, body_for, make_bucket, open_api, s3_storage
 from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut_png, data_uri
 from tests.support.polling import wait_until
@@ -322,13 +322,7 @@ def test_outputs_on_s3_are_deleted_and_answer_410(
     tmp_path: Path, sqlite_url: str, s3_server: str
 ) -> None:
     bucket = make_bucket(s3_server)
-    with open_api(
-        tmp_path,
-        sqlite_url,
-        storage_url=f"s3://{bucket}/castframe",
-        s3_endpoint_url=s3_server,
-        **S3_CREDENTIALS,
-    ) as api:
+    with open_api(tmp_path, sqlite_url, **s3_storage(s3_server, bucket)) as api:
         key = api.key()
         old = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))
         young = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))

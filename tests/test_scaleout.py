@@ -16,7 +16,15 @@ from castframe import logs
 from castframe.app import create_app
 from castframe.services import Services
 from castframe.store.db import Database
-from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, make_settings, open_api
+from tests.conftest import (
+    S3_CREDENTIALS,
+    Api,
+    body_for,
+    make_bucket,
+    make_settings,
+    open_api,
+    s3_storage,
+)
 from tests.support.http import LoopbackServer
 from tests.support.images import astronaut_png, data_uri, decode
 from tests.support.jobs import images_of
@@ -49,13 +57,7 @@ def test_notify_wakes_a_worker_in_another_process(tmp_path: Path, postgres_url: 
 
 def test_s3_storage_serves_presigned_urls(tmp_path: Path, sqlite_url: str, s3_server: str) -> None:
     bucket = make_bucket(s3_server)
-    with open_api(
-        tmp_path,
-        sqlite_url,
-        storage_url=f"s3://{bucket}/castframe",
-        s3_endpoint_url=s3_server,
-        **S3_CREDENTIALS,
-    ) as api:
+    with open_api(tmp_path, sqlite_url, **s3_storage(s3_server, bucket)) as api:
         key = api.key()
         job = api.submit_and_wait(key, body_for(data_uri(astronaut_png())))
         assert job["status"] == "COMPLETED", job

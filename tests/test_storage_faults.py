@@ -35,7 +35,7 @@ from castframe.media.storage import (
 from castframe.store.db import is_database_full
 from castframe.store.tables import characters, idempotency_keys, jobs, uploads
 from castframe.store.tables import ledger as ledger_entries
-from tests.conftest import S3_CREDENTIALS, Api, body_for, make_bucket, open_api
+from tests.conftest import Api, body_for, make_bucket, open_api, s3_storage
 from tests.support.http import LoopbackServer, Reply
 from tests.support.images import astronaut, astronaut_png, data_uri, png_bytes
 
@@ -481,14 +481,7 @@ def test_s3_that_stops_answering_is_503_for_uploads_and_files(
     tmp_path: Path, sqlite_url: str, s3_server: str
 ) -> None:
     bucket = make_bucket(s3_server)
-    with open_api(
-        tmp_path,
-        sqlite_url,
-        run_worker=False,
-        storage_url=f"s3://{bucket}/castframe",
-        s3_endpoint_url=s3_server,
-        **S3_CREDENTIALS,
-    ) as api:
+    with open_api(tmp_path, sqlite_url, run_worker=False, **s3_storage(s3_server, bucket)) as api:
         key = api.key()
         created = upload(api, key, small_png())
         assert created.status_code == 201, created.text

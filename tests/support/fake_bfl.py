@@ -5,14 +5,15 @@ Routes: ``POST /v1/flux-pro-1.1``, ``/v1/flux-pro-1.1-ultra``, ``/v1/flux-2-pro`
 header) answer ``{"id", "polling_url"}``; ``GET /v1/get_result?id=`` (and the polling URL)
 answers ``{"id", "status", "result": {"sample"}, "progress", "details"}`` with BFL's statuses
 (``Pending``, ``Ready``, ``Request Moderated``, ``Content Moderated``, ``Error``, ``Task not
-found``); results are served at signed URLs that expire (403 after ``url_ttl``).
+found``); results are served at signed URLs that expire (403 after ``url_ttl``). The HTTP
+plumbing (server thread, scripted faults, expiring links) is ``fake_upstream``'s.
 
 It rejects what the real API rejects (a missing or wrong key, fields a route does not have,
 sizes off the route's grid, undecodable base64 images, a mask of another size: 422 with
-FastAPI's ``detail``) and misbehaves on demand: ``submit_script`` ('429:<s>', '500', '402',
-'422', 'slow:<s>' for a read timeout), ``poll_script`` ('500', '429:<s>') and per-task
-``outcomes`` ('ready', 'request-moderated', 'content-moderated', 'error', 'lost',
-'expired-url', 'always-expired', 'hold').
+FastAPI's ``detail``) and misbehaves on demand: ``submit_script`` ('429:<s>', a 5xx status
+such as '500', '402', '422', 'slow:<s>' for a read timeout), ``poll_script`` ('429:<s>', a
+5xx status) and per-task ``outcomes`` ('ready', 'request-moderated', 'content-moderated',
+'error', 'lost', 'expired-url', 'always-expired', 'hold').
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tests.support.fake_upstream import (
+    Answer,
+    Request,
+    ServedFake,
+    json_answer,
+    next_behaviour,
+    scripted_fault,
+)
 
 COMMON = {"prompt", "seed", "safety_tolerance", "output_format", "webhook_url", "webhook_secret"}
 FLUX_2_IMAGES = {"input_image", *(f"input_image_{n}" for n in range(2, 9))}
@@ -71,7 +80,7 @@ class FakeTask:
 
 
 @dataclass
-class FakeBfl:
+class FakeBfl(ServedFake):
     api_key: str = "bfl-test-key"
     url_ttl: float = 600.0
     pending_polls: int = 2
@@ -86,38 +95,13 @@ class FakeBfl:
 
     def __post_init__(self) -> None:
         self.tasks: dict[str, FakeTask] = {}
-        self._images: dict[str, tuple[bytes, float, str]] = {}
-        self._lock = threading.Lock()
         self.release = threading.Event()
         """Set to let 'hold' tasks finish."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                fake._dispatch(self, "GET", None)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                fake._dispatch(self, "POST", self.rfile.read(length))
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.serve(self._answer)
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
     def submits(self, route: str | None = None) -> list[Call]:
         return [
@@ -130,84 +114,80 @@ class FakeBfl:
         return [call for call in self.calls if call.path.startswith("/v1/get_result")]
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _dispatch(self, handler: BaseHTTPRequestHandler, method: str, raw: bytes | None) -> None:
-        headers = {key.lower(): value for key, value in handler.headers.items()}
-        path = handler.path
+    def _answer(self, request: Request) -> Answer:
+        headers, method, path = request.headers, request.method, request.target
         if path.startswith("/results/"):
-            return self._serve_result(handler, path)
+            return self._serve_result(path)
         body: dict[str, Any] | None = None
         if method == "POST":
             try:
-                parsed = json.loads(raw or b"")
+                parsed = json.loads(request.body)
             except ValueError:
-                return _send(handler, 422, {"detail": [{"loc": ["body"], "msg": "invalid JSON"}]})
+                return json_answer(422, {"detail": [{"loc": ["body"], "msg": "invalid JSON"}]})
             body = parsed if isinstance(parsed, dict) else None
-        self.calls.append(Call(method, urlsplit(path).path, headers, body))
+        self.calls.append(Call(method, request.path, headers, body))
         if headers.get("x-key") != self.api_key:
-            return _send(handler, 403, {"detail": "Not authenticated - Invalid Authentication"})
-        if method == "GET" and urlsplit(path).path == "/v1/get_result":
-            return self._poll(handler, parse_qs(urlsplit(path).query).get("id", [""])[0])
+            return json_answer(403, {"detail": "Not authenticated - Invalid Authentication"})
+        if method == "GET" and request.path == "/v1/get_result":
+            return self._poll(parse_qs(request.query).get("id", [""])[0])
         if method != "POST" or path not in ROUTES:
-            return _send(handler, 404, {"detail": "Not Found"})
+            return json_answer(404, {"detail": "Not Found"})
         if not headers.get("content-type", "").startswith("application/json") or body is None:
-            return _send(handler, 422, {"detail": [{"loc": ["body"], "msg": "expected JSON"}]})
-        behaviour = self.submit_script.popleft() if self.submit_script else "ok"
-        if behaviour.startswith("429"):
-            return _send(
-                handler,
-                429,
-                {"detail": "You have exceeded the number of active tasks"},
-                {"Retry-After": behaviour.split(":")[1]},
-            )
-        if behaviour in ("500", "502", "503"):
-            return _send(handler, int(behaviour), {"detail": "Internal Server Error"})
+            return json_answer(422, {"detail": [{"loc": ["body"], "msg": "expected JSON"}]})
+        behaviour = next_behaviour(self.submit_script)
+        fault = scripted_fault(
+            behaviour,
+            busy={"detail": "You have exceeded the number of active tasks"},
+            broken={"detail": "Internal Server Error"},
+        )
+        if fault:
+            return fault
         if behaviour == "402":
-            return _send(handler, 402, {"detail": "Insufficient credits"})
+            return json_answer(402, {"detail": "Insufficient credits"})
         error = validate(path, body)
         if behaviour == "422":
             error = error or "prompt: the prompt is too long"
         if error:
             where, _, message = error.partition(": ")
-            return _send(handler, 422, {"detail": [{"loc": ["body", where], "msg": message}]})
+            return json_answer(422, {"detail": [{"loc": ["body", where], "msg": message}]})
         task = FakeTask(
             id=secrets.token_hex(8),
             route=path,
             body=body,
-            outcome=self.outcomes.popleft() if self.outcomes else "ready",
+            outcome=next_behaviour(self.outcomes, default="ready"),
         )
         with self._lock:
             self.tasks[task.id] = task
         if behaviour.startswith("slow"):
             time.sleep(float(behaviour.split(":")[1]))  # accepted, but answered too late
         host = self.polling_host or f"127.0.0.1:{self.port}"
-        _send(
-            handler,
-            200,
-            {"id": task.id, "polling_url": f"http://{host}/v1/get_result?id={task.id}"},
+        return json_answer(
+            200, {"id": task.id, "polling_url": f"http://{host}/v1/get_result?id={task.id}"}
         )
 
-    def _poll(self, handler: BaseHTTPRequestHandler, task_id: str) -> None:
-        behaviour = self.poll_script.popleft() if self.poll_script else "ok"
-        if behaviour.startswith("429"):
-            return _send(handler, 429, {"detail": "slow down"}, {"Retry-After": behaviour[4:]})
-        if behaviour in ("500", "502", "503"):
-            return _send(handler, int(behaviour), {"detail": "Internal Server Error"})
+    def _poll(self, task_id: str) -> Answer:
+        fault = scripted_fault(
+            next_behaviour(self.poll_script),
+            busy={"detail": "slow down"},
+            broken={"detail": "Internal Server Error"},
+        )
+        if fault:
+            return fault
         with self._lock:
             task = self.tasks.get(task_id)
         if task is None or task.outcome == "lost":
-            return _send(handler, 200, {"id": task_id, "status": "Task not found"})
+            return json_answer(200, {"id": task_id, "status": "Task not found"})
         task.polls += 1
         if task.outcome == "hold" and not self.release.is_set():
-            return _send(handler, 200, {"id": task.id, "status": "Pending", "progress": 0.1})
+            return json_answer(200, {"id": task.id, "status": "Pending", "progress": 0.1})
         if task.polls <= self.pending_polls:
             progress = task.polls / (self.pending_polls + 1)
-            return _send(handler, 200, {"id": task.id, "status": "Pending", "progress": progress})
+            return json_answer(200, {"id": task.id, "status": "Pending", "progress": progress})
         if task.outcome in ("request-moderated", "content-moderated"):
             status = (
                 "Request Moderated" if task.outcome.startswith("request") else "Content Moderated"
             )
-            return _send(
-                handler,
+            return json_answer(
                 200,
                 {
                     "id": task.id,
@@ -216,16 +196,15 @@ class FakeBfl:
                 },
             )
         if task.outcome == "error":
-            return _send(
-                handler, 200, {"id": task.id, "status": "Error", "details": "generation failed"}
+            return json_answer(
+                200, {"id": task.id, "status": "Error", "details": "generation failed"}
             )
         task.urls_issued += 1
         expired = task.outcome == "always-expired" or (
             task.outcome == "expired-url" and task.urls_issued == 1
         )
         token = self._store_result(task, expired)
-        _send(
-            handler,
+        return json_answer(
             200,
             {
                 "id": task.id,
@@ -243,50 +222,14 @@ class FakeBfl:
         width, height = output_size(task.route, task.body)
         fmt = task.body.get("output_format", "jpeg")
         data = picture(width, height, int(task.body.get("seed") or 0), FORMATS[fmt])
-        token = secrets.token_hex(12)
-        expires = time.time() - 1 if expired else time.time() + self.url_ttl
-        with self._lock:
-            self._images[token] = (data, expires, f"image/{fmt}")
-        return token
+        return self._results.put(data, f"image/{fmt}", -1 if expired else self.url_ttl)
 
-    def _serve_result(self, handler: BaseHTTPRequestHandler, path: str) -> None:
-        token = path.split("?")[0].rsplit("/", 1)[-1]
-        with self._lock:
-            item = self._images.get(token)
-        if item is None:
-            return _raw(handler, 404, b"<Error>NoSuchKey</Error>", "application/xml")
-        data, expires, content_type = item
-        if time.time() > expires:
-            return _raw(handler, 403, b"<Error>Request has expired</Error>", "application/xml")
-        _raw(handler, 200, data, content_type)
-
-
-def _send(
-    handler: BaseHTTPRequestHandler,
-    status: int,
-    payload: Any,
-    headers: dict[str, str] | None = None,
-) -> None:
-    _raw(handler, status, json.dumps(payload).encode(), "application/json", headers)
-
-
-def _raw(
-    handler: BaseHTTPRequestHandler,
-    status: int,
-    data: bytes,
-    content_type: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    try:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    def _serve_result(self, path: str) -> Answer:
+        return self._results.answer(
+            path.split("?")[0].rsplit("/", 1)[-1],
+            missing=Answer(404, b"<Error>NoSuchKey</Error>", "application/xml"),
+            expired=Answer(403, b"<Error>Request has expired</Error>", "application/xml"),
+        )
 
 
 def decode_b64_image(value: Any) -> Image.Image | None:

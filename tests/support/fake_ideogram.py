@@ -21,33 +21,35 @@ API, 2K sizes only on 4.0), out-of-range counts and seeds, more than one charact
 a character reference with a style the API refuses, a negative prompt on a legacy model that
 has none, an edit on a model the legacy edit route lacks, a mask of another size than its image.
 It answers the documented JSON shape, serves result images at expiring URLs, and on demand
-misbehaves (``script``).
+misbehaves (``script``). The HTTP plumbing (server thread, scripted faults, expiring links,
+the trickling answer) is ``fake_upstream``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import email.policy
 import io
 import json
 import re
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from tests.support.http import trickle
-
-TRICKLE = -1
-"""``handle``'s status for a hostile answer (the payload: for how many seconds)."""
+from tests.support.fake_upstream import (
+    Answer,
+    Request,
+    ServedFake,
+    json_answer,
+    next_behaviour,
+    scripted_fault,
+)
 
 V3_GENERATE = "/v1/ideogram-v3/generate"
 V3_INPAINT = "/v1/ideogram-v3/inpaint"
@@ -235,7 +237,7 @@ class Call:
 
 
 @dataclass
-class FakeIdeogram:
+class FakeIdeogram(ServedFake):
     api_key: str = "ideo-test-key"
     url_ttl: float = 60.0
     calls: list[Call] = field(default_factory=list)
@@ -246,74 +248,7 @@ class FakeIdeogram:
     a read timeout)."""
 
     def __post_init__(self) -> None:
-        self._images: dict[str, tuple[bytes, float]] = {}
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                token = self.path.split("?")[0].rsplit("/", 1)[-1].removesuffix(".png")
-                with fake._lock:
-                    item = fake._images.get(token)
-                if item is None:
-                    return self._send(404, {"message": "not found"})
-                data, expires = item
-                if time.time() > expires:
-                    return self._send(403, {"message": "link expired"})
-                self._raw(200, data, "image/png")
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                status, payload, headers = fake.handle(
-                    self.path, dict(self.headers), body, f"http://127.0.0.1:{fake.port}"
-                )
-                if status == TRICKLE:
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                        padding = b"X-Padding: " + b"a" * 8000 + b"\r\n\r\n"
-                        trickle(self.wfile.write, padding, 0.25, float(payload), fake.stopping)
-                    return
-                self._send(status, payload, headers)
-
-            def _send(
-                self, status: int, payload: Any, headers: dict[str, str] | None = None
-            ) -> None:
-                self._raw(status, json.dumps(payload).encode(), "application/json", headers)
-
-            def _raw(
-                self,
-                status: int,
-                data: bytes,
-                content_type: str,
-                headers: dict[str, str] | None = None,
-            ) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in (headers or {}).items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.serve(self.handle)
 
     def settings(self) -> dict[str, Any]:
         """Castframe settings that point the ideogram engine here, with fast retries."""
@@ -324,47 +259,45 @@ class FakeIdeogram:
             "ideogram_timeout": 3.0,
         }
 
-    def close(self) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
     # -- the API ---------------------------------------------------------------------------
-    def handle(
-        self, path: str, headers: dict[str, str], body: bytes, base: str
-    ) -> tuple[int, Any, dict[str, str]]:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        if lowered.get("api-key") != self.api_key:
-            return 401, {"message": "Invalid or missing Api-Key header"}, {}
-        path = path.split("?")[0]
+    def handle(self, request: Request) -> Answer:
+        if request.method == "GET":  # a result link (any path: its last part is the token)
+            return self._results.answer(
+                request.target.split("?")[0].rsplit("/", 1)[-1].removesuffix(".png"),
+                missing=json_answer(404, {"message": "not found"}),
+                expired=json_answer(403, {"message": "link expired"}),
+            )
+        if request.headers.get("api-key") != self.api_key:
+            return json_answer(401, {"message": "Invalid or missing Api-Key header"})
+        path = request.target.split("?")[0]
         if path not in ROUTES:
-            return 404, {"message": "Not Found"}, {}
-        call = Call(path, {}, {}, time.time(), headers=lowered)
+            return json_answer(404, {"message": "Not Found"})
+        call = Call(path, {}, {}, time.time(), headers=request.headers)
         with self._lock:
             self.calls.append(call)
         try:
-            read_body(call, body)
+            read_body(call, request.body)
             validate(call)
         except Rejected as exc:
             call.rejected = str(exc)
-            return 400, {"message": str(exc)}, {}
-        with self._lock:
-            behaviour = self.script.popleft() if self.script else "ok"
-        if behaviour.startswith("429"):
-            return 429, {"message": "Too many requests"}, {"Retry-After": behaviour.split(":")[1]}
-        if re.fullmatch(r"5\d\d", behaviour):
-            return int(behaviour), {"message": "Internal error"}, {}
+            return json_answer(400, {"message": str(exc)})
+        behaviour = next_behaviour(self.script)
+        fault = scripted_fault(
+            behaviour, busy={"message": "Too many requests"}, broken={"message": "Internal error"}
+        )
+        if fault:
+            return fault
         if behaviour == "400":
-            return 400, {"message": "Prompt is too long for this model"}, {}
+            return json_answer(400, {"message": "Prompt is too long for this model"})
         if behaviour == "422-safety":
-            return 422, {"error": "Prompt failed the safety check"}, {}
+            return json_answer(422, {"error": "Prompt failed the safety check"})
         if behaviour.startswith("trickle"):
-            return TRICKLE, float(behaviour.split(":")[1]), {}
+            return Answer(200, trickle_for=float(behaviour.split(":")[1]))
         if behaviour.startswith("slow"):
             time.sleep(float(behaviour.split(":")[1]))
-        return 200, self._result(call, behaviour, base), {}
+        return json_answer(200, self._result(call, behaviour))
 
-    def _result(self, call: Call, behaviour: str, base: str) -> dict[str, Any]:
+    def _result(self, call: Call, behaviour: str) -> dict[str, Any]:
         values = call.fields
         count = 1 if call.path == V4_GENERATE else int(values.get("num_images", 1))
         seed = int(values.get("seed", secrets.randbelow(MAX_SEED)))
@@ -387,13 +320,11 @@ class FakeIdeogram:
             if unsafe:
                 item["url"] = None
             else:
-                token = secrets.token_hex(8)
-                with self._lock:
-                    self._images[token] = (
-                        picture(width, height, seed + index),
-                        time.time() + self.url_ttl,
-                    )
-                item["url"] = f"{base}/ephemeral/{token}.png?exp={int(time.time() + self.url_ttl)}"
+                token = self._results.put(
+                    picture(width, height, seed + index), "image/png", self.url_ttl
+                )
+                expires = int(time.time() + self.url_ttl)
+                item["url"] = f"{self.base_url}/ephemeral/{token}.png?exp={expires}"
             data.append(item)
         return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data}
 

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -60,6 +60,22 @@ def trickle(
     return True
 
 
+def send_reply(
+    handler: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], body: bytes
+) -> None:
+    """A whole answer: status, ``headers``, Content-Length and ``body``; a client that hung
+    up meanwhile is no error."""
+    try:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 Route = Callable[[Recorded], Reply]
 
 
@@ -110,15 +126,7 @@ class LoopbackServer:
                 if reply.trickle_headers or reply.trickle_body:
                     self._trickle(reply, record)
                     return
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
-                    self.end_headers()
-                    self.wfile.write(reply.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_reply(self, reply.status, reply.headers, reply.body)
 
             def _trickle(self, reply: Reply, record: Recorded) -> None:
                 """A hostile answer; the client hanging up is recorded in ``hangups``."""

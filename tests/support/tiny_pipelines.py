@@ -9,6 +9,7 @@ The VAE downsamples 8x (like the real ones) so full-size outputs stay cheap on a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,18 +57,27 @@ def byte_level_tokenizer() -> object:
     return tokenizer
 
 
-def tiny_flux2_klein(path: Path) -> Path:
-    """FLUX.2 [klein]: Flux2 transformer (no guidance embeds), Qwen3 text encoder, Flux2 VAE."""
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+VAE_8X: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (4, 4, 4, 4),
+    "layers_per_block": 1,
+    "norm_num_groups": 1,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+"""The tiny ``AutoencoderKL``-style VAE (FLUX.2's and SD3's), less its latent channels: four
+one-layer blocks of four channels, so it downsamples 8x like the real ones."""
 
-    torch.manual_seed(0)
-    transformer = Flux2Transformer2DModel(
+
+def flux2_transformer(*, guidance_embeds: bool) -> object:
+    """The tiny Flux2 transformer of FLUX.2 [klein] (no guidance embeddings) and [dev]."""
+    from diffusers import Flux2Transformer2DModel
+
+    return Flux2Transformer2DModel(
         patch_size=1,
         in_channels=4,
         num_layers=1,
@@ -77,8 +87,21 @@ def tiny_flux2_klein(path: Path) -> Path:
         joint_attention_dim=16,
         timestep_guidance_channels=256,
         axes_dims_rope=[4, 4, 4, 4],
-        guidance_embeds=False,
+        guidance_embeds=guidance_embeds,
     )
+
+
+def tiny_flux2_klein(path: Path) -> Path:
+    """FLUX.2 [klein]: Flux2 transformer (no guidance embeds), Qwen3 text encoder, Flux2 VAE."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    transformer = flux2_transformer(guidance_embeds=False)
     tokenizer = byte_level_tokenizer()
     text_encoder = Qwen3ForCausalLM(
         Qwen3Config(
@@ -91,19 +114,7 @@ def tiny_flux2_klein(path: Path) -> Path:
             max_position_embeddings=512,
         )
     )  # type: ignore[arg-type]
-    vae = AutoencoderKLFlux2(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(4, 4, 4, 4),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = AutoencoderKLFlux2(**VAE_8X, latent_channels=1)
     pipeline = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
@@ -301,21 +312,7 @@ def tiny_stable_diffusion_3(path: Path) -> Path:
             )
         )
 
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(4, 4, 4, 4),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = AutoencoderKL(**VAE_8X, latent_channels=4, shift_factor=0.0609, scaling_factor=1.5035)
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -363,22 +360,11 @@ def tiny_flux2_dev(path: Path) -> Path:
         AutoencoderKLFlux2,
         FlowMatchEulerDiscreteScheduler,
         Flux2Pipeline,
-        Flux2Transformer2DModel,
     )
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     torch.manual_seed(0)
-    transformer = Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=4,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        timestep_guidance_channels=256,
-        axes_dims_rope=[4, 4, 4, 4],
-    )
+    transformer = flux2_transformer(guidance_embeds=True)
     tokenizer = byte_level_tokenizer()
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # type: ignore[attr-defined]
     text_encoder = Mistral3ForConditionalGeneration(
@@ -411,19 +397,7 @@ def tiny_flux2_dev(path: Path) -> Path:
             vision_feature_layer=-1,
         )
     )
-    vae = AutoencoderKLFlux2(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(4, 4, 4, 4),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = AutoencoderKLFlux2(**VAE_8X, latent_channels=1)
     pipeline = Flux2Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
