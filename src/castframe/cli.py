@@ -20,7 +20,7 @@ from castframe import logs
 from castframe.allocator import bound_heap_retention
 from castframe.catalog import MODELS
 from castframe.cli_client import generate, jobs_app
-from castframe.config import ConfigFileError, Settings
+from castframe.config import ConfigFileError, Settings, comma_list
 from castframe.jobs import accounts as accounts_mod
 from castframe.jobs import ledger
 from castframe.store.db import Database
@@ -203,7 +203,7 @@ def worker(
 
     _setup_logging()
     bound_heap_retention()
-    model_list = [name.strip() for name in (models or "").split(",") if name.strip()]
+    model_list = comma_list(models or "")
     if models is not None and not model_list:
         raise typer.BadParameter("name at least one model id (GET /v2/models lists them)")
     unknown = [name for name in model_list if name not in MODELS]
@@ -219,7 +219,7 @@ def worker(
         from castframe.metrics import REGISTRY
 
         start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
-    device_list = [name.strip() for name in (devices or "").split(",") if name.strip()]
+    device_list = comma_list(devices or "")
     if devices is not None and not device_list:
         raise typer.BadParameter("name at least one device, e.g. --devices cuda:0,cuda:1")
     services.start_worker(concurrency, device_list or None, model_list or None)

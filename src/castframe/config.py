@@ -61,6 +61,12 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         return values
 
 
+def comma_list(value: str) -> list[str]:
+    """A comma-separated setting's entries, stripped, empty ones dropped (``"a, ,b"`` ->
+    ``["a", "b"]``): how every list-valued ``CASTFRAME_*`` variable is read."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
 class Settings(BaseSettings):
     """All runtime configuration. The README's configuration table mirrors these fields."""
 
@@ -507,18 +513,17 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         """``cors_origins`` as a list (empty: CORS is off)."""
-        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+        return [origin.rstrip("/") for origin in comma_list(self.cors_origins)]
 
     @property
     def worker_model_list(self) -> list[str] | None:
         """``worker_models`` as a list (None: every model)."""
-        names = [name.strip() for name in self.worker_models.split(",") if name.strip()]
-        return names or None
+        return comma_list(self.worker_models) or None
 
     @property
     def worker_device_list(self) -> list[str]:
         """``worker_devices`` as a list (empty: no devices named)."""
-        return [name.strip() for name in self.worker_devices.split(",") if name.strip()]
+        return comma_list(self.worker_devices)
 
     @property
     def resolved_database_url(self) -> str:
@@ -554,11 +559,11 @@ class Settings(BaseSettings):
 
     @property
     def retry_schedule(self) -> list[float]:
-        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+        return [float(part) for part in comma_list(self.webhook_retry_schedule)]
 
     @property
     def trusted_host_set(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.trusted_hosts.split(",") if h.strip())
+        return frozenset(host.lower() for host in comma_list(self.trusted_hosts))
 
     @property
     def outputs_dir(self) -> Path:

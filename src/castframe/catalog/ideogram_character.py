@@ -7,18 +7,12 @@ speed. A saved character (``character_id``, a Castframe extension) may stand in 
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ImageField, ModelSpec
 
 IdeogramCharacterRequest = ideogram.ideogram_request(
     "ideogram-character", ideogram.CharacterParams, None, required=True
 )
-
-
-def _normalise(request: BaseModel) -> dict[str, object]:
-    return ideogram.normalise(request, ideogram.ASPECT_SIZES)
 
 
 IDEOGRAM_CHARACTER = ModelSpec(
@@ -31,7 +25,7 @@ IDEOGRAM_CHARACTER = ModelSpec(
     family="ideogram",
     params_key="ideogramParams",
     request_model=IdeogramCharacterRequest,
-    normalise=_normalise,
+    normalise=ideogram.normalise,
     # Ideogram's character prices: turbo $0.10, default $0.15, quality $0.20 per image.
     prices={"turbo": 10, "default": 15, "quality": 20},
     tier=ideogram.speed_tier,

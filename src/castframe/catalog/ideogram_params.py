@@ -13,7 +13,8 @@ saved character instead of an image), ``num_images`` and ``output_format``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -29,29 +30,66 @@ from pydantic import (
 from castframe.catalog.base import MAX_SEED, ImageField
 from castframe.catalog.envelope import Envelope, request_model
 
-ASPECT_SIZES: dict[str, tuple[int, int]] = {
-    # The documented core, then the rest of Ideogram 3.0's ratios, each at Ideogram's size.
-    "1:1": (1024, 1024),
-    "3:4": (864, 1152),
-    "4:3": (1152, 864),
-    "9:16": (736, 1312),
-    "16:9": (1312, 736),
-    "2:3": (832, 1248),
-    "3:2": (1248, 832),
-    "4:5": (896, 1120),
-    "5:4": (1120, 896),
-    "10:16": (800, 1280),
-    "16:10": (1280, 800),
-    "1:2": (704, 1408),
-    "2:1": (1408, 704),
-    "1:3": (512, 1536),
-    "3:1": (1536, 512),
-}
-CORE_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
+Size = tuple[int, int]
+"""An output size, (width, height) in pixels."""
 
-RESOLUTIONS: tuple[str, ...] = tuple(
-    # Ideogram 3.0's fixed output sizes (width x height), as its API lists them.
-    [
+
+def _size(text: str) -> Size:
+    """``"1024x768"`` -> ``(1024, 768)``."""
+    width, height = text.split("x")
+    return int(width), int(height)
+
+
+def _by_size(sizes: Iterable[str]) -> tuple[str, ...]:
+    """Sizes in the order Ideogram lists them: by width, then height."""
+    return tuple(sorted(sizes, key=_size))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """One Ideogram API version's size table. Every view of a version (its ratio and
+    resolution enums, the size each ratio makes) is computed from its one table, so no two
+    lists of the same version can drift apart."""
+
+    ratios: Mapping[str, Size]
+    """Each ratio the version takes, in its documented order, and the size it makes."""
+    resolutions: tuple[str, ...]
+    """The fixed sizes (width x height) its ``resolution`` field takes, as its API lists them."""
+
+    @property
+    def ratio_names(self) -> tuple[str, ...]:
+        return tuple(self.ratios)
+
+    @classmethod
+    def from_ratios(cls, resolutions: Mapping[str, str]) -> Sizes:
+        """A version whose ``resolution`` takes exactly its ratios' sizes (Ideogram 4.0)."""
+        return cls(
+            ratios={ratio: _size(size) for ratio, size in resolutions.items()},
+            resolutions=tuple(resolutions.values()),
+        )
+
+
+V3 = Sizes(
+    ratios={
+        # The documented core, then the rest of Ideogram 3.0's ratios, each at Ideogram's size.
+        "1:1": (1024, 1024),
+        "3:4": (864, 1152),
+        "4:3": (1152, 864),
+        "9:16": (736, 1312),
+        "16:9": (1312, 736),
+        "2:3": (832, 1248),
+        "3:2": (1248, 832),
+        "4:5": (896, 1120),
+        "5:4": (1120, 896),
+        "10:16": (800, 1280),
+        "16:10": (1280, 800),
+        "1:2": (704, 1408),
+        "2:1": (1408, 704),
+        "1:3": (512, 1536),
+        "3:1": (1536, 512),
+    },
+    resolutions=(
+        # Ideogram 3.0's fixed output sizes (width x height), as its API lists them.
         "512x1536",
         "576x1408",
         "576x1472",
@@ -121,8 +159,10 @@ RESOLUTIONS: tuple[str, ...] = tuple(
         "1536x512",
         "1536x576",
         "1536x640",
-    ]
+    ),
 )
+"""Ideogram 3.0 (and ``ideogram-character``)."""
+CORE_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 
 STYLE_PRESETS: tuple[str, ...] = tuple(
     # Ideogram 3.0's style presets.
@@ -193,127 +233,79 @@ STYLE_PRESETS: tuple[str, ...] = tuple(
 )
 MAX_STYLE_REFERENCES = 3
 
-V4_RESOLUTIONS: dict[str, str] = {
-    # Ideogram 4.0's 2K sizes, by the ratio each is (its generate route takes only these).
-    "1:1": "2048x2048",
-    "1:2": "1440x2880",
-    "2:1": "2880x1440",
-    "2:3": "1664x2496",
-    "3:2": "2496x1664",
-    "4:5": "1792x2240",
-    "5:4": "2240x1792",
-    "9:16": "1440x2560",
-    "16:9": "2560x1440",
-    "5:8": "1600x2560",
-    "8:5": "2560x1600",
-    "3:4": "1728x2304",
-    "4:3": "2304x1728",
-    "9:22": "1296x3168",
-    "22:9": "3168x1296",
-    "9:23": "1152x2944",
-    "23:9": "2944x1152",
-    "3:8": "1248x3328",
-    "8:3": "3328x1248",
-    "5:12": "1280x3072",
-    "12:5": "3072x1280",
-}
-V2_RESOLUTIONS: tuple[str, ...] = tuple(
-    # The legacy API's RESOLUTION_WxH values: not Ideogram 3.0's list (no 800x1280, but
-    # 1280x720, 1024x768 and others).
-    [
-        "512x1536",
-        "576x1408",
-        "576x1472",
-        "576x1536",
-        "640x1024",
-        "640x1344",
-        "640x1408",
-        "640x1472",
-        "640x1536",
-        "704x1152",
-        "704x1216",
-        "704x1280",
-        "704x1344",
-        "704x1408",
-        "704x1472",
-        "720x1280",
-        "736x1312",
-        "768x1024",
-        "768x1088",
-        "768x1152",
-        "768x1216",
-        "768x1232",
-        "768x1280",
-        "768x1344",
-        "832x960",
-        "832x1024",
-        "832x1088",
-        "832x1152",
-        "832x1216",
-        "832x1248",
-        "864x1152",
-        "896x960",
-        "896x1024",
-        "896x1088",
-        "896x1120",
-        "896x1152",
-        "960x832",
-        "960x896",
-        "960x1024",
-        "960x1088",
-        "1024x640",
-        "1024x768",
-        "1024x832",
-        "1024x896",
-        "1024x960",
-        "1024x1024",
-        "1088x768",
-        "1088x832",
-        "1088x896",
-        "1088x960",
-        "1120x896",
-        "1152x704",
-        "1152x768",
-        "1152x832",
-        "1152x864",
-        "1152x896",
-        "1216x704",
-        "1216x768",
-        "1216x832",
-        "1232x768",
-        "1248x832",
-        "1280x704",
-        "1280x720",
-        "1280x768",
-        "1280x800",
-        "1312x736",
-        "1344x640",
-        "1344x704",
-        "1344x768",
-        "1408x576",
-        "1408x640",
-        "1408x704",
-        "1472x576",
-        "1472x640",
-        "1472x704",
-        "1536x512",
-        "1536x576",
-        "1536x640",
-    ]
+V4 = Sizes.from_ratios(
+    {
+        # Ideogram 4.0's 2K sizes, by the ratio each is (its generate route takes only these).
+        "1:1": "2048x2048",
+        "1:2": "1440x2880",
+        "2:1": "2880x1440",
+        "2:3": "1664x2496",
+        "3:2": "2496x1664",
+        "4:5": "1792x2240",
+        "5:4": "2240x1792",
+        "9:16": "1440x2560",
+        "16:9": "2560x1440",
+        "5:8": "1600x2560",
+        "8:5": "2560x1600",
+        "3:4": "1728x2304",
+        "4:3": "2304x1728",
+        "9:22": "1296x3168",
+        "22:9": "3168x1296",
+        "9:23": "1152x2944",
+        "23:9": "2944x1152",
+        "3:8": "1248x3328",
+        "8:3": "3328x1248",
+        "5:12": "1280x3072",
+        "12:5": "3072x1280",
+    }
 )
-V2_ASPECT_RATIOS = (
-    "1:1",
-    "10:16",
-    "16:10",
-    "9:16",
-    "16:9",
-    "3:2",
-    "2:3",
-    "4:3",
-    "3:4",
-    "1:3",
-    "3:1",
+"""Ideogram 4.0: a ratio is one of its 2K sizes."""
+V2 = Sizes(
+    ratios={
+        # The legacy ``image_request.aspect_ratio`` values (ASPECT_16_9…), at 3.0's sizes:
+        # no 4:5, 5:4, 1:2 or 2:1.
+        ratio: V3.ratios[ratio]
+        for ratio in (
+            "1:1",
+            "10:16",
+            "16:10",
+            "9:16",
+            "16:9",
+            "3:2",
+            "2:3",
+            "4:3",
+            "3:4",
+            "1:3",
+            "3:1",
+        )
+    },
+    resolutions=_by_size(
+        # The legacy API's RESOLUTION_WxH values: Ideogram 3.0's list without 800x1280, with
+        # 1280x720, 1024x768 and others.
+        (set(V3.resolutions) - {"800x1280"})
+        | {
+            "640x1024",
+            "720x1280",
+            "768x1024",
+            "768x1152",
+            "768x1232",
+            "1024x640",
+            "1024x768",
+            "1152x768",
+            "1232x768",
+            "1280x720",
+        }
+    ),
 )
+"""Ideogram 2.x on the legacy API."""
+
+# The versions' tables in the shapes the rest of Castframe reads.
+ASPECT_SIZES: dict[str, Size] = dict(V3.ratios)
+RESOLUTIONS: tuple[str, ...] = V3.resolutions
+V4_RESOLUTIONS: dict[str, str] = dict(zip(V4.ratios, V4.resolutions, strict=True))
+V4_SIZES: dict[str, Size] = dict(V4.ratios)
+V2_RESOLUTIONS: tuple[str, ...] = V2.resolutions
+V2_ASPECT_RATIOS: tuple[str, ...] = V2.ratio_names
 """The legacy ``image_request.aspect_ratio`` values (ASPECT_16_9…): no 4:5, 5:4, 1:2 or 2:1."""
 
 STYLE_TYPES = ("AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION")
@@ -366,15 +358,19 @@ def _ratio_aliases(ratios: tuple[str, ...]) -> dict[str, str]:
     return aliases
 
 
-def _ratio(ratios: tuple[str, ...]) -> Any:
+def _ratio(sizes: Sizes) -> Any:
+    """The type of a version's ``aspect_ratio``: its ratios, in any accepted spelling."""
+    ratios = sizes.ratio_names
     return Annotated[
         str, _canonical(ratios, _ratio_aliases(ratios)), _one_of(ratios, "aspect ratio")
     ]
 
 
-def _resolution(sizes: tuple[str, ...]) -> Any:
-    aliases = {"RESOLUTION_" + size.replace("x", "_"): size for size in sizes}
-    return Annotated[str, _canonical(sizes, aliases), _one_of(sizes, "resolution")]
+def _resolution(sizes: Sizes) -> Any:
+    """The type of a version's ``resolution``: its fixed sizes, or RESOLUTION_WxH."""
+    names = sizes.resolutions
+    aliases = {"RESOLUTION_" + size.replace("x", "_"): size for size in names}
+    return Annotated[str, _canonical(names, aliases), _one_of(names, "resolution")]
 
 
 StyleType = Annotated[str, _canonical(STYLE_TYPES), _one_of(STYLE_TYPES, "style type")]
@@ -415,7 +411,9 @@ class IdeogramParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     edits: ClassVar[bool] = True
     """Whether the model has a mask edit (``image`` + ``mask``)."""
-    ratios: ClassVar[tuple[str, ...]] = tuple(ASPECT_SIZES)
+    sizes: ClassVar[Sizes] = V3
+    """The version's size table, which the ``aspect_ratio`` and ``resolution`` types below
+    (and the top-level shortcut's, ``ideogram_request``) are computed from."""
 
     character_reference_image: ImageSource | None = Field(
         default=None,
@@ -431,10 +429,10 @@ class IdeogramParams(BaseModel):
     rendering_speed: RenderingSpeed | None = None
     seed: Seed | None = None
     negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
-    aspect_ratio: _ratio(tuple(ASPECT_SIZES)) | None = Field(  # type: ignore[valid-type]
+    aspect_ratio: _ratio(V3) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram's ratios, as 16:9 or 16x9 (default 1:1)."
     )
-    resolution: _resolution(RESOLUTIONS) | None = Field(  # type: ignore[valid-type]
+    resolution: _resolution(V3) | None = Field(  # type: ignore[valid-type]
         default=None,
         description="One of Ideogram's fixed sizes, e.g. 1024x1024 (not with aspect_ratio).",
     )
@@ -494,11 +492,11 @@ class V4Params(IdeogramParams):
     """Ideogram 4.0: native 2K sizes, no mask edit."""
 
     edits: ClassVar[bool] = False
-    ratios: ClassVar[tuple[str, ...]] = tuple(V4_RESOLUTIONS)
-    aspect_ratio: _ratio(tuple(V4_RESOLUTIONS)) | None = Field(  # type: ignore[valid-type]
+    sizes: ClassVar[Sizes] = V4
+    aspect_ratio: _ratio(V4) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 4.0's ratios, as 16:9 (a 2K size)."
     )
-    resolution: _resolution(tuple(V4_RESOLUTIONS.values())) | None = Field(  # type: ignore[valid-type]
+    resolution: _resolution(V4) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 4.0's 2K sizes, e.g. 2048x2048."
     )
 
@@ -506,12 +504,12 @@ class V4Params(IdeogramParams):
 class V2Params(IdeogramParams):
     """Ideogram 2.0 (legacy API): its ratios and style types (RENDER_3D, ANIME)."""
 
-    ratios: ClassVar[tuple[str, ...]] = V2_ASPECT_RATIOS
-    resolution: _resolution(V2_RESOLUTIONS) | None = Field(  # type: ignore[valid-type]
+    sizes: ClassVar[Sizes] = V2
+    resolution: _resolution(V2) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 2.0's fixed sizes, e.g. 1024x1024."
     )
     style_type: V2StyleType | None = None
-    aspect_ratio: _ratio(V2_ASPECT_RATIOS) | None = Field(  # type: ignore[valid-type]
+    aspect_ratio: _ratio(V2) | None = Field(  # type: ignore[valid-type]
         default=None, description="One of Ideogram 2.0's ratios, as 16:9 (default 1:1)."
     )
 
@@ -570,7 +568,7 @@ def ideogram_request(
         name = f"IdeogramEnvelope{speed.capitalize()}"
         base = type(name, (IdeogramEnvelope,), {"fixed_speed": speed})
     shortcut = (
-        _ratio(params.ratios) | None,
+        _ratio(params.sizes) | None,
         Field(default=None, description="Castframe extension: ideogramParams.aspect_ratio."),
     )
     return request_model(
@@ -583,17 +581,18 @@ def ideogram_request(
     )
 
 
-def normalise(request: BaseModel, sizes: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+def normalise(request: BaseModel) -> dict[str, Any]:
     """A validated Ideogram request -> the job's params (catalog/base.py): the common keys,
     the image fields, and Ideogram's own fields as given (None when not given); ``width`` and
-    ``height`` from the resolution, or else the ratio's size in ``sizes``."""
+    ``height`` from the resolution, or else the ratio's size in the version's table (the
+    params class's ``sizes``, which also validated the ratio)."""
     assert isinstance(request, IdeogramEnvelope)
     params: IdeogramParams = getattr(request, "ideogramParams")  # noqa: B009
     aspect = request.aspect_ratio or params.aspect_ratio
     if params.resolution:
-        width, height = (int(side) for side in params.resolution.split("x"))
+        width, height = _size(params.resolution)
     else:
-        width, height = sizes[aspect or "1:1"]
+        width, height = params.sizes.ratios[aspect or "1:1"]
     return {
         "prompt": request.prompt,
         "negative_prompt": params.negative_prompt,
@@ -619,9 +618,3 @@ def normalise(request: BaseModel, sizes: Mapping[str, tuple[int, int]]) -> dict[
 def speed_tier(params: Mapping[str, Any]) -> str:
     """Ideogram prices by rendering speed."""
     return str(params["rendering_speed"])
-
-
-V4_SIZES: dict[str, tuple[int, int]] = {
-    ratio: (int(size.split("x")[0]), int(size.split("x")[1]))
-    for ratio, size in V4_RESOLUTIONS.items()
-}

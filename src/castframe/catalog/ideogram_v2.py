@@ -8,10 +8,6 @@ edit on any engine. The model id fixes the speed (turbo or not).
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel
-
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
 
@@ -26,10 +22,6 @@ MODELS = {
 }
 
 
-def _normalise(request: BaseModel) -> dict[str, Any]:
-    return ideogram.normalise(request, ideogram.ASPECT_SIZES)
-
-
 def _spec(model_id: str) -> ModelSpec:
     label, speed, params, credits = MODELS[model_id]
     edits = "with mask edits" if params.edits else "text to image only"
@@ -40,7 +32,7 @@ def _spec(model_id: str) -> ModelSpec:
         family="ideogram",
         params_key="ideogramParams",
         request_model=ideogram.ideogram_request(model_id, params, speed),
-        normalise=_normalise,
+        normalise=ideogram.normalise,
         prices={"standard": credits},
         image_fields=ideogram.IMAGE_FIELDS,
         upstream="ideogram",

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
-
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
 
@@ -36,10 +34,6 @@ def _tier(params: Mapping[str, Any]) -> str:
     return "character" if with_character else "standard"
 
 
-def _normalise(request: BaseModel) -> dict[str, Any]:
-    return ideogram.normalise(request, ideogram.ASPECT_SIZES)
-
-
 def _spec(speed: str) -> ModelSpec:
     model_id = IDS[speed]
     return ModelSpec(
@@ -53,7 +47,7 @@ def _spec(speed: str) -> ModelSpec:
         family="ideogram",
         params_key="ideogramParams",
         request_model=ideogram.ideogram_request(model_id, ideogram.IdeogramParams, speed),
-        normalise=_normalise,
+        normalise=ideogram.normalise,
         prices={tier: prices[speed] for tier, prices in PRICES.items()},
         tier=_tier,
         image_fields=ideogram.IMAGE_FIELDS,

@@ -9,10 +9,6 @@ engine.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel
-
 from castframe.catalog import ideogram_params as ideogram
 from castframe.catalog.base import ModelSpec
 
@@ -24,10 +20,6 @@ IDS = {
     "default": "ideogram-v4-balanced",
     "quality": "ideogram-v4-quality",
 }
-
-
-def _normalise(request: BaseModel) -> dict[str, Any]:
-    return ideogram.normalise(request, ideogram.V4_SIZES)
 
 
 def _spec(speed: str) -> ModelSpec:
@@ -42,7 +34,7 @@ def _spec(speed: str) -> ModelSpec:
         family="ideogram",
         params_key="ideogramParams",
         request_model=ideogram.ideogram_request(model_id, ideogram.V4Params, speed),
-        normalise=_normalise,
+        normalise=ideogram.normalise,
         prices={"standard": PRICES[speed]},
         image_fields=ideogram.IMAGE_FIELDS,
         upstream="ideogram",

@@ -10,16 +10,22 @@ there (a tool's price and its size limit depend on it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from castframe.catalog import tool_params as tools
-from castframe.catalog.base import ImageField, ModelSpec
+from castframe.catalog.base import ImageField, ModelSpec, PriceTier, single_tier
 
 IMAGE = (ImageField("image", "image", required=True),)
 SAMPLE = "https://example.com/photo.png"
 TOPAZ_TIERS = {"up-to-4mp": 4, "up-to-16mp": 8, "up-to-64mp": 16}
 """Credits per output by output megapixels (the last tier ends at the 64 MP limit)."""
+
+
+OutputSize = Callable[[Mapping[str, Any], int, int], tuple[int, int]]
+"""(params, input width, input height) -> the output's (width, height): ``ModelSpec.sized_by``."""
 
 
 def same_size(_params: Mapping[str, Any], width: int, height: int) -> tuple[int, int]:
@@ -41,8 +47,51 @@ def topaz_tier(params: Mapping[str, Any]) -> str:
     return "up-to-16mp" if megapixels <= 16 else "up-to-64mp"
 
 
-BRIA_BG_REMOVE = ModelSpec(
-    id="bria-bg-remove",
+SIZED_BY: dict[str, OutputSize] = {"background-remove": same_size, "upscale": upscaled}
+"""How each tool endpoint's output size follows its input image."""
+
+
+def _tool(
+    model_id: str,
+    params_key: str,
+    request_model: type[BaseModel],
+    normalise: Callable[[BaseModel], dict[str, Any]],
+    *,
+    operation: str,
+    label: str,
+    description: str,
+    family: str,
+    prices: Mapping[str, int],
+    example: Mapping[str, Any],
+    tier: PriceTier = single_tier,
+) -> ModelSpec:
+    """A tool's spec from what differs between tools: every tool takes one required ``image``
+    and makes one output, sized by its endpoint (``SIZED_BY``); its example body is the
+    sample image with ``example``'s fields."""
+    return ModelSpec(
+        id=model_id,
+        label=label,
+        description=description,
+        family=family,
+        params_key=params_key,
+        request_model=request_model,
+        normalise=normalise,
+        prices=prices,
+        tier=tier,
+        image_fields=IMAGE,
+        operation=operation,
+        max_outputs=1,
+        sized_by=SIZED_BY[operation],
+        example={"model": model_id, params_key: {"image": SAMPLE, **example}},
+    )
+
+
+BRIA_BG_REMOVE = _tool(
+    "bria-bg-remove",
+    "briaBgRemoveParams",
+    tools.BRIA_REQUEST,
+    tools.normalise_bria,
+    operation="background-remove",
     label="Bria RMBG 2.0 background removal",
     description=(
         "Background removal with Bria's RMBG-2.0, run from the operator's weights where the "
@@ -50,19 +99,16 @@ BRIA_BG_REMOVE = ModelSpec(
         "a transparent PNG at the input's size."
     ),
     family="bria",
-    params_key="briaBgRemoveParams",
-    request_model=tools.BRIA_REQUEST,
-    normalise=tools.normalise_bria,
     prices={"standard": 2},
-    image_fields=IMAGE,
-    operation="background-remove",
-    max_outputs=1,
-    sized_by=same_size,
-    example={"model": "bria-bg-remove", "briaBgRemoveParams": {"image": SAMPLE}},
+    example={},
 )
 
-LAB851_BG_REMOVE = ModelSpec(
-    id="851-bg-remove",
+LAB851_BG_REMOVE = _tool(
+    "851-bg-remove",
+    "lab851BgRemoveParams",
+    tools.LAB851_REQUEST,
+    tools.normalise_851,
+    operation="background-remove",
     label="851 Labs background removal",
     description=(
         "Background removal with transparent-background's InSPyReNet (the operator's weights) "
@@ -70,22 +116,16 @@ LAB851_BG_REMOVE = ModelSpec(
         "white, its blurred background or an overlay; threshold and reverse supported."
     ),
     family="851-labs",
-    params_key="lab851BgRemoveParams",
-    request_model=tools.LAB851_REQUEST,
-    normalise=tools.normalise_851,
     prices={"standard": 1},
-    image_fields=IMAGE,
-    operation="background-remove",
-    max_outputs=1,
-    sized_by=same_size,
-    example={
-        "model": "851-bg-remove",
-        "lab851BgRemoveParams": {"image": SAMPLE, "background_type": "rgba"},
-    },
+    example={"background_type": "rgba"},
 )
 
-TOPAZ_UPSCALE = ModelSpec(
-    id="topaz-image-upscale",
+TOPAZ_UPSCALE = _tool(
+    "topaz-image-upscale",
+    "topazUpscaleParams",
+    tools.TOPAZ_REQUEST,
+    tools.normalise_topaz,
+    operation="upscale",
     label="Image upscale (Topaz request shape, Real-ESRGAN model)",
     description=(
         "Upscaling by 1, 2, 4 or 6 with Apiframe's Topaz request shape. Castframe runs "
@@ -93,23 +133,17 @@ TOPAZ_UPSCALE = ModelSpec(
         "then Lanczos. Priced by output megapixels; outputs over 64 MP are refused."
     ),
     family="upscale",
-    params_key="topazUpscaleParams",
-    request_model=tools.TOPAZ_REQUEST,
-    normalise=tools.normalise_topaz,
     prices=TOPAZ_TIERS,
     tier=topaz_tier,
-    image_fields=IMAGE,
-    operation="upscale",
-    max_outputs=1,
-    sized_by=upscaled,
-    example={
-        "model": "topaz-image-upscale",
-        "topazUpscaleParams": {"image": SAMPLE, "upscale_factor": 2},
-    },
+    example={"upscale_factor": 2},
 )
 
-CLARITY_UPSCALE = ModelSpec(
-    id="clarity-upscale",
+CLARITY_UPSCALE = _tool(
+    "clarity-upscale",
+    "clarityUpscaleParams",
+    tools.CLARITY_REQUEST,
+    tools.normalise_clarity,
+    operation="upscale",
     label="Image upscale (Clarity request shape, Real-ESRGAN model)",
     description=(
         "Upscaling by 1, 2, 4 or 8 with Apiframe's Clarity request shape. Castframe runs "
@@ -117,18 +151,8 @@ CLARITY_UPSCALE = ModelSpec(
         "diffusion fields are refused); 8 is x4 then Lanczos; sharpen is honoured."
     ),
     family="upscale",
-    params_key="clarityUpscaleParams",
-    request_model=tools.CLARITY_REQUEST,
-    normalise=tools.normalise_clarity,
     prices={"standard": 8},
-    image_fields=IMAGE,
-    operation="upscale",
-    max_outputs=1,
-    sized_by=upscaled,
-    example={
-        "model": "clarity-upscale",
-        "clarityUpscaleParams": {"image": SAMPLE, "scale_factor": 2},
-    },
+    example={"scale_factor": 2},
 )
 
 IMAGE_TOOLS = (BRIA_BG_REMOVE, LAB851_BG_REMOVE, TOPAZ_UPSCALE, CLARITY_UPSCALE)

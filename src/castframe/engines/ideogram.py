@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from castframe.catalog.ideogram_params import V4_RESOLUTIONS
 from castframe.engines.base import (
     EngineRequest,
     EngineResult,
@@ -89,16 +90,6 @@ ROUTES: dict[str, Route] = {
     "ideogram-v2a": Route("legacy", legacy_model="V_2A"),
     "ideogram-v2a-turbo": Route("legacy", legacy_model="V_2A_TURBO"),
 }
-
-V4_RESOLUTIONS = {
-    "1:1": "2048x2048", "1:2": "1440x2880", "2:1": "2880x1440", "2:3": "1664x2496",
-    "3:2": "2496x1664", "4:5": "1792x2240", "5:4": "2240x1792", "9:16": "1440x2560",
-    "16:9": "2560x1440", "5:8": "1600x2560", "8:5": "2560x1600", "3:4": "1728x2304",
-    "4:3": "2304x1728", "9:22": "1296x3168", "22:9": "3168x1296", "9:23": "1152x2944",
-    "23:9": "2944x1152", "3:8": "1248x3328", "8:3": "3328x1248", "5:12": "1280x3072",
-    "12:5": "3072x1280",
-}  # fmt: skip
-"""Ideogram 4.0 takes a 2K ``resolution``, not a ratio: each ratio's size."""
 
 
 def serves(model_id: str) -> bool:
@@ -229,6 +220,7 @@ def _v4_call(request: EngineRequest, route: Route) -> Call:
     call = Call(V4_GENERATE)
     call.fields["text_prompt"] = request.prompt
     call.fields["rendering_speed"] = _speed(request, route)
+    # Ideogram 4.0 takes a 2K ``resolution``, not a ratio: the catalog's size of the ratio.
     resolution = request.param("resolution") or V4_RESOLUTIONS.get(
         str(request.param("aspect_ratio", ""))
     )

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import importlib
 import importlib.util
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from castframe.catalog import MODELS, ModelSpec
-from castframe.config import Settings
+from castframe.config import ENV_PREFIX, Settings
 from castframe.engines.base import Engine
 from castframe.errors import JobFailure
 
@@ -34,53 +35,28 @@ Refusals = list[tuple[str, str]]
 """(field of the params block, message naming the engine) for each thing it cannot honour."""
 
 
-def _sandbox_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
-    return []  # the sandbox honours every parameter of every model
+class Rules(Protocol):
+    """What an engine's rules module answers for the router: engines/ideogram.py,
+    engines/bfl.py, engines/tools/rules.py, and engines/open_weights/engine.py (``serves``
+    only: ``_diffusers_refusals`` answers for its families)."""
+
+    def serves(self, model_id: str) -> bool: ...
+
+    def check_params(self, model_id: str, params: Mapping[str, Any]) -> Refusals: ...
 
 
-def _ideogram_serves(spec: ModelSpec) -> bool:
-    from castframe.engines.ideogram import serves
+def _needs(engine: str, setting: str) -> Callable[[Settings], str | None]:
+    """``EngineEntry.missing`` of an engine that needs one setting (its provider's key)."""
+    message = f"the {engine} engine needs {ENV_PREFIX}{setting.upper()}"
 
-    return serves(spec.id)
+    def missing(settings: Settings) -> str | None:
+        return None if getattr(settings, setting) else message
 
-
-def _ideogram_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
-    from castframe.engines.ideogram import check_params
-
-    return check_params(spec.id, params)
-
-
-def _ideogram_missing(settings: Settings) -> str | None:
-    return (
-        None
-        if settings.ideogram_api_key
-        else "the ideogram engine needs CASTFRAME_IDEOGRAM_API_KEY"
-    )
-
-
-def _bfl_serves(spec: ModelSpec) -> bool:
-    from castframe.engines.bfl import serves
-
-    return serves(spec.id)
-
-
-def _bfl_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
-    from castframe.engines.bfl import check_params
-
-    return check_params(spec.id, params)
-
-
-def _bfl_missing(settings: Settings) -> str | None:
-    return None if settings.bfl_api_key else "the bfl engine needs CASTFRAME_BFL_API_KEY"
-
-
-def _diffusers_serves(spec: ModelSpec) -> bool:
-    from castframe.engines.open_weights.engine import serves
-
-    return serves(spec.id)
+    return missing
 
 
 def _diffusers_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    """Each open-weights family's own refusals, some under the operator's weights."""
     from castframe.engines.open_weights import weights
 
     if spec.id == weights.CHARACTER_MODEL:
@@ -113,13 +89,8 @@ def _diffusers_missing(settings: Settings) -> str | None:
     return None
 
 
-def _tools_serves(spec: ModelSpec) -> bool:
-    from castframe.engines.tools.rules import serves
-
-    return serves(spec.id)
-
-
 def _tools_refusals(spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+    """The tools engine's rules, and bria-bg-remove only where the operator turned it on."""
     from castframe.engines.tools.rules import check_params as tools_check
 
     refusals = tools_check(spec.id, params)
@@ -159,20 +130,46 @@ def diffusers_holds(spec: ModelSpec, settings: Settings) -> bool:
 
 @dataclass(frozen=True)
 class EngineEntry:
-    """What the router knows of a built-in engine, without importing it until it is used."""
+    """What the router knows of a built-in engine, without importing it until it is used.
 
-    serves: Callable[[ModelSpec], bool]
-    refusals: Callable[[ModelSpec, Mapping[str, Any], Settings], Refusals]
+    Its rules module answers for it: ``serves(model_id)`` which models it serves,
+    ``check_params(model_id, params)`` what it cannot honour in a job of one (``Rules``),
+    imported on the first question. Where what it refuses also depends on the operator's
+    settings, ``refuse`` answers instead of ``check_params``."""
+
+    module: str | None
+    """The rules module; None: every model, every parameter (the sandbox)."""
+    refuse: Callable[[ModelSpec, Mapping[str, Any], Settings], Refusals] | None = None
     missing: Callable[[Settings], str | None] = lambda settings: None
     """Why this operator's settings cannot run it (None: they can)."""
 
+    def rules(self) -> Rules:
+        assert self.module is not None
+        return cast(Rules, importlib.import_module(self.module))
+
+    def serves(self, spec: ModelSpec) -> bool:
+        return self.module is None or self.rules().serves(spec.id)
+
+    def refusals(self, spec: ModelSpec, params: Mapping[str, Any], settings: Settings) -> Refusals:
+        if self.refuse is not None:
+            return self.refuse(spec, params, settings)
+        if self.module is None:
+            return []
+        return self.rules().check_params(spec.id, params)
+
 
 ENGINES: dict[str, EngineEntry] = {
-    "sandbox": EngineEntry(serves=lambda spec: True, refusals=_sandbox_refusals),
-    "ideogram": EngineEntry(_ideogram_serves, _ideogram_refusals, _ideogram_missing),
-    "bfl": EngineEntry(_bfl_serves, _bfl_refusals, _bfl_missing),
-    "diffusers": EngineEntry(_diffusers_serves, _diffusers_refusals, _diffusers_missing),
-    "tools": EngineEntry(_tools_serves, _tools_refusals),
+    "sandbox": EngineEntry(None),
+    "ideogram": EngineEntry(
+        "castframe.engines.ideogram", missing=_needs("ideogram", "ideogram_api_key")
+    ),
+    "bfl": EngineEntry("castframe.engines.bfl", missing=_needs("bfl", "bfl_api_key")),
+    "diffusers": EngineEntry(
+        "castframe.engines.open_weights.engine",
+        refuse=_diffusers_refusals,
+        missing=_diffusers_missing,
+    ),
+    "tools": EngineEntry("castframe.engines.tools.rules", refuse=_tools_refusals),
 }
 """Built-in engines. Any ``package.module:Factory`` is accepted too: a plug-in engine that an
 operator (or a benchmark) ships, built by calling ``Factory(settings)``; it is routed only
@@ -478,8 +475,6 @@ def takes_device(factory: Any) -> bool:
 
 def load_plugin(path: str) -> Any:
     """``package.module:Factory`` -> the factory; raises ValueError with a clear message."""
-    import importlib
-
     module_name, _, attribute = path.partition(":")
     try:
         return getattr(importlib.import_module(module_name), attribute)
