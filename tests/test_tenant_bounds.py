@@ -19,6 +19,7 @@ from castframe.bytecache import ByteLRU, nbytes_of
 from castframe.dispatch.worker import failure_of
 from castframe.errors import public_message
 from castframe.jobs.uploads import plan_upload
+from castframe.media.fetch import FetchError, resolve_checked
 from castframe.media.images import DecodedImage, decode_image
 from castframe.media.signing import own_file, signed_url
 from castframe.media.sources import classify
@@ -440,3 +441,44 @@ def test_uploads_delete_the_sidecar_the_worker_writes() -> None:
 
     assert SIDECAR_SUFFIX == DESCRIPTOR_SIDECAR_SUFFIX
     assert files_of(["uploads/a/b.png"]) == ["uploads/a/b.png", sidecar_key("uploads/a/b.png")]
+
+
+# -- the rest of the schemas: no answer larger than its bounds --------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ideogramParams": {"aspect_ratio": "x" * 200_000}},
+        {"aspect_ratio": "y" * 200_000},
+        {"ideogramParams": {"style_preset": "z" * 200_000}},
+        {"ideogramParams": {"k" * 200_000: 1}},
+    ],
+    ids=["params-ratio", "top-ratio", "preset", "unknown-key"],
+)
+def test_an_error_never_echoes_a_long_value_whole(api_sqlite: Api, body: dict[str, Any]) -> None:
+    """A message that quotes the client's value (an unknown ratio, an unknown key) is cut:
+    the answer to a 200 KB value was 400 KB, twice the value."""
+    key = api_sqlite.key(mode="test")
+    response = api_sqlite.generate(key, {"model": "ideogram-v3-turbo", "prompt": "p", **body})
+    assert response.status_code == 400
+    assert len(response.content) < 2_000
+    answer = response.json()
+    assert answer["code"] == "validation_error" and "…" in json.dumps(answer, ensure_ascii=False)
+
+
+def test_an_error_lists_at_most_twenty_problems(api_sqlite: Api) -> None:
+    key = api_sqlite.key(mode="test")
+    unknown = {f"field_{index}": 1 for index in range(5_000)}
+    body = {"model": "ideogram-v3-turbo", "prompt": "p", "ideogramParams": unknown}
+    response = api_sqlite.generate(key, body)
+    assert response.status_code == 400 and len(response.content) < 4_000
+    details = response.json()["details"]
+    assert len(details) == 20 and details["ideogramParams.field_0"] == ["unknown field"]
+
+
+def test_an_unresolvable_host_is_named_without_the_resolvers_errno() -> None:
+    with pytest.raises(FetchError) as info:
+        resolve_checked("castframe-test.invalid", 443, allow_private=False)
+    assert info.value.message.startswith("cannot resolve 'castframe-test.invalid': ")
+    assert "Errno" not in info.value.message and "[" not in info.value.message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 ERROR_CODES: dict[str, tuple[int, str]] = {
@@ -177,10 +178,29 @@ Details = dict[str, list[str]]
 """Apiframe's ``details``: messages keyed by the JSON path of the field they are about."""
 
 
+MAX_PROBLEMS = 20
+"""The most (field, message) problems an error lists: a body with thousands of unknown keys
+gets the first ones, not an answer as large as itself."""
+MAX_PROBLEM_CHARS = 200
+"""The longest field path or message an error repeats: a message may quote the client's value
+(an unknown ratio, an unknown key), which may be megabytes long."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 1] + "…"
+
+
+def bounded(problems: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """At most ``MAX_PROBLEMS`` problems, each path and message cut to ``MAX_PROBLEM_CHARS``:
+    every list of problems goes through here before it becomes an error's text."""
+    return [(_cut(path), _cut(message)) for path, message in islice(problems, MAX_PROBLEMS)]
+
+
 def details_of(problems: Iterable[tuple[str, str]]) -> Details:
-    """(field path, message) pairs -> ``details``, keeping every message of a field."""
+    """(field path, message) pairs -> ``details``, keeping every message of a field (within
+    ``bounded``'s limits)."""
     details: Details = {}
-    for path, message in problems:
+    for path, message in bounded(problems):
         details.setdefault(path, []).append(message)
     return details
 

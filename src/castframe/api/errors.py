@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from castframe.errors import ApiError, details_of
+from castframe.errors import ApiError, bounded, details_of
 from castframe.media.storage import StorageError, StorageFull
 from castframe.store.db import is_database_full, is_transient
 
@@ -60,7 +60,7 @@ def _query_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
     for item in exc.errors():
         path = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "path", "body"))
         problems.append((path or "request", str(item.get("msg", "invalid"))))
-    return problems
+    return bounded(problems)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from castframe.catalog import MAX_SEED, MODELS, ModelSpec, models_for
 from castframe.config import Settings
-from castframe.errors import ApiError, details_of, field_error
+from castframe.errors import ApiError, bounded, details_of, field_error
 from castframe.jobs import sizing
 from castframe.jobs.accounts import Principal
 from castframe.jobs.uploads import PlannedUpload, plan_upload
@@ -97,7 +97,7 @@ def pydantic_problems(error: ValidationError, fields: Iterable[str] = ()) -> lis
             first = message.split(" ", 1)[0]
             path = first if first in known else "body"
         problems.append((path, message))
-    return problems
+    return bounded(problems)
 
 
 def invalid(error: ValidationError, what: str = "request", fields: Iterable[str] = ()) -> ApiError:

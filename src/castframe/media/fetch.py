@@ -269,7 +269,8 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise FetchError("fetch_failed", f"cannot resolve {host!r}: {exc}") from exc
+            lookup = exc.strerror or "lookup failed"  # without the resolver's errno
+            raise FetchError("fetch_failed", f"cannot resolve {host!r}: {lookup}") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses:
         raise FetchError("fetch_failed", f"{host!r} resolves to no address")
