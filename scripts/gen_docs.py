@@ -13,7 +13,7 @@ from typing import Any
 
 from castframe.app import create_app
 from castframe.config import COMPONENTS, Settings, component_of
-from castframe.errors import ERROR_CODES, JOB_ERROR_CODES
+from castframe.errors import ERROR_CODES, JOB_ERROR_CODES, MAX_PROBLEM_CHARS, MAX_PROBLEMS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -138,7 +138,10 @@ def errors_markdown() -> str:
         "",
         "`error` is the human message (what Apiframe's SDK puts in its exception), `code` is "
         "stable (branch on it), and `details` maps the JSON path of each field at fault to its "
-        "messages; it is `{}` when no field is to blame.",
+        "messages; it is `{}` when no field is to blame. An error lists at most "
+        f"{MAX_PROBLEMS} problems, and cuts any field path or message over "
+        f"{MAX_PROBLEM_CHARS} characters with `…` (a message may quote the value sent, which "
+        "may be megabytes long).",
         "",
         "## HTTP errors",
         "",
