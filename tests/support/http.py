@@ -94,9 +94,9 @@ class LoopbackServer:
         self.routes: dict[str, Route] = {}
         self.requests: list[Recorded] = []
         self.hangups: list[Recorded] = []
+        """Requests whose client hung up while a hostile answer was still trickling."""
         self.stopping = threading.Event()
         """Set by ``close``: hostile answers end, so their clients are let go."""
-        """Requests whose client hung up while a hostile answer was still trickling."""
         self._lock = threading.Lock()
         server = self
 
