@@ -161,8 +161,8 @@ async def submission_loop(args: argparse.Namespace) -> dict[str, Any]:
                         extra = {"Idempotency-Key": uuid.uuid4().hex} if args.idempotency else {}
                         payload = json.dumps(body(index, reference)).encode()
                         status, answer = await call_asgi(app, payload, {**headers, **extra})
-                        if status != 202:
-                            raise SystemExit(f"{status}: {answer!r}")
+                        if status != 202:  # not SystemExit: asyncio would not end the loop
+                            raise RuntimeError(f"{status}: {answer!r}")
 
                 await asyncio.gather(*(one_client() for _ in range(args.concurrency)))
 
@@ -274,7 +274,9 @@ def measure(
         command.append("--idempotency")
     if profile is not None:
         command.append(f"--profile={profile}")
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"measurement failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -308,6 +310,9 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default=None, help="default: merge-base with main")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--profile-dir", type=Path, default=None)
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="seconds a measurement may take (default 600)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

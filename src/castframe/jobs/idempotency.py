@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from castframe.errors import ApiError
 from castframe.store.db import Database
@@ -142,20 +142,25 @@ def begin(
                 .first()
             )
             if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            idempotency_keys.insert().values(
-                                account_id=account_id,
-                                mode=mode,
-                                key=key,
-                                request_hash=request_hash,
-                                state="started",
-                                owner_token=token,
-                                created_at=now,
-                            )
-                        )
-                except IntegrityError:
+                # ON CONFLICT DO NOTHING rather than a savepoint around a plain INSERT: two
+                # round trips fewer. Read first, as ever: an INSERT would wait for a
+                # submission that holds the record (``hold``), where the read does not.
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                inserted = conn.execute(
+                    dialect.insert(idempotency_keys)
+                    .values(
+                        account_id=account_id,
+                        mode=mode,
+                        key=key,
+                        request_hash=request_hash,
+                        state="started",
+                        owner_token=token,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(idempotency_keys.c.owner_token)
+                ).first()
+                if inserted is None:
                     continue  # another request inserted it first; look again
                 LIVE.add(token)
                 return Claim(account_id, mode, key, token)
