@@ -6,6 +6,9 @@ Adding a model is a module here (its ``ModelSpec``: schema, params, images, pric
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from castframe.catalog.base import MAX_SEED, ImageField, ModelSpec
 from castframe.catalog.flux_2_dev import FLUX_2_DEV
 from castframe.catalog.flux_fill import FLUX_FILL_PRO
@@ -36,9 +39,18 @@ FLAGSHIP = IDEOGRAM_CHARACTER
 """The model the quick start, the playground and the CLI default to."""
 
 
-def models_for(operation: str) -> dict[str, ModelSpec]:
-    """The models of one endpoint (``generate``, ``edit``…), by id."""
-    return {model_id: spec for model_id, spec in MODELS.items() if spec.operation == operation}
+_BY_OPERATION: dict[str, Mapping[str, ModelSpec]] = {
+    operation: MappingProxyType(
+        {model_id: spec for model_id, spec in MODELS.items() if spec.operation == operation}
+    )
+    for operation in dict.fromkeys(spec.operation for spec in _ALL)
+}
+
+
+def models_for(operation: str) -> Mapping[str, ModelSpec]:
+    """The models of one endpoint (``generate``, ``edit``…), by id: built once (every
+    submission asks), read-only."""
+    return _BY_OPERATION.get(operation, MappingProxyType({}))
 
 
 def operations() -> list[str]:

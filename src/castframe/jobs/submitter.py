@@ -119,8 +119,11 @@ class Submitter:
             with self._discard_if_failed(written) as refused:
                 with self.db.write() as conn:
                     # A key taken over meanwhile (jobs/idempotency.py) writes no job.
+                    held = idempotency.hold(
+                        conn, [item.idempotency_key for item in written if item.idempotency_key]
+                    )
                     owned = [
-                        item.idempotency_key is None or idempotency.hold(conn, item.idempotency_key)
+                        item.idempotency_key is None or item.idempotency_key.token in held
                         for item in written
                     ]
                     inserted = iter(
@@ -137,11 +140,14 @@ class Submitter:
                     results: list[Job | ApiError] = [
                         next(inserted) if mine else idempotency.lost() for mine in owned
                     ]
-                    for item, result in zip(written, results, strict=True):
-                        if item.idempotency_key and isinstance(result, Job):
-                            idempotency.complete(
-                                conn, item.idempotency_key, 202, accepted_body(result)
-                            )
+                    idempotency.complete(
+                        conn,
+                        [
+                            (item.idempotency_key, 202, accepted_body(result))
+                            for item, result in zip(written, results, strict=True)
+                            if item.idempotency_key and isinstance(result, Job)
+                        ],
+                    )
                 refused.extend(
                     item
                     for item, result in zip(written, results, strict=True)
