@@ -413,7 +413,7 @@ def test_a_failing_read_is_retried_and_the_listener_kept(
             wait_until(lambda: not server.services.watcher._dirty)
             monkeypatch.setattr(watch_module.job_store, "find_jobs", flaky)
             claim(server.services.db)
-            assert stream.until("PROCESSING", 5)["id"] == job_id
+            assert stream.until("PROCESSING", 1)["id"] == job_id
             assert failures["left"] == 0
 
 
